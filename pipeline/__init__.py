@@ -1,0 +1,3 @@
+"""rtk-archive: archive Cloudflare RealtimeKit recordings to storage you own."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,23 @@
+"""Storage adapters: one module per backend behind the small protocol in storage.base."""
+
+from storage.base import (
+    Checksums,
+    LocalFile,
+    MissingSDK,
+    NotFound,
+    ObjectConflict,
+    PermanentStorageError,
+    Retention,
+    RetryableStorageError,
+    StorageError,
+    StoredObject,
+    Target,
+    TargetSettings,
+)
+from storage.registry import build_target, settings_model, target_types
+
+__all__ = [
+    "Checksums", "LocalFile", "MissingSDK", "NotFound", "ObjectConflict", "PermanentStorageError",
+    "Retention", "RetryableStorageError", "StorageError", "StoredObject", "Target", "TargetSettings",
+    "build_target", "settings_model", "target_types",
+]

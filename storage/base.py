@@ -1,0 +1,300 @@
+"""The storage adapter protocol: what every backend (local, aws, digitalocean, azure, gcs,
+sftp) must do, and the behaviour written once above them.
+
+A backend implements four small hooks (`_upload`, `_stat`, `_open_read`, `_classify`); the
+rules that make a put safe (refuse a different object under an existing key, skip an identical
+one, never leak a secret in an error) live here, in `Target.put` and `Target._errors`.
+Verification of a copy, retries and bookkeeping live in `pipeline/`, not here.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib
+import posixpath
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+# User-metadata names stored with every object. Lower case, letters, digits and underscores:
+# the one spelling that S3 (lower-cases names), Azure (C# identifiers only) and GCS all accept.
+SHA256_METADATA_KEY = "rtk_sha256"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class StorageError(Exception):
+    """A storage operation failed. `retryable` tells the pipeline whether trying again can help.
+
+    Messages are built by the adapters from safe facts (target name, key, an error code),
+    never from a credential, so they can be logged and stored in the ledger as they are.
+    """
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, target: str | None = None):
+        self.target = target
+        super().__init__(f"target '{target}': {message}" if target else message)
+
+
+class RetryableStorageError(StorageError):
+    """Throttling, time-outs, broken connections, 5xx: the same call may succeed later."""
+
+    retryable = True
+
+
+class PermanentStorageError(StorageError):
+    """Bad credentials, a missing bucket, no permission, a bad setting: a person must act."""
+
+
+class NotFound(PermanentStorageError, FileNotFoundError):
+    """The key does not exist at the target (the one sentinel every backend raises)."""
+
+
+class ObjectConflict(PermanentStorageError):
+    """A different object already sits under the key; rtk-archive never overwrites one."""
+
+
+class MissingSDK(PermanentStorageError):
+    """The backend's SDK is not installed."""
+
+
+def require_sdk(module: str, package: str, *, target: str | None = None):
+    """Import a backend SDK lazily; a missing one says exactly what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingSDK(
+            f"the Python package '{package}' is needed for this target: pip install '{package}'",
+            target=target,
+        ) from exc
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class Checksums:
+    """A file's digests, hex encoded. CRC32C is the big-endian 32-bit value as 8 hex digits."""
+
+    sha256: str
+    md5: str
+    crc32c: str
+
+    @staticmethod
+    def _b64(hex_value: str) -> str:
+        return base64.b64encode(bytes.fromhex(hex_value)).decode("ascii")
+
+    @property
+    def sha256_base64(self) -> str:
+        return self._b64(self.sha256)
+
+    @property
+    def md5_base64(self) -> str:
+        return self._b64(self.md5)
+
+    @property
+    def crc32c_base64(self) -> str:
+        return self._b64(self.crc32c)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"sha256": self.sha256, "md5": self.md5, "crc32c": self.crc32c}
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A complete, verified local file, ready to be stored: its size and digests are known.
+
+    Adapters read the bytes only through `open()`, so the one place that reads a source can be
+    exercised by the conformance suite with a source that fails midway."""
+
+    path: Path
+    size: int
+    checksums: Checksums
+
+    def open(self) -> BinaryIO:
+        """A seekable binary stream of the file, positioned at 0."""
+        return open(self.path, "rb")
+
+
+@dataclass(frozen=True)
+class Retention:
+    """The write-once protection an object carries, as the backend reports it."""
+
+    mode: str  # GOVERNANCE | COMPLIANCE | LOCKED | UNLOCKED | HOLD | READ_ONLY ...
+    until: str | None = None  # ISO 8601, UTC
+    legal_hold: bool = False
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What a target holds under a key, as read back from the backend."""
+
+    key: str  # the full key at the target, prefix included
+    uri: str  # where a person finds it: s3://bucket/key, sftp://host:port/path, file:///...
+    size: int
+    sha256: str | None  # the file's SHA-256 as stored in the object's metadata
+    # Digests the backend computed itself (hex, same encoding as Checksums): these are the
+    # independent evidence the pipeline compares against the file's own digests.
+    native: Mapping[str, str] = field(default_factory=dict)
+    version: str | None = None  # version id / generation / ETag, where the backend has one
+    retention: Retention | None = None
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class TargetSettings(BaseModel):
+    """Settings shared by every target type. The field names follow RealtimeKit's
+    `storage_config`; each backend's subclass adds the fields it uses and forbids the rest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    type: str
+    path: str = ""  # prefix inside the bucket / folder; absent means the root
+    key_template: str | None = None  # overrides [archive] key_template for this target
+    # Write-once protection, opt-in; each backend says which modes it can enforce.
+    retention_mode: Literal["GOVERNANCE", "COMPLIANCE", "READ_ONLY", "LOCKED", "UNLOCKED"] | None = None
+    retention_days: int | None = Field(default=None, ge=1)
+    legal_hold: bool = False
+
+    @field_validator("path")
+    @classmethod
+    def _normalise_prefix(cls, value: str) -> str:
+        return value.strip().strip("/")
+
+    def secret_values(self) -> list[str]:
+        """Every secret this target holds, so the pipeline can scrub them from any output."""
+        values = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                values.append(value.get_secret_value())
+        return values
+
+
+# --------------------------------------------------------------------------- the adapter
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could leave the target's prefix. The pipeline already builds safe keys;
+    this is the last line of defence, so a bug upstream can never write outside the prefix."""
+    if not key or key.startswith("/") or "\x00" in key or "\\" in key:
+        raise PermanentStorageError(f"unsafe object key {key!r}")
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise PermanentStorageError(f"unsafe object key {key!r}")
+    return key
+
+
+class Target(ABC):
+    """One configured destination. Methods may be called from several threads at once: an
+    adapter whose SDK client is not thread-safe guards it itself."""
+
+    type: ClassVar[str]
+    settings_model: ClassVar[type[TargetSettings]] = TargetSettings
+
+    def __init__(self, settings: TargetSettings):
+        self.settings = settings
+        self.name = settings.name
+
+    # -- public behaviour, written once ---------------------------------------------------
+
+    def full_key(self, key: str) -> str:
+        """The key inside the bucket / under the folder: the target's `path` prefix + key."""
+        check_key(key)
+        return posixpath.join(self.settings.path, key) if self.settings.path else key
+
+    def put(self, file: LocalFile, key: str, metadata: Mapping[str, str] | None = None) -> StoredObject:
+        """Store `file` under `key`, all or nothing. An identical object already there is a
+        no-op; a different one is refused with ObjectConflict, never overwritten."""
+        try:
+            existing = self.stat(key)
+        except NotFound:
+            existing = None
+        if existing is not None:
+            if existing.size == file.size and existing.sha256 == file.checksums.sha256:
+                return existing
+            raise ObjectConflict(
+                f"a different object already exists at {existing.uri} "
+                f"(size {existing.size}, sha256 {existing.sha256 or 'unknown'}); "
+                "rtk-archive never overwrites: move it away or change key_template",
+                target=self.name,
+            )
+        meta = {SHA256_METADATA_KEY: file.checksums.sha256, **(metadata or {})}
+        full = self.full_key(key)
+        with self._errors(f"upload of {full}"):
+            return self._upload(file, full, meta)
+
+    def stat(self, key: str) -> StoredObject:
+        """What is stored under `key`; NotFound when nothing is."""
+        full = self.full_key(key)
+        with self._errors(f"stat of {full}"):
+            return self._stat(full)
+
+    @contextlib.contextmanager
+    def open_read(self, key: str) -> Iterator[BinaryIO]:
+        """A binary stream of the stored bytes (for deep verification)."""
+        full = self.full_key(key)
+        with self._errors(f"read of {full}"):
+            with self._open_read(full) as stream:
+                yield stream
+
+    def sweep_partials(self) -> int:
+        """Remove temporary objects a killed run left behind; returns how many. Only backends
+        whose temporaries are visible (local, sftp) need this."""
+        return 0
+
+    def describe(self) -> str:
+        """A one-line, secret-free description for logs: e.g. s3://bucket/prefix."""
+        return f"{self.type}:{self.settings.path or '/'}"
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- backend hooks ----------------------------------------------------------------------
+
+    @abstractmethod
+    def _upload(self, file: LocalFile, full_key: str, metadata: Mapping[str, str]) -> StoredObject:
+        """Upload with the SDK's managed (multipart / resumable / block) upload, sending the
+        backend's native integrity check; abort and clean up on failure; return the object
+        as stat would. Never overwrite: the base class checked, but a backend that offers a
+        create-only condition should use it too."""
+
+    @abstractmethod
+    def _stat(self, full_key: str) -> StoredObject:
+        """Read size, metadata SHA-256 and native checksums back; raise NotFound if absent."""
+
+    @abstractmethod
+    def _open_read(self, full_key: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        """A context manager yielding a readable binary stream of the object."""
+
+    @abstractmethod
+    def _classify(self, exc: Exception, action: str) -> StorageError:
+        """Map an SDK exception to Retryable/Permanent/NotFound with a safe, helpful message
+        naming what to fix (never str() of an exception that may echo a credential)."""
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except StorageError as exc:
+            if exc.target is None:
+                exc.target = self.name
+                exc.args = (f"target '{self.name}': {exc.args[0]}",)
+            raise
+        except Exception as exc:  # every SDK failure is classified, none escapes raw
+            raise self._classify(exc, action) from exc

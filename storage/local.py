@@ -1,0 +1,161 @@
+"""`local`: a folder on this machine (a NAS mount, a backup disk). Writes are atomic: a
+temporary name in the same folder, fsync, then a hard link to the final name, which fails if
+the name is taken, so a file is never overwritten and never seen half-written."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+import stat as stat_module
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import quote
+
+from pydantic import Field, field_validator
+
+from storage.base import (
+    check_key,
+    SHA256_METADATA_KEY,
+    LocalFile,
+    NotFound,
+    ObjectConflict,
+    PermanentStorageError,
+    Retention,
+    RetryableStorageError,
+    StorageError,
+    StoredObject,
+    Target,
+    TargetSettings,
+)
+
+PARTIAL_MARKER = ".rtk-partial-"
+COPY_BUFFER = 1 << 20
+# The file's SHA-256 is kept in an extended attribute where the file system allows it.
+XATTR = f"user.{SHA256_METADATA_KEY}"
+
+
+class LocalSettings(TargetSettings):
+    type: str = "local"
+    path: str = Field(min_length=1)  # the folder
+
+    @field_validator("path")
+    @classmethod
+    def _normalise_prefix(cls, value: str) -> str:  # a folder, not a bucket prefix: keep it
+        return os.path.expanduser(value.strip())
+
+
+class LocalTarget(Target):
+    type = "local"
+    settings_model = LocalSettings
+
+    def __init__(self, settings: LocalSettings):
+        super().__init__(settings)
+        self.root = Path(settings.path).resolve()
+
+    def full_key(self, key: str) -> str:
+        return check_key(key)  # the folder is the root: keys are relative to it
+
+    def describe(self) -> str:
+        return f"file://{self.root}"
+
+    def _path(self, full_key: str) -> Path:
+        path = (self.root / full_key).resolve()
+        if self.root != path and self.root not in path.parents:
+            raise PermanentStorageError(f"key {full_key!r} resolves outside {self.root}")
+        return path
+
+    def _upload(self, file: LocalFile, full_key: str, metadata: Mapping[str, str]) -> StoredObject:
+        final = self._path(full_key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = final.with_name(f".{final.name}{PARTIAL_MARKER}{uuid.uuid4().hex}")
+        try:
+            with file.open() as src, open(temp, "xb") as fh:
+                shutil.copyfileobj(src, fh, COPY_BUFFER)
+                with contextlib.suppress(OSError):  # no user xattrs here: sha256 is re-hashed
+                    os.setxattr(fh.fileno(), XATTR, metadata[SHA256_METADATA_KEY].encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(temp, final)  # atomic, and refuses an existing name
+            except FileExistsError:
+                raise ObjectConflict(f"{final} appeared while uploading; not overwritten") from None
+            if self.settings.retention_mode == "READ_ONLY":
+                os.chmod(final, stat_module.S_IRUSR | stat_module.S_IRGRP)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+        _fsync_dir(final.parent)
+        return self._stat(full_key)
+
+    def _stat(self, full_key: str) -> StoredObject:
+        path = self._path(full_key)
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            raise NotFound(f"{full_key} not found in {self.root}", target=self.name) from None
+        if not stat_module.S_ISREG(info.st_mode):
+            raise PermanentStorageError(f"{path} is not a regular file", target=self.name)
+        try:
+            stored_sha = os.getxattr(path, XATTR).decode()
+        except OSError:
+            stored_sha = None
+        # A local file has no checksum of its own: re-hashing it is the independent evidence.
+        with open(path, "rb") as fh:
+            actual = hashlib.file_digest(fh, "sha256").hexdigest()
+        read_only = not info.st_mode & (stat_module.S_IWUSR | stat_module.S_IWGRP | stat_module.S_IWOTH)
+        return StoredObject(
+            key=full_key,
+            uri="file://" + quote(str(path)),
+            size=info.st_size,
+            sha256=stored_sha or actual,
+            native={"sha256": actual},
+            retention=Retention(mode="READ_ONLY") if read_only else None,
+        )
+
+    @contextlib.contextmanager
+    def _open_read(self, full_key: str):
+        try:
+            with open(self._path(full_key), "rb") as fh:
+                yield fh
+        except FileNotFoundError:
+            raise NotFound(f"{full_key} not found in {self.root}", target=self.name) from None
+
+    def sweep_partials(self) -> int:
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if PARTIAL_MARKER in name and name.startswith("."):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(dirpath, name))
+                        removed += 1
+        return removed
+
+    def _classify(self, exc: Exception, action: str) -> StorageError:
+        if isinstance(exc, PermissionError):
+            return PermanentStorageError(
+                f"{action}: permission denied under {self.root}; let this user write there",
+                target=self.name,
+            )
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return RetryableStorageError(f"{action}: no space left under {self.root}", target=self.name)
+        if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.ENOTDIR, errno.ENAMETOOLONG):
+            return PermanentStorageError(f"{action}: {os.strerror(exc.errno)}", target=self.name)
+        if isinstance(exc, OSError):
+            reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+            return RetryableStorageError(f"{action}: {reason}", target=self.name)
+        return RetryableStorageError(f"{action}: {type(exc).__name__}", target=self.name)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the new directory entry durable: a rename/link is only safe after this."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.storage.rig import Rig
+
+
+class LocalRig(Rig):
+    type = "local"
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.folder = root  # a local key is relative to the target's folder
+
+    def target_settings(self, name: str, prefix: str) -> dict:
+        self.folder = self.root / prefix
+        return {"name": name, "type": "local", "path": str(self.folder)}
+
+    def list_keys(self, prefix: str) -> list[str]:
+        base = self.root / prefix
+        if not base.exists():
+            return []
+        return sorted(
+            str(Path(dirpath, f).relative_to(self.root))
+            for dirpath, _dirs, files in os.walk(base) for f in files
+        )
+
+    def raw_read(self, full_key: str) -> bytes:
+        return (self.folder / full_key).read_bytes()
+
+    def raw_write(self, full_key: str, data: bytes) -> None:
+        path = self.folder / full_key
+        os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+        with open(path, "r+b") as fh:  # keep the inode and its xattr, change the bytes
+            fh.truncate(0)
+            fh.write(data)
+
+    def raw_delete(self, full_key: str) -> None:
+        (self.folder / full_key).unlink()
+
+
+@pytest.fixture
+def rig_local(tmp_path_factory) -> LocalRig:
+    return LocalRig(tmp_path_factory.mktemp("local-target"))

@@ -1,0 +1,199 @@
+"""One conformance suite, run against every registered storage type on its real server."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.hashing import hash_file
+from storage import (
+    LocalFile,
+    NotFound,
+    ObjectConflict,
+    PermanentStorageError,
+    StorageError,
+    build_target,
+    settings_model,
+    target_types,
+)
+from tests.storage import conftest as storage_conftest
+
+
+def make_target(rig, prefix: str, **overrides):
+    raw = {**rig.target_settings("conformance", prefix), **overrides}
+    return build_target(settings_model(raw["type"]).model_validate(raw))
+
+
+def local_file(path: Path) -> LocalFile:
+    hasher = hash_file(path)
+    return LocalFile(path=path, size=hasher.size, checksums=hasher.checksums())
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> LocalFile:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return local_file(path)
+
+
+def read_back(target, key: str) -> bytes:
+    with target.open_read(key) as stream:
+        return stream.read()
+
+
+def test_every_registered_type_has_a_rig():
+    assert storage_conftest.MISSING_RIGS == [], "registered types without a conformance rig"
+    assert set(target_types()) >= {"local", "aws", "digitalocean", "azure", "gcs", "sftp"}
+
+
+def test_round_trip_keeps_size_and_sha256(rig, prefix, tmp_path):
+    data = os.urandom(300_000)
+    src = write(tmp_path, "a.mp4", data)
+    with make_target(rig, prefix) as target:
+        stored = target.put(src, "rec-1/video.mp4")
+        assert stored.size == len(data)
+        assert stored.sha256 == src.checksums.sha256
+        again = target.stat("rec-1/video.mp4")
+        assert (again.size, again.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+        # Whatever the backend computed itself must agree with the file's own digests.
+        for name, value in again.native.items():
+            assert value == src.checksums.as_dict()[name], name
+        assert read_back(target, "rec-1/video.mp4") == data
+        assert again.key.endswith("rec-1/video.mp4")
+        assert rig.raw_read(again.key) == data
+
+
+def test_missing_key_is_not_found(rig, prefix):
+    with make_target(rig, prefix) as target:
+        with pytest.raises(NotFound) as info:
+            target.stat("no/such/key.mp4")
+        assert isinstance(info.value, FileNotFoundError)
+
+
+def test_zero_length_file(rig, prefix, tmp_path):
+    src = write(tmp_path, "empty", b"")
+    with make_target(rig, prefix) as target:
+        stored = target.put(src, "empty/video.mp4")
+        assert stored.size == 0
+        assert target.stat("empty/video.mp4").sha256 == hashlib.sha256(b"").hexdigest()
+
+
+def test_unicode_and_spaces_in_keys(rig, prefix, tmp_path):
+    data = b"unicode" * 1000
+    src = write(tmp_path, "u", data)
+    key = "réunion équipe/ファイル 1 (final).mp4"
+    with make_target(rig, prefix) as target:
+        target.put(src, key)
+        assert target.stat(key).size == len(data)
+        assert read_back(target, key) == data
+
+
+def test_large_file_through_multipart(rig, prefix, tmp_path):
+    path = tmp_path / "large.bin"
+    with open(path, "wb") as fh:
+        for _ in range(12):
+            fh.write(os.urandom(1 << 20))
+    src = local_file(path)
+    with make_target(rig, prefix, **rig.small_parts()) as target:
+        stored = target.put(src, "large/video.mp4")
+        assert stored.size == 12 << 20
+        stat = target.stat("large/video.mp4")
+        assert stat.sha256 == src.checksums.sha256
+        assert hashlib.sha256(read_back(target, "large/video.mp4")).hexdigest() == src.checksums.sha256
+
+
+def test_identical_reput_is_a_no_op(rig, prefix, tmp_path):
+    src = write(tmp_path, "same", os.urandom(50_000))
+    with make_target(rig, prefix) as target:
+        first = target.put(src, "same/video.mp4")
+        second = target.put(src, "same/video.mp4")
+        assert second.size == first.size and second.sha256 == first.sha256
+        assert second.version == first.version
+        keys = rig.list_keys(prefix)
+        assert len(keys) == 1 and keys[0].endswith("same/video.mp4"), keys
+
+
+def test_different_content_is_refused(rig, prefix, tmp_path):
+    original = os.urandom(40_000)
+    with make_target(rig, prefix) as target:
+        target.put(write(tmp_path, "one", original), "clash/video.mp4")
+        with pytest.raises(ObjectConflict) as info:
+            target.put(write(tmp_path, "two", os.urandom(40_000)), "clash/video.mp4")
+        assert not info.value.retryable
+        assert "clash/video.mp4" in str(info.value)
+        assert read_back(target, "clash/video.mp4") == original
+
+
+class _FailingReader(io.BufferedReader):
+    """A source whose read breaks halfway, like a disk error or a truncated spool file."""
+
+    def __init__(self, raw, fail_after: int):
+        super().__init__(raw)
+        self._left = fail_after
+
+    def read(self, size=-1):
+        if self._left <= 0:
+            raise OSError("simulated read failure halfway through the source")
+        chunk = super().read(size if size is not None and size >= 0 else self._left)
+        chunk = chunk[: self._left]
+        self._left -= len(chunk)
+        return chunk
+
+    def readinto(self, buffer):
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class FailingFile(LocalFile):
+    def open(self):
+        return _FailingReader(io.FileIO(self.path, "rb"), self.size // 2)
+
+
+def test_source_failing_midway_leaves_no_object(rig, prefix, tmp_path):
+    good = write(tmp_path, "src", os.urandom(12 << 20))
+    broken = FailingFile(path=good.path, size=good.size, checksums=good.checksums)
+    with make_target(rig, prefix, **rig.small_parts()) as target:
+        with pytest.raises(StorageError):
+            target.put(broken, "broken/video.mp4")
+        assert rig.list_keys(prefix) == []
+        with pytest.raises(NotFound):
+            target.stat("broken/video.mp4")
+
+
+def test_wrong_checksum_is_refused_by_the_backend_or_caught(rig, prefix, tmp_path):
+    """Declared digests that do not match the bytes: the upload must not leave an object
+    that claims the wrong SHA-256 (native integrity checks refuse it on the way in)."""
+    data = os.urandom(70_000)
+    good = write(tmp_path, "bad", data)
+    lying = LocalFile(path=good.path, size=good.size, checksums=write(tmp_path, "other", os.urandom(70_000)).checksums)
+    with make_target(rig, prefix) as target:
+        try:
+            stored = target.put(lying, "lying/video.mp4")
+        except StorageError:
+            assert rig.list_keys(prefix) == []
+        else:
+            # A backend without a native check on the way in (sftp, local) stores the bytes;
+            # its stat must then expose the real digest, which differs from the claim.
+            assert stored.native.get("sha256") == hashlib.sha256(data).hexdigest()
+
+
+def test_wrong_credentials_are_permanent_and_secret_free(rig, prefix, tmp_path):
+    bad = rig.bad_credentials("conformance", prefix)
+    if rig.type == "local":
+        assert bad is None  # a folder has no credentials; nothing to check
+        return
+    settings, secrets = bad
+    src = write(tmp_path, "c", b"credentials")
+    target = build_target(settings_model(settings["type"]).model_validate(settings))
+    with pytest.raises(PermanentStorageError) as info:
+        target.put(src, "creds/video.mp4")
+    target.close()
+    message = str(info.value)
+    assert "conformance" in message  # names the target
+    for secret in secrets:
+        assert secret not in message
+        assert secret not in repr(info.value)
