@@ -1,0 +1,243 @@
+"""The TOML configuration: loading, `${VAR}` expansion, validation.
+
+Every problem becomes one line naming the file and the key (`ConfigError`), never a
+traceback. Relative paths are read relative to the configuration file's folder, so a cron job
+works from any working directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+from storage.base import TargetSettings
+from storage.registry import settings_model, target_types
+
+DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
+DEFAULT_KEY_TEMPLATE = "{yyyy}/{mm}/{dd}/{recording_id}/{kind}-{file_name}"
+KEY_FIELDS = {"recording_id", "meeting_id", "session_id", "kind", "file_name", "yyyy", "mm", "dd"}
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Section):
+    account_id: str = Field(min_length=1)
+    app_id: str = Field(min_length=1)
+    api_token: SecretStr | None = None  # default: env CLOUDFLARE_API_TOKEN
+    base_url: str | None = None  # default: env CLOUDFLARE_BASE_URL, then Cloudflare's API
+    per_page: int = Field(default=100, ge=1, le=1000)
+    timeout: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=6, ge=0, le=20)
+    max_retry_seconds: float = Field(default=300.0, gt=0)
+
+
+class LedgerConfig(_Section):
+    path: Path = Path("rtk-archive.db")
+
+
+class ArchiveConfig(_Section):
+    concurrency: int = Field(default=4, ge=1, le=64)
+    spool_dir: Path = Path("rtk-archive-spool")
+    key_template: str = DEFAULT_KEY_TEMPLATE
+    # A presigned URL that expires sooner than this is refreshed before the download starts.
+    url_refresh_margin_seconds: int = Field(default=300, ge=0)
+    # Recordings this close to RealtimeKit's 7-day deletion go first and are reported at risk.
+    deadline_margin_hours: float = Field(default=48.0, ge=0)
+    download_attempts: int = Field(default=5, ge=1, le=50)
+    upload_attempts: int = Field(default=4, ge=1, le=50)
+    retry_max_seconds: float = Field(default=600.0, gt=0)
+    manifest: bool = True
+
+    @field_validator("key_template")
+    @classmethod
+    def _template_is_unique(cls, value: str) -> str:
+        return check_key_template(value)
+
+
+class AuditConfig(_Section):
+    path: Path = Path("rtk-archive-audit.jsonl")
+    ship_to: list[str] = []  # target names that receive a copy of the log after each run
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    path: Path | None
+    source: SourceConfig
+    ledger: LedgerConfig
+    archive: ArchiveConfig
+    audit: AuditConfig
+    targets: list[TargetSettings]
+
+    @property
+    def api_token(self) -> str:
+        return self.source.api_token.get_secret_value() if self.source.api_token else ""
+
+    @property
+    def base_url(self) -> str:
+        return (self.source.base_url or DEFAULT_BASE_URL).rstrip("/")
+
+    def secret_values(self) -> list[str]:
+        """Every secret in this configuration, for the redaction of all output."""
+        values = [self.api_token] if self.api_token else []
+        for target in self.targets:
+            values.extend(target.secret_values())
+        return values
+
+
+def check_key_template(template: str) -> str:
+    names = set(re.findall(r"{([^{}]*)}", template))
+    unknown = names - KEY_FIELDS
+    if unknown:
+        raise ValueError(f"unknown field(s) {sorted(unknown)} in key template; use {sorted(KEY_FIELDS)}")
+    if not {"recording_id", "kind"} <= names:
+        raise ValueError("the key template must contain {recording_id} and {kind} so keys stay unique")
+    return template
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, *, environ: dict[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(raw, source=path, environ=environ)
+
+
+def parse_config(raw: dict[str, Any], *, source: Path | None = None,
+                 environ: dict[str, str] | None = None) -> Config:
+    environ = dict(os.environ if environ is None else environ)
+    label = str(source) if source else "<config>"
+    raw = _expand(raw, environ, label, ())
+    known = {"source", "ledger", "archive", "audit", "targets"}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{label}: unknown section [{key}] (known: {', '.join(sorted(known))})")
+    if "source" not in raw:
+        raise ConfigError(f"{label}: missing section [source] (account_id and app_id are required)")
+
+    source_raw = dict(_table(raw, "source", label))
+    source_raw.setdefault("api_token", environ.get("CLOUDFLARE_API_TOKEN"))
+    source_raw.setdefault("base_url", environ.get("CLOUDFLARE_BASE_URL"))
+    source_raw = {k: v for k, v in source_raw.items() if v is not None}
+    source_cfg = _validate(SourceConfig, source_raw, label, "source")
+    ledger = _validate(LedgerConfig, _table(raw, "ledger", label), label, "ledger")
+    archive = _validate(ArchiveConfig, _table(raw, "archive", label), label, "archive")
+    audit = _validate(AuditConfig, _table(raw, "audit", label), label, "audit")
+
+    targets_raw = raw.get("targets", [])
+    if not isinstance(targets_raw, list) or not all(isinstance(t, dict) for t in targets_raw):
+        raise ConfigError(f"{label}: targets must be [[targets]] tables")
+    if not targets_raw:
+        raise ConfigError(f"{label}: no [[targets]] configured: add at least one place to archive to")
+    targets = [_target(entry, index, label) for index, entry in enumerate(targets_raw)]
+    names = [t.name for t in targets]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"{label}: targets: the name {name!r} is used twice; names must be unique")
+    for name in audit.ship_to:
+        if name not in names:
+            raise ConfigError(f"{label}: audit.ship_to: no target named {name!r}")
+
+    base = source.parent if source else Path.cwd()
+    ledger.path = _resolve(base, ledger.path)
+    archive.spool_dir = _resolve(base, archive.spool_dir)
+    audit.path = _resolve(base, audit.path)
+    for target in targets:
+        if target.key_template is not None:
+            try:
+                check_key_template(target.key_template)
+            except ValueError as exc:
+                raise ConfigError(f"{label}: targets[{target.name}].key_template: {exc}") from None
+    targets = [_resolve_local_path(t, base) for t in targets]
+    return Config(path=source, source=source_cfg, ledger=ledger, archive=archive, audit=audit,
+                  targets=targets)
+
+
+def _table(raw: dict, name: str, label: str) -> dict:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{label}: [{name}] must be a table")
+    return value
+
+
+def _target(entry: dict, index: int, label: str) -> TargetSettings:
+    where = f"targets[{index}]" + (f" ({entry['name']})" if isinstance(entry.get("name"), str) else "")
+    type_name = entry.get("type")
+    if type_name is None:
+        raise ConfigError(f"{label}: {where}.type: missing (one of {', '.join(target_types())})")
+    if type_name not in target_types():
+        raise ConfigError(
+            f"{label}: {where}.type: unknown target type {type_name!r} (one of {', '.join(target_types())})"
+        )
+    return _validate(settings_model(type_name), entry, label, where)
+
+
+def _validate(model: type[BaseModel], data: dict, label: str, where: str):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, label, where)) from None
+
+
+def _describe(exc: ValidationError, label: str, where: str) -> str:
+    """One line per problem, naming the key; input values are never echoed (they may be secrets)."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        key = ".".join(str(part) for part in error["loc"]) or "(table)"
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            message = "unknown key (remove it, or check its spelling)"
+        elif kind == "missing":
+            message = "required key is missing"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{label}: {where}.{key}: {message}")
+    return "\n".join(lines)
+
+
+def _expand(value: Any, environ: dict[str, str], label: str, where: Iterable[str]) -> Any:
+    """Replace ${VAR} in every string; a variable that is not set is an error naming it."""
+    where = tuple(where)
+    if isinstance(value, str):
+        def substitute(match: re.Match) -> str:
+            name = match.group(1)
+            if name not in environ:
+                key = ".".join(where) or "(value)"
+                raise ConfigError(f"{label}: {key}: environment variable {name} is not set")
+            return environ[name]
+
+        return _VAR.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, environ, label, (*where, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, environ, label, (*where, str(i))) for i, v in enumerate(value)]
+    return value
+
+
+def _resolve(base: Path, path: Path) -> Path:
+    path = Path(os.path.expanduser(str(path)))
+    return path if path.is_absolute() else (base / path)
+
+
+def _resolve_local_path(target: TargetSettings, base: Path) -> TargetSettings:
+    if target.type != "local":
+        return target
+    return target.model_copy(update={"path": str(_resolve(base, Path(target.path)))})

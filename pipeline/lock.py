@@ -1,0 +1,57 @@
+"""One run per ledger at a time. An advisory `flock` on `<ledger>.lock`: the kernel drops it
+when the holder dies, so a lock left by a killed run never blocks the next one."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+from pathlib import Path
+
+from pipeline.errors import LockedError
+from pipeline.ledger import utcnow
+
+
+class RunLock:
+    def __init__(self, ledger_path: Path):
+        self.path = Path(str(ledger_path) + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self, command: str) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise LockedError(
+                f"another rtk-archive run ({holder}) is using the ledger {self.path.with_suffix('')}; "
+                "nothing was done. Wait for it to finish; overlapping runs are refused on purpose"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+                                 "started_at": utcnow()}).encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"pid {info.get('pid')} on {info.get('host')}, '{info.get('command')}' since {info.get('started_at')}"
+    except (ValueError, OSError):
+        return "holder unknown"

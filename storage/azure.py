@@ -1,0 +1,457 @@
+"""`azure`: Azure Blob Storage, through azure-storage-blob.
+
+RealtimeKit's storage_config for azure: `access_key` is the storage account's connection string,
+`bucket` the container, `path` a prefix; `secret` and `region` are empty.
+
+An upload is a block blob: blocks are staged in parallel and become visible only when the block
+list is committed, with `If-None-Match: *` so an existing blob is never replaced. Each request
+carries a transactional MD5 (`validate_content=True`), and the blob's Content-MD5 is set to the
+file's MD5. Azure validates that stored MD5 on a single Put Blob but never on a block list, so the
+adapter hashes the bytes as the SDK reads them and refuses to let the last block go out if they
+do not match the file's MD5: the stored Content-MD5 is therefore always true of the bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import mimetypes
+import re
+import threading
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from typing import BinaryIO
+from urllib.parse import urlsplit
+
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from storage.base import (
+    SHA256_METADATA_KEY,
+    LocalFile,
+    NotFound,
+    ObjectConflict,
+    PermanentStorageError,
+    Retention,
+    RetryableStorageError,
+    StorageError,
+    StoredObject,
+    Target,
+    TargetSettings,
+    require_sdk,
+)
+
+MiB = 1 << 20
+SDK_PACKAGE = "azure-storage-blob"
+# Azure's limits: a block is at most 4000 MiB, a single Put Blob at most 5000 MiB.
+MAX_BLOCK_SIZE = 4000 * MiB
+MAX_SINGLE_PUT = 5000 * MiB
+CONTAINER_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
+# Modes Azure can enforce (version-level immutability policies); the others belong to S3/local.
+AZURE_RETENTION_MODES = ("LOCKED", "UNLOCKED")
+# HTTP statuses where the same request may succeed later. 501 (not implemented) is permanent.
+RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+AUTH_ERROR_CODES = {"AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",
+                    "InvalidAuthenticationInfo", "AccountIsDisabled"}
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def parse_connection_string(value: str) -> dict[str, str]:
+    """`Name=value;Name=value` with names case-insensitive (upper-cased here, as the SDK does)
+    and values that may contain `=` (base64 keys, SAS tokens). Errors never quote the value."""
+    settings = {}
+    for segment in value.strip().rstrip(";").split(";"):
+        name, sep, item = segment.partition("=")
+        if not sep or not name.strip():
+            raise ValueError("access_key is not an Azure storage connection string "
+                             "(expected Name=value pairs separated by ';')")
+        settings[name.strip().upper()] = item.strip()
+    return settings
+
+
+def check_connection_string(value: str) -> None:
+    """Refuse, at configuration time, what the SDK would only refuse at the first request."""
+    parts = parse_connection_string(value)
+    if parts.get("USEDEVELOPMENTSTORAGE", "").lower() == "true":
+        return
+    if not (parts.get("ACCOUNTNAME") or parts.get("BLOBENDPOINT")):
+        raise ValueError("access_key: the connection string names no AccountName or BlobEndpoint")
+    if not (parts.get("ACCOUNTKEY") or parts.get("SHAREDACCESSSIGNATURE")):
+        raise ValueError("access_key: the connection string has no AccountKey or SharedAccessSignature")
+    if parts.get("ACCOUNTKEY"):
+        try:
+            base64.b64decode(parts["ACCOUNTKEY"], validate=True)
+        except binascii.Error:
+            raise ValueError("access_key: the AccountKey in the connection string is not valid base64 "
+                             "(copy the connection string again from the portal)") from None
+
+
+def account_label(connection_string: str) -> str:
+    """The account a connection string points at, for URIs and logs (never the key)."""
+    parts = parse_connection_string(connection_string)
+    if parts.get("USEDEVELOPMENTSTORAGE", "").lower() == "true":
+        return "devstoreaccount1"
+    if parts.get("ACCOUNTNAME"):
+        return parts["ACCOUNTNAME"]
+    endpoint = urlsplit(parts.get("BLOBENDPOINT", ""))
+    return endpoint.netloc or "unknown-account"
+
+
+class AzureSettings(TargetSettings):
+    # Inputs stay out of validation messages: a misplaced connection string must not be echoed.
+    model_config = ConfigDict(**TargetSettings.model_config, hide_input_in_errors=True)
+
+    type: str = "azure"
+    access_key: SecretStr  # the storage account connection string
+    bucket: str = Field(min_length=1)  # the container
+    # RealtimeKit sends these empty for azure. Empty or absent is accepted so a storage_config can
+    # be copied as it is; a value is refused, since it would be silently ignored.
+    secret: SecretStr | None = None
+    region: str | None = None
+    max_concurrency: int = Field(default=8, ge=1, le=64)
+    block_size: int = Field(default=8 * MiB, ge=64 * 1024, le=MAX_BLOCK_SIZE)
+    max_single_put_size: int = Field(default=64 * MiB, ge=0, le=MAX_SINGLE_PUT)
+
+    @field_validator("access_key")
+    @classmethod
+    def _valid_connection_string(cls, value: SecretStr) -> SecretStr:
+        check_connection_string(value.get_secret_value())
+        return value
+
+    @field_validator("bucket")
+    @classmethod
+    def _valid_container(cls, value: str) -> str:
+        if not CONTAINER_NAME.match(value):
+            raise ValueError(f"bucket {value!r} is not a valid Azure container name "
+                             "(3-63 lower-case letters, digits and single hyphens)")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_unused(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip():
+            raise ValueError("secret is not used by azure targets: the connection string in "
+                             "access_key carries the account key; leave secret empty")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region_unused(cls, value: str | None) -> str | None:
+        if value and value.strip():
+            raise ValueError("region is not used by azure targets: the connection string in "
+                             "access_key names the account; leave region empty")
+        return value
+
+    @model_validator(mode="after")
+    def _azure_retention(self) -> AzureSettings:
+        mode, days = self.retention_mode, self.retention_days
+        if mode is not None and mode not in AZURE_RETENTION_MODES:
+            raise ValueError(f"retention_mode {mode} is not available on azure: use LOCKED or "
+                             "UNLOCKED (a version-level immutability policy)")
+        if (mode is None) != (days is None):
+            raise ValueError("retention_mode and retention_days go together on azure")
+        return self
+
+
+# --------------------------------------------------------------------------- upload source
+
+
+class _MD5CheckedSource:
+    """The source as the SDK reads it, hashed on the way. When the last byte has been read, and
+    before the SDK can commit the block list, the MD5 of what was read must equal the file's:
+    otherwise this raises, the SDK stops, and the staged blocks stay uncommitted (invisible,
+    removed by Azure after a week). With validate_content=True the SDK reads sequentially, so
+    the bytes pass here in order."""
+
+    def __init__(self, raw: BinaryIO, file: LocalFile):
+        self._raw = raw
+        self._file = file
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._seen = 0
+        self._checked = False
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._raw.read(size)
+        self._md5.update(chunk)
+        self._seen += len(chunk)
+        if self._seen > self._file.size:
+            raise self._changed(f"it is now longer than {self._file.size} bytes")
+        if self._seen == self._file.size or (not chunk and size != 0):
+            self._check()
+        return chunk
+
+    def _check(self) -> None:
+        if self._checked:
+            return
+        self._checked = True
+        if self._seen != self._file.size:
+            raise self._changed(f"only {self._seen} of {self._file.size} bytes could be read")
+        if self._md5.hexdigest() != self._file.checksums.md5:
+            raise self._changed("its MD5 differs from the one computed when it was verified")
+
+    def _changed(self, why: str) -> PermanentStorageError:
+        return PermanentStorageError(f"source {self._file.path} changed after it was verified: {why}; "
+                                     "nothing was stored (corrupted source)")
+
+
+# --------------------------------------------------------------------------- the adapter
+
+
+class AzureTarget(Target):
+    type = "azure"
+    settings_model = AzureSettings
+
+    def __init__(self, settings: AzureSettings):
+        super().__init__(settings)
+        self.settings: AzureSettings = settings
+        self.account = account_label(settings.access_key.get_secret_value())
+        self._service = None
+        self._container_client = None
+        self._lock = threading.Lock()  # the SDK clients are thread-safe; creating them once is not
+
+    def describe(self) -> str:
+        prefix = f"/{self.settings.path}" if self.settings.path else ""
+        return f"azure://{self.account}/{self.settings.bucket}{prefix}"
+
+    def close(self) -> None:
+        with self._lock:
+            service, self._service, self._container_client = self._service, None, None
+        if service is not None:
+            service.close()
+
+    # -- clients ------------------------------------------------------------------------
+
+    def _client_kwargs(self) -> dict:
+        """Extra keyword arguments for the service client (a seam: tests add a request hook)."""
+        return {}
+
+    def _container(self):
+        with self._lock:
+            if self._container_client is None:
+                self._service = self._connect()
+                self._container_client = self._service.get_container_client(self.settings.bucket)
+            return self._container_client
+
+    def _connect(self):
+        blob_sdk = require_sdk("azure.storage.blob", SDK_PACKAGE, target=self.name)
+        try:
+            return blob_sdk.BlobServiceClient.from_connection_string(
+                self.settings.access_key.get_secret_value().strip(),
+                max_single_put_size=self.settings.max_single_put_size,
+                max_block_size=self.settings.block_size,
+                **self._client_kwargs(),
+            )
+        except ValueError:
+            # The SDK's message is generic today, but never risk echoing the connection string.
+            raise PermanentStorageError(
+                "access_key is not a usable Azure storage connection string; copy it again from "
+                "the storage account's 'Access keys' page", target=self.name) from None
+
+    def _blob(self, full_key: str):
+        return self._container().get_blob_client(full_key)
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    def _upload(self, file: LocalFile, full_key: str, metadata: Mapping[str, str]) -> StoredObject:
+        blob = self._blob(full_key)
+        with file.open() as raw:
+            blob.upload_blob(_MD5CheckedSource(raw, file), **self._upload_kwargs(file, full_key, metadata))
+        stored = self._stat(full_key)
+        return self._ensure_protection(blob, full_key, stored)
+
+    def _upload_kwargs(self, file: LocalFile, full_key: str, metadata: Mapping[str, str]) -> dict:
+        """Arguments of upload_blob. The immutability policy and legal hold go with the upload
+        itself, so on an account that supports them the blob is never visible unprotected."""
+        blob_sdk = require_sdk("azure.storage.blob", SDK_PACKAGE, target=self.name)
+        content_type = mimetypes.guess_type(full_key)[0] or "application/octet-stream"
+        kwargs = {
+            "length": file.size,
+            "overwrite": False,  # If-None-Match: * on the commit: create-only
+            "max_concurrency": self.settings.max_concurrency,
+            "metadata": dict(metadata),
+            "content_settings": blob_sdk.ContentSettings(
+                content_type=content_type, content_md5=bytearray.fromhex(file.checksums.md5)),
+            "validate_content": True,
+        }
+        policy = self.immutability_policy()
+        if policy is not None:
+            kwargs["immutability_policy"] = policy
+        if self.settings.legal_hold:
+            kwargs["legal_hold"] = True
+        return kwargs
+
+    def immutability_policy(self):
+        """The policy for a blob uploaded now, or None when retention is not configured."""
+        if self.settings.retention_mode is None:
+            return None
+        blob_sdk = require_sdk("azure.storage.blob", SDK_PACKAGE, target=self.name)
+        mode = {"LOCKED": blob_sdk.BlobImmutabilityPolicyMode.LOCKED,
+                "UNLOCKED": blob_sdk.BlobImmutabilityPolicyMode.UNLOCKED}[self.settings.retention_mode]
+        until = datetime.now(timezone.utc) + timedelta(days=self.settings.retention_days)
+        return blob_sdk.ImmutabilityPolicy(expiry_time=until, policy_mode=mode)
+
+    def _missing_protection(self, stored: StoredObject) -> tuple[bool, bool]:
+        retention = stored.retention
+        want_policy = self.settings.retention_mode is not None
+        want_hold = self.settings.legal_hold
+        missing_policy = want_policy and (retention is None or retention.until is None)
+        missing_hold = want_hold and (retention is None or not retention.legal_hold)
+        return missing_policy, missing_hold
+
+    def _ensure_protection(self, blob, full_key: str, stored: StoredObject) -> StoredObject:
+        """An account may take the upload but not keep the policy or hold (Azurite does this).
+        Ask once more explicitly; if the account refuses, remove the fresh blob, so a retry does
+        not find an identical but unprotected object and take it as done."""
+        missing_policy, missing_hold = self._missing_protection(stored)
+        if not (missing_policy or missing_hold):
+            return stored
+        try:
+            if missing_policy:
+                blob.set_immutability_policy(self.immutability_policy())
+            if missing_hold:
+                blob.set_legal_hold(True)
+        except Exception as exc:
+            self._remove_unprotected(blob, stored)
+            raise self._protection_refused(exc) from exc
+        stored = self._stat(full_key)
+        if any(self._missing_protection(stored)):
+            self._remove_unprotected(blob, stored)
+            raise PermanentStorageError(
+                f"{stored.uri}: the account accepted the immutability policy / legal hold but does "
+                "not report it; the blob was removed. Check version-level immutability on the "
+                f"container {self.settings.bucket}", target=self.name)
+        return stored
+
+    def _protection_refused(self, exc: Exception) -> StorageError:
+        core = require_sdk("azure.core.exceptions", SDK_PACKAGE, target=self.name)
+        status = getattr(exc, "status_code", None)
+        if isinstance(exc, core.HttpResponseError) and status is not None and status not in RETRYABLE_STATUS:
+            return PermanentStorageError(
+                f"the account refused the immutability policy / legal hold (HTTP {exc.status_code}"
+                f"{_code_suffix(exc)}); the uploaded blob was removed. Enable version-level "
+                f"immutability on the container {self.settings.bucket}, or remove retention_mode / "
+                "legal_hold from this target", target=self.name)
+        return self._classify(exc, "setting the immutability policy / legal hold")
+
+    def _remove_unprotected(self, blob, stored: StoredObject) -> None:
+        core = require_sdk("azure.core", SDK_PACKAGE, target=self.name)
+        try:
+            blob.delete_blob(etag=stored.version, match_condition=core.MatchConditions.IfNotModified)
+        except Exception as exc:
+            raise PermanentStorageError(
+                f"{stored.uri} is stored WITHOUT the requested immutability policy / legal hold and "
+                "could not be removed; remove it by hand before the next run", target=self.name) from exc
+
+    def _stat(self, full_key: str) -> StoredObject:
+        return self._stored(full_key, self._blob(full_key).get_blob_properties())
+
+    def _stored(self, full_key: str, props) -> StoredObject:
+        md5 = props.content_settings.content_md5
+        return StoredObject(
+            key=full_key,
+            uri=f"azure://{self.account}/{self.settings.bucket}/{full_key}",
+            size=props.size,
+            sha256=(props.metadata or {}).get(SHA256_METADATA_KEY),
+            native={"md5": bytes(md5).hex()} if md5 else {},
+            version=props.version_id or (props.etag or "").strip('"') or None,
+            retention=_retention(props),
+        )
+
+    @contextlib.contextmanager
+    def _open_read(self, full_key: str):
+        # The downloader pins the blob's ETag after the first range, so the bytes cannot mix
+        # two versions; it has read(size) like a file.
+        yield self._blob(full_key).download_blob(max_concurrency=self.settings.max_concurrency)
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def _classify(self, exc: Exception, action: str) -> StorageError:
+        core = require_sdk("azure.core.exceptions", SDK_PACKAGE, target=self.name)
+        where = f"container {self.settings.bucket} in account {self.account}"
+        if isinstance(exc, core.ResourceNotFoundError):
+            if _error_code(exc) == "ContainerNotFound":
+                return PermanentStorageError(f"{action}: {where} does not exist; create it or fix "
+                                             "bucket", target=self.name)
+            return NotFound(f"{action}: no such blob in {where}", target=self.name)
+        if isinstance(exc, core.ResourceExistsError):
+            return ObjectConflict(f"{action}: a blob already exists under this name in {where}; "
+                                  "rtk-archive never overwrites", target=self.name)
+        if type(exc).__name__ == "AzureSigningError":
+            return PermanentStorageError(f"{action}: requests could not be signed with the AccountKey "
+                                         "in access_key; copy the connection string again", target=self.name)
+        if _is_auth_failure(core, exc):
+            return PermanentStorageError(
+                f"{action}: access refused{_status_suffix(exc)}; check the connection string in "
+                f"access_key (account key, or SAS permissions) for {where}", target=self.name)
+        if isinstance(exc, (core.ServiceRequestError, core.ServiceResponseError)):
+            return RetryableStorageError(f"{action}: connection to {self.account} failed "
+                                         f"({type(exc).__name__})", target=self.name)
+        if isinstance(exc, core.HttpResponseError):
+            return _by_status(exc, action, self.name)
+        if isinstance(exc, OSError):  # reading the source, or the network below the SDK
+            return RetryableStorageError(f"{action}: I/O error ({type(exc).__name__})", target=self.name)
+        return RetryableStorageError(f"{action}: {type(exc).__name__}", target=self.name)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _retention(props) -> Retention | None:
+    policy = getattr(props, "immutability_policy", None)
+    expiry = getattr(policy, "expiry_time", None)
+    mode = getattr(policy, "policy_mode", None)
+    hold = bool(getattr(props, "has_legal_hold", False))
+    if expiry is None and not hold:
+        return None
+    mode_text = str(getattr(mode, "value", mode) or "").upper()
+    return Retention(
+        mode=mode_text if expiry is not None and mode_text else "HOLD",
+        until=_iso_utc(expiry) if expiry is not None else None,
+        legal_hold=hold,
+    )
+
+
+def _iso_utc(value) -> str:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
+def _error_code(exc: Exception) -> str:
+    """Azure's error code (BlobNotFound, AuthenticationFailed...): a fixed word, safe to show."""
+    code = getattr(exc, "error_code", None)
+    code = getattr(code, "value", code)
+    return str(code) if code else ""
+
+
+def _code_suffix(exc: Exception) -> str:
+    code = _error_code(exc)
+    return f", {code}" if code else ""
+
+
+def _status_suffix(exc: Exception) -> str:
+    status = getattr(exc, "status_code", None)
+    return f" (HTTP {status}{_code_suffix(exc)})" if status else f" ({type(exc).__name__})"
+
+
+def _is_auth_failure(core, exc: Exception) -> bool:
+    if isinstance(exc, core.ClientAuthenticationError):
+        return True
+    return isinstance(exc, core.HttpResponseError) and (
+        getattr(exc, "status_code", None) == 403 or _error_code(exc) in AUTH_ERROR_CODES)
+
+
+def _by_status(exc: Exception, action: str, target: str) -> StorageError:
+    status = getattr(exc, "status_code", None)
+    if status in RETRYABLE_STATUS or (status is None):
+        return RetryableStorageError(f"{action}: the service is unavailable{_status_suffix(exc)}",
+                                     target=target)
+    if status == 501:
+        return PermanentStorageError(f"{action}: the service does not implement this operation"
+                                     f"{_status_suffix(exc)}", target=target)
+    return PermanentStorageError(f"{action}: refused by the service{_status_suffix(exc)}", target=target)

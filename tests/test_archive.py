@@ -1,0 +1,175 @@
+"""The archive pipeline against the simulator over real HTTP, with local targets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+from pathlib import Path
+
+from pipeline.runner import run_archive
+from tests.helpers import expected_files, file_requests, ledger_rows, make_config, past_retention_files
+
+
+def stored_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def archived_digests(root: Path) -> dict[str, str]:
+    """SHA-256 of every recording file (not manifests) under a local target."""
+    return {k: sha(v) for k, v in stored_files(root).items() if "/manifest-" not in k}
+
+
+def test_archives_every_uploaded_file_verified_with_manifests(busy_sim, tmp_path):
+    config = make_config(tmp_path, busy_sim)
+    expected = expected_files(busy_sim)
+    assert len(expected) >= 10  # the generated mix has enough to mean something
+    result = run_archive(config, command="test")
+    summary = result.summary
+    assert summary.failed == 0
+    assert summary.archived == len(expected)
+    assert summary.lost == past_retention_files(busy_sim) > 0
+    assert result.exit_code == 1  # lost recordings are a failure the cron job must report
+    assert sorted(archived_digests(tmp_path / "nas").values()) == sorted(expected.values())
+    # The ledger says archived only for what is really there, with the right SHA-256.
+    rows = ledger_rows(tmp_path / "ledger.db", "SELECT recording_id, kind, sha256, state FROM files")
+    assert {(r["recording_id"], r["kind"]): r["sha256"] for r in rows if r["state"] == "archived"} == expected
+    copies = ledger_rows(tmp_path / "ledger.db", "SELECT * FROM copies WHERE kind != 'manifest'")
+    assert {c["state"] for c in copies} == {"archived"}
+    assert all("sha256" in c["verified_by"] for c in copies)
+    # A manifest beside each archived recording, listing each file with its correct checksum.
+    manifests = [json.loads(v) for k, v in stored_files(tmp_path / "nas").items() if "/manifest-" in k]
+    assert len(manifests) == len({rid for rid, _ in expected})
+    for doc in manifests:
+        for entry in doc["files"]:
+            assert entry["sha256"] == expected[(doc["recording"]["id"], entry["kind"])]
+            assert entry["copies"][0]["target"] == "nas"
+            assert "X-Signature" not in json.dumps(doc)
+    assert not any((tmp_path / "spool").iterdir())
+
+
+def test_second_run_downloads_nothing(busy_sim, tmp_path):
+    config = make_config(tmp_path, busy_sim)
+    first = run_archive(config, command="test").summary
+    before = len(file_requests(busy_sim))
+    second = run_archive(config, command="test").summary
+    assert second.archived == 0 and second.failed == 0
+    assert second.skipped >= first.archived
+    assert len(file_requests(busy_sim)) == before  # not one byte downloaded again
+
+
+def test_one_download_feeds_every_target(sim, tmp_path):
+    for _ in range(3):
+        sim.add_recording(audio=True)
+    targets = [{"name": f"t{i}", "type": "local", "path": str(tmp_path / f"t{i}")} for i in range(3)]
+    config = make_config(tmp_path, sim, targets=targets)
+    summary = run_archive(config, command="test").summary
+    assert summary.archived == 6 and summary.failed == 0
+    assert len(file_requests(sim)) == 6  # each file fetched once for three targets
+    digests = [archived_digests(tmp_path / f"t{i}") for i in range(3)]
+    assert digests[0] == digests[1] == digests[2] and len(digests[0]) == 6
+
+
+def test_a_new_target_gets_only_what_it_lacks(sim, tmp_path):
+    for _ in range(2):
+        sim.add_recording()
+    one = [{"name": "a", "type": "local", "path": str(tmp_path / "a")}]
+    run_archive(make_config(tmp_path, sim, targets=one), command="test")
+    (tmp_path / "a-before").write_text(json.dumps(sorted(stored_files(tmp_path / "a"))))
+    requests_before = len(file_requests(sim))
+    two = one + [{"name": "b", "type": "local", "path": str(tmp_path / "b")}]
+    summary = run_archive(make_config(tmp_path, sim, targets=two), command="test").summary
+    assert summary.archived == 2
+    assert len(file_requests(sim)) == requests_before + 2  # downloaded again for b only
+    assert archived_digests(tmp_path / "a") == archived_digests(tmp_path / "b")
+    rows = ledger_rows(tmp_path / "ledger.db", "SELECT target, attempts FROM copies WHERE target='a' AND kind='video'")
+    assert all(r["attempts"] == 1 for r in rows)  # nothing was redone at a
+
+
+def test_recordings_without_realtimekit_copy_are_skipped_with_reason(sim, tmp_path):
+    kept = sim.add_recording()
+    own_storage = sim.add_recording(bucket_enabled=False)
+    config = make_config(tmp_path, sim)
+    summary = run_archive(config, command="test").summary
+    assert summary.archived == 1 and summary.skipped == 1 and summary.failed == 0
+    row = ledger_rows(tmp_path / "ledger.db", "SELECT state, reason FROM recordings WHERE id=?", (own_storage["id"],))[0]
+    assert row["state"] == "skipped" and "bucket was disabled" in row["reason"]
+    assert ledger_rows(tmp_path / "ledger.db", "SELECT state FROM recordings WHERE id=?", (kept["id"],))[0]["state"] == "archived"
+
+
+def test_recording_past_retention_is_reported_lost_once(sim, tmp_path):
+    old = sim.add_recording(stopped_time=sim.now() - timedelta(days=8))
+    config = make_config(tmp_path, sim)
+    result = run_archive(config, command="test")
+    assert result.summary.lost == 1 and result.exit_code == 1
+    assert any("cannot be obtained" in p for p in result.summary.problems)
+    row = ledger_rows(tmp_path / "ledger.db", "SELECT state FROM recordings WHERE id=?", (old["id"],))[0]
+    assert row["state"] == "lost"
+    again = run_archive(config, command="test")  # not retried nor re-reported every night
+    assert again.summary.lost == 0 and again.exit_code == 0
+
+
+def test_at_risk_recordings_go_first_and_are_reported(sim, tmp_path):
+    fresh = sim.add_recording(stopped_time=sim.now() - timedelta(hours=1))
+    urgent = sim.add_recording(stopped_time=sim.now() - timedelta(days=6, hours=20))
+    config = make_config(tmp_path, sim, archive={"concurrency": 1, "deadline_margin_hours": 24})
+    summary = run_archive(config, command="test").summary
+    assert summary.at_risk == 1 and summary.at_risk_ids == [urgent["id"]]
+    order = [r.path.split("/")[2] for r in file_requests(sim)]
+    assert order == [urgent["id"], fresh["id"]]
+
+
+def test_time_window_and_meeting_filters(sim, tmp_path):
+    now = sim.now()
+    early = sim.add_recording(invoked_time=now - timedelta(days=3))
+    late = sim.add_recording(invoked_time=now - timedelta(hours=5), meeting_title="Board")
+    config = make_config(tmp_path, sim)
+    summary = run_archive(config, command="test", since=now - timedelta(days=1)).summary
+    assert summary.archived == 1
+    assert ledger_rows(tmp_path / "ledger.db", "SELECT id FROM recordings") == [{"id": late["id"]}]
+    summary = run_archive(config, command="test", meeting_id=early["meeting"]["id"]).summary
+    assert summary.archived == 1
+
+
+def test_hostile_file_names_stay_inside_the_target(sim, tmp_path):
+    names = ["../../../etc/passwd", "/abs/olute.mp4", "nul\x00byte.mp4", "ctl\x07\x1b[31m.mp4", "é" * 400 + ".mp4",
+             "..", "con:*?<>|.mp4"]
+    for name in names:
+        sim.add_recording(output_file_name=name)
+    root = tmp_path / "nas"
+    summary = run_archive(make_config(tmp_path, sim), command="test").summary
+    assert summary.archived == len(names) and summary.failed == 0
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".mp4", "")]
+    for path in files:
+        if path.parent == tmp_path or "spool" in path.parts or path.name.startswith(("ledger", "audit")):
+            continue
+        assert root in path.parents, path
+        assert len(path.name.encode()) <= 255
+        assert not any(ord(c) < 32 for c in str(path))
+    assert not (tmp_path / "etc").exists() and not Path("/abs/olute.mp4").exists()
+
+
+def test_different_object_already_at_the_key_is_refused_not_overwritten(sim, tmp_path):
+    rec = sim.add_recording(output_file_name="clash.mp4")
+    config = make_config(tmp_path, sim)
+    run_archive(config, command="dry", dry_run=True)
+    stranger = tmp_path / "nas"
+    key_dir = stranger / rec["invoked_time"][:10].replace("-", "/") / rec["id"]
+    key_dir.mkdir(parents=True)
+    (key_dir / "video-clash.mp4").write_bytes(b"someone else's file")
+    result = run_archive(config, command="test")
+    assert result.summary.failed == 1 and result.exit_code == 1
+    assert "never overwrites" in result.summary.problems[0]
+    assert (key_dir / "video-clash.mp4").read_bytes() == b"someone else's file"
+
+
+def test_dry_run_changes_nothing(busy_sim, tmp_path):
+    config = make_config(tmp_path, busy_sim)
+    result = run_archive(config, command="test", dry_run=True)
+    assert result.planned and not (tmp_path / "nas").exists()
+    assert not file_requests(busy_sim)
+    assert ledger_rows(tmp_path / "ledger.db", "SELECT * FROM files") == []
