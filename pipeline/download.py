@@ -21,7 +21,7 @@ import httpx
 import tenacity
 
 from pipeline.errors import DownloadError, FileUnavailable, Interrupted
-from pipeline.hashing import CHUNK_SIZE, Hasher, hash_file
+from pipeline.hashing import Hasher, hash_file
 from storage.base import Checksums, LocalFile
 
 log = logging.getLogger("rtk_archive.download")
@@ -176,6 +176,16 @@ class Download:
         return signed
 
     def _transfer(self) -> None:
+        """Transfer from the current offset to the end; a refused URL is refreshed and used at
+        once (no backoff: a short-lived fresh URL must not expire while we wait)."""
+        while True:
+            try:
+                self._request()
+                return
+            except _UrlExpired as exc:
+                self._url = self._refresh(f"the file server refused the URL ({exc})")
+
+    def _request(self) -> None:
         """One request from the current offset to the end (or until it breaks)."""
         headers = {"Accept-Encoding": "identity"}
         if self.offset:
@@ -190,9 +200,6 @@ class Download:
                 self._check_status(response)
                 self._position(response)
                 self._receive(response)
-        except _UrlExpired as exc:
-            self._url = self._refresh(f"the file server refused the URL ({exc})")
-            raise _Retryable(f"URL refused ({exc}), refreshed") from None
         except httpx.TimeoutException as exc:
             raise _Retryable(f"timed out ({type(exc).__name__}) at byte {self.offset}") from None
         except (httpx.TransportError, httpx.StreamError) as exc:
@@ -235,8 +242,11 @@ class Download:
         with open(self.spool, "r+b") as fh:
             fh.seek(self.offset)
             fh.truncate()
-            for chunk in response.iter_raw(CHUNK_SIZE):
+            # No chunk_size: httpx would hold bytes back until a chunk fills, and lose them
+            # when the connection breaks; as received, every byte that arrived is kept.
+            for chunk in response.iter_raw():
                 if self.stop.is_set():
+                    self._sync(fh)  # what arrived is kept: the next run resumes from here
                     raise Interrupted(f"{self.label}: stopped at byte {self.offset}")
                 fh.write(chunk)
                 self.hasher.update(chunk)

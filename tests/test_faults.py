@@ -1,0 +1,190 @@
+"""The fault matrix: what the archiver does on a bad night. Each fault is switched on in the
+simulator (a real HTTP server) and the run must still end with every file complete and
+verified, or with the failure recorded and reported with its reason."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import pytest
+
+from pipeline.api import ApiAuthError, ApiError
+from pipeline.runner import run_archive
+from tests.helpers import file_requests, ledger_rows, make_config
+
+
+def digest_at(root: Path, rid: str, kind: str = "video") -> str | None:
+    matches = [p for p in root.rglob(f"{kind}-*") if rid in str(p)]
+    return hashlib.sha256(matches[0].read_bytes()).hexdigest() if matches else None
+
+
+def run(tmp_path, sim, **kwargs):
+    return run_archive(make_config(tmp_path, sim, **kwargs), command="test")
+
+
+# --------------------------------------------------------------------------- API
+
+
+def test_429_with_retry_after_is_honoured(sim, tmp_path):
+    rec = sim.add_recording()
+    sim.faults.set(rate_limit=2, retry_after=1)
+    result = run(tmp_path, sim)
+    assert result.summary.archived == 1 and result.exit_code == 0
+    statuses = [r.status for r in sim.requests if r.kind == "api"]
+    assert statuses[:3] == [429, 429, 200]
+    assert digest_at(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+
+
+def test_5xx_is_retried_then_the_run_goes_on(sim, tmp_path):
+    sim.add_recording()
+    sim.faults.set(server_errors=2, server_error_status=502, server_error_html=True)
+    result = run(tmp_path, sim)
+    assert result.summary.archived == 1
+
+
+def test_5xx_that_never_ends_gives_a_clear_api_error(sim, tmp_path):
+    sim.add_recording()
+    sim.faults.set(server_errors=-1, server_error_status=503)
+    with pytest.raises(ApiError) as info:
+        run(tmp_path, sim, source={"max_retries": 2, "max_retry_seconds": 5})
+    assert "503" in str(info.value)
+    assert len([r for r in sim.requests if r.kind == "api"]) == 3  # bounded: 1 + 2 retries
+    runs = ledger_rows(tmp_path / "ledger.db", "SELECT exit_code, note FROM runs")
+    assert runs[0]["exit_code"] == 4 and "503" in runs[0]["note"]
+
+
+@pytest.mark.parametrize("fault", ["html_answers", "broken_json", "unsuccessful"])
+def test_bad_api_answers_become_clear_errors(sim, tmp_path, fault):
+    sim.add_recording()
+    sim.faults.set(**{fault: -1})
+    with pytest.raises(ApiError) as info:
+        run(tmp_path, sim, source={"max_retries": 1, "max_retry_seconds": 3})
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 400
+    assert "Traceback" not in message
+
+
+def test_wrong_token_stops_at_once(sim, tmp_path):
+    sim.add_recording()
+    with pytest.raises(ApiAuthError) as info:
+        run(tmp_path, sim, source={"api_token": "wrong-token-value"})
+    assert "token" in str(info.value).lower()
+    assert "wrong-token-value" not in str(info.value)
+    assert len([r for r in sim.requests if r.kind == "api"]) == 1  # no retry
+
+
+def test_token_without_permission_says_so(sim, tmp_path):
+    sim.add_recording()
+    sim.faults.set(forbidden=-1)
+    with pytest.raises(ApiAuthError) as info:
+        run(tmp_path, sim)
+    assert "Realtime" in str(info.value)
+
+
+# --------------------------------------------------------------------------- download
+
+
+def test_dropped_connection_resumes_with_range_and_checks_the_whole_file(sim, tmp_path):
+    rec = sim.add_recording(size=900_000)
+    sim.faults.set(drop_downloads=2, drop_after_bytes=200_000)
+    result = run(tmp_path, sim)
+    assert result.summary.archived == 1
+    ranges = [r.range for r in file_requests(sim)]
+    assert ranges[0] is None and ranges[1] == "bytes=200000-" and ranges[2] == "bytes=400000-"
+    assert digest_at(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+    row = ledger_rows(tmp_path / "ledger.db", "SELECT sha256 FROM files WHERE recording_id=?", (rec["id"],))[0]
+    assert row["sha256"] == sim.expected_sha256(rec["id"])
+
+
+def test_server_ignoring_range_restarts_cleanly(sim, tmp_path):
+    rec = sim.add_recording(size=600_000)
+    sim.faults.set(drop_downloads=1, drop_after_bytes=250_000, ignore_range=True)
+    result = run(tmp_path, sim)
+    assert result.summary.archived == 1
+    assert [r.status for r in file_requests(sim)][-1] == 200  # the full body again, not appended
+    assert digest_at(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+
+
+def test_already_expired_url_is_refreshed(sim, tmp_path):
+    rec = sim.add_recording()
+    sim.faults.set(expired_list_urls=-1)
+    result = run(tmp_path, sim)
+    assert result.summary.archived == 1
+    gets = [r for r in sim.requests if r.kind == "api" and r.path.endswith(rec["id"])]
+    assert gets, "the recording was fetched again for a fresh URL"
+    assert digest_at(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+
+
+def test_url_expiring_during_the_transfer_is_refreshed_and_continued(sim, tmp_path):
+    rec = sim.add_recording(size=400_000)
+    # 1-second URLs, a slow body and a break: the resume request meets an expired URL (403).
+    sim.faults.set(url_lifetime=1, throttle_bps=200_000, drop_downloads=1, drop_after_bytes=250_000)
+    result = run(tmp_path, sim, archive={"url_refresh_margin_seconds": 0})
+    assert result.summary.archived == 1
+    statuses = [r.status for r in file_requests(sim)]
+    assert 403 in statuses
+    resumed = [r for r in file_requests(sim) if r.status == 206]
+    assert resumed and resumed[-1].range == "bytes=250000-"
+    assert digest_at(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+
+
+@pytest.mark.parametrize("extra", [+5000, -5000])
+def test_body_not_matching_file_size_is_never_archived(sim, tmp_path, extra):
+    rec = sim.add_recording(size=100_000)
+    sim.faults.set(size_mismatch={rec["id"]: extra})
+    result = run(tmp_path, sim)
+    assert result.summary.archived == 0 and result.summary.failed == 1 and result.exit_code == 1
+    assert "file_size" in result.summary.problems[0]
+    assert not (tmp_path / "nas").exists() or not any((tmp_path / "nas").rglob("video-*"))
+    row = ledger_rows(tmp_path / "ledger.db", "SELECT state, last_error FROM files")[0]
+    assert row["state"] == "failed" and "file_size" in row["last_error"]
+
+
+@pytest.mark.parametrize("file_size", [None, 0])
+def test_missing_file_size_is_checked_against_content_length_and_flagged(sim, tmp_path, caplog, file_size):
+    rec = sim.add_recording(size=50_000, file_size=file_size)
+    with caplog.at_level(logging.WARNING):
+        result = run(tmp_path, sim)
+    assert result.summary.archived == 1
+    assert "checked against Content-Length only" in caplog.text
+    assert digest_at(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+    audit = (tmp_path / "audit.jsonl").read_text()
+    assert "Content-Length only" in audit
+
+
+def test_file_size_as_a_numeric_string_is_accepted(sim, tmp_path):
+    rec = sim.add_recording(size=12_345, file_size="12345")
+    assert run(tmp_path, sim).summary.archived == 1
+    assert digest_at(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+
+
+def test_file_server_errors_are_retried(sim, tmp_path):
+    rec = sim.add_recording()
+    sim.faults.set(file_server_errors=2)
+    assert run(tmp_path, sim).summary.archived == 1
+    assert digest_at(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def test_a_failing_target_does_not_stop_the_others_and_is_redone_alone(sim, tmp_path):
+    for _ in range(2):
+        sim.add_recording()
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file where a folder should be")
+    targets = [{"name": "good", "type": "local", "path": str(tmp_path / "good")},
+               {"name": "bad", "type": "local", "path": str(blocker / "sub")}]
+    first = run(tmp_path, sim, targets=targets)
+    assert first.summary.failed == 2 and first.exit_code == 1
+    assert all("target 'bad'" in p for p in first.summary.problems)
+    assert len(list((tmp_path / "good").rglob("video-*"))) == 2
+    downloads = len(file_requests(sim))
+    blocker.unlink()
+    second = run(tmp_path, sim, targets=targets)
+    assert second.summary.archived == 2 and second.exit_code == 0
+    assert len(file_requests(sim)) == downloads + 2
+    rows = ledger_rows(tmp_path / "ledger.db", "SELECT target, attempts FROM copies WHERE kind='video'")
+    assert sorted((r["target"], r["attempts"]) for r in rows) == [("bad", 2), ("bad", 2), ("good", 1), ("good", 1)]
