@@ -316,16 +316,16 @@ class Archiver:
     def _store(self, rid: str, kind: str, target: Target, key: str, local: LocalFile) -> str | None:
         """Put one file at one target, verify it there, record it. Returns the failure reason."""
         try:
-            stored = self._put_with_retries(target, key, local, {"rtk_recording_id": _ascii(rid), "rtk_kind": kind})
+            # put returns the object read back from the backend after the upload: verify that.
+            stored = self.put_with_retries(target, key, local, {"rtk_recording_id": _ascii(rid), "rtk_kind": kind})
             self._audit("stored", recording_id=rid, kind=kind, target=target.name, key=key, uri=stored.uri)
-            verified = self._verify(target, key, local)
+            verified_by = verify_copy(local, stored, target.name, retention=target.settings.retention_mode)
         except (StorageError, VerificationError) as exc:
             reason = str(exc)
             self.ledger.record_copy_failure(rid, kind, target.name, key=key, error=reason)
-            self._problem(f"recording {rid} {kind} -> {target.name}: {reason}")
+            self.problem(f"recording {rid} {kind} -> {target.name}: {reason}")
             self._audit("failed", recording_id=rid, kind=kind, target=target.name, key=key, reason=reason)
             return reason
-        stored, verified_by = verified
         retention = stored.retention
         self.ledger.record_copy(
             rid, kind, target.name, key=key, uri=stored.uri, size=stored.size, sha256=stored.sha256,
@@ -339,7 +339,7 @@ class Archiver:
                     version=stored.version)
         return None
 
-    def _put_with_retries(self, target: Target, key: str, local: LocalFile, metadata: dict) -> StoredObject:
+    def put_with_retries(self, target: Target, key: str, local: LocalFile, metadata: dict) -> StoredObject:
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.config.archive.upload_attempts)
             | tenacity.stop_after_delay(self.config.archive.retry_max_seconds),
@@ -351,19 +351,6 @@ class Archiver:
             reraise=True,
         )
         return retrying(target.put, local, key, metadata)
-
-    def _verify(self, target: Target, key: str, local: LocalFile) -> tuple[StoredObject, str]:
-        stored = self._stat_with_retries(target, key)
-        return stored, verify_copy(local, stored, target.name)
-
-    def _stat_with_retries(self, target: Target, key: str) -> StoredObject:
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.config.archive.upload_attempts),
-            wait=tenacity.wait_exponential_jitter(initial=1, max=10),
-            retry=tenacity.retry_if_exception(lambda e: isinstance(e, StorageError) and e.retryable),
-            reraise=True,
-        )
-        return retrying(target.stat, key)
 
     # -------------------------------------------------------------- completion
 
@@ -401,9 +388,9 @@ class Archiver:
         try:
             local = manifest.write_local(body, spool)
             try:
-                stored = self._put_with_retries(target, key, local, {"rtk_recording_id": _ascii(plan.id),
+                stored = self.put_with_retries(target, key, local, {"rtk_recording_id": _ascii(plan.id),
                                                                       "rtk_kind": keys.MANIFEST})
-                stored, verified_by = self._verify(target, key, local)
+                verified_by = verify_copy(local, stored, target.name)
             except ObjectConflict:
                 # A killed run may have stored it without noting it: accept it if it lists the same files.
                 with target.open_read(key) as stream:
@@ -414,7 +401,7 @@ class Archiver:
         except (StorageError, VerificationError, ValueError) as exc:
             reason = f"manifest: {exc}"
             self.ledger.record_copy_failure(plan.id, keys.MANIFEST, target.name, key=key, error=reason)
-            self._problem(f"recording {plan.id} manifest -> {target.name}: {exc}")
+            self.problem(f"recording {plan.id} manifest -> {target.name}: {exc}")
             self._audit("failed", recording_id=plan.id, kind=keys.MANIFEST, target=target.name, reason=reason)
             return
         finally:
@@ -440,7 +427,7 @@ class Archiver:
             with self._summary_lock:
                 self.summary.lost += 1
             self._audit("lost", recording_id=row["id"], reason=reason)
-            self._problem(f"recording {row['id']}: lost: {reason}")
+            self.problem(f"recording {row['id']}: lost: {reason}")
 
     # -------------------------------------------------------------- bookkeeping
 
@@ -456,17 +443,17 @@ class Archiver:
         self.ledger.set_file_state(rid, kind, "failed", reason, count_attempt=True)
         with self._summary_lock:
             self.summary.failed += 1
-        self._problem(reason)
+        self.problem(reason)
         self._audit("failed", recording_id=rid, kind=kind, target=target, reason=reason)
 
     def _file_lost(self, rid: str, kind: str, reason: str) -> None:
         self.ledger.set_file_state(rid, kind, "lost", reason, count_attempt=True)
         with self._summary_lock:
             self.summary.lost += 1
-        self._problem(f"lost: {reason}")
+        self.problem(f"lost: {reason}")
         self._audit("lost", recording_id=rid, kind=kind, reason=reason)
 
-    def _problem(self, line: str) -> None:
+    def problem(self, line: str) -> None:
         with self._summary_lock:
             self.summary.problems.append(line)
         log.error("%s", line)
@@ -476,10 +463,14 @@ class Archiver:
             self.audit.event(action, **fields)
 
 
-def verify_copy(local: LocalFile, stored: StoredObject, target_name: str) -> str:
-    """Compare a stored copy with the file it came from; returns what was compared.
+def verify_copy(local: LocalFile, stored: StoredObject, target_name: str, *, retention: str | None = None) -> str:
+    """Compare a stored copy with the file it came from (and, when the target asks for
+    write-once protection, check the copy carries it); returns what was compared.
     Raises VerificationError on any difference. Written once, for every backend."""
     problems = []
+    if retention and (stored.retention is None or stored.retention.mode != retention):
+        found = stored.retention.mode if stored.retention else "none"
+        problems.append(f"retention {retention} was requested but the object carries {found}")
     if stored.size != local.size:
         problems.append(f"size {stored.size} != {local.size}")
     compared = ["size"]

@@ -21,12 +21,12 @@ import httpx
 import tenacity
 
 from pipeline.errors import DownloadError, FileUnavailable, Interrupted
-from pipeline.hashing import Hasher, hash_file
+from pipeline.hashing import BackgroundHasher, Hasher, hash_file
 from storage.base import Checksums, LocalFile
 
 log = logging.getLogger("rtk_archive.download")
 
-SYNC_EVERY = 64 << 20
+SYNC_EVERY = 256 << 20
 MAX_URL_REFRESHES = 3
 
 
@@ -238,6 +238,13 @@ class Download:
             )
 
     def _receive(self, response: httpx.Response) -> None:
+        hasher = BackgroundHasher(self.hasher)
+        try:
+            self._receive_into(response, hasher)
+        finally:
+            hasher.finish()  # the digests cover exactly the bytes written, whatever happened
+
+    def _receive_into(self, response: httpx.Response, hasher: BackgroundHasher) -> None:
         synced = self.offset
         with open(self.spool, "r+b") as fh:
             fh.seek(self.offset)
@@ -249,7 +256,7 @@ class Download:
                     self._sync(fh)  # what arrived is kept: the next run resumes from here
                     raise Interrupted(f"{self.label}: stopped at byte {self.offset}")
                 fh.write(chunk)
-                self.hasher.update(chunk)
+                hasher.update(chunk)
                 self.offset += len(chunk)
                 self.progress(len(chunk))
                 if self.expected_size is not None and self.offset > self.expected_size:
@@ -266,7 +273,7 @@ class Download:
 
     def _sync(self, fh) -> int:
         fh.flush()
-        os.fsync(fh.fileno())
+        os.fdatasync(fh.fileno())
         _write_marker(self.marker, self.offset)
         return self.offset
 

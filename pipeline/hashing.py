@@ -4,6 +4,8 @@ and CRC32C that the backends check natively on upload."""
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from pathlib import Path
 
 import google_crc32c
@@ -50,3 +52,39 @@ def hash_file(path: Path, *, limit: int | None = None) -> Hasher:
             if remaining is not None:
                 remaining -= len(chunk)
     return hasher
+
+
+class BackgroundHasher:
+    """A Hasher fed from its own thread, so hashing overlaps receiving and writing.
+
+    hashlib and google-crc32c release the GIL on large buffers, so on two cores the digests
+    cost almost no wall time. The queue is bounded: memory stays flat (a few MiB) and a slow
+    hasher slows the download instead of buffering it."""
+
+    _DONE = object()
+
+    def __init__(self, hasher: Hasher | None = None, depth: int = 64):
+        self.hasher = hasher or Hasher()
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="hasher", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (chunk := self._queue.get()) is not self._DONE:
+            if self._error is None:
+                try:
+                    self.hasher.update(chunk)
+                except BaseException as exc:  # handed to the caller by finish()
+                    self._error = exc
+
+    def update(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def finish(self) -> Hasher:
+        """Wait for every queued chunk to be hashed; the Hasher holds the digests."""
+        self._queue.put(self._DONE)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.hasher

@@ -197,9 +197,9 @@ def _ship_audit_log(config: Config, audit: AuditLog, targets: dict[str, Target],
         key = f"audit/{day}/rtk-archive-audit-{archiver.run_id}.jsonl"
         for name in config.audit.ship_to:
             try:
-                stored = archiver._put_with_retries(targets[name], key, local, {"rtk_kind": "audit"})
+                stored = archiver.put_with_retries(targets[name], key, local, {"rtk_kind": "audit"})
             except StorageError as exc:
-                archiver._problem(f"audit log -> {name}: {exc}")
+                archiver.problem(f"audit log -> {name}: {exc}")
                 archiver.summary.failed += 1
                 continue
             audit.event("audit_shipped", target=name, key=key, uri=stored.uri, sha256=local.checksums.sha256,

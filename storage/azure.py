@@ -7,8 +7,8 @@ An upload is a block blob: blocks are staged in parallel and become visible only
 list is committed, with `If-None-Match: *` so an existing blob is never replaced. Each request
 carries a transactional MD5 (`validate_content=True`), and the blob's Content-MD5 is set to the
 file's MD5. Azure validates that stored MD5 on a single Put Blob but never on a block list, so the
-adapter hashes the bytes as the SDK reads them and refuses to let the last block go out if they
-do not match the file's MD5: the stored Content-MD5 is therefore always true of the bytes.
+adapter checksums the bytes as the SDK reads them and refuses to let the last block go out if
+they are not the verified file's: the stored Content-MD5 is therefore true of the bytes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import hashlib
 import mimetypes
 import re
 import threading
@@ -25,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
+import google_crc32c
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from storage.base import (
@@ -91,7 +91,10 @@ def check_connection_string(value: str) -> None:
 
 def account_label(connection_string: str) -> str:
     """The account a connection string points at, for URIs and logs (never the key)."""
-    parts = parse_connection_string(connection_string)
+    try:
+        parts = parse_connection_string(connection_string)
+    except ValueError:  # only settings built without validation get here; the SDK will refuse it
+        return "unknown-account"
     if parts.get("USEDEVELOPMENTSTORAGE", "").lower() == "true":
         return "devstoreaccount1"
     if parts.get("ACCOUNTNAME"):
@@ -102,7 +105,7 @@ def account_label(connection_string: str) -> str:
 
 class AzureSettings(TargetSettings):
     # Inputs stay out of validation messages: a misplaced connection string must not be echoed.
-    model_config = ConfigDict(**TargetSettings.model_config, hide_input_in_errors=True)
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     type: str = "azure"
     access_key: SecretStr  # the storage account connection string
@@ -159,23 +162,27 @@ class AzureSettings(TargetSettings):
 # --------------------------------------------------------------------------- upload source
 
 
-class _MD5CheckedSource:
-    """The source as the SDK reads it, hashed on the way. When the last byte has been read, and
-    before the SDK can commit the block list, the MD5 of what was read must equal the file's:
+class _CheckedSource:
+    """The source as the SDK reads it, checksummed on the way. When the last byte has been read,
+    and before the SDK can commit the block list, what was read must have the file's CRC32C:
     otherwise this raises, the SDK stops, and the staged blocks stay uncommitted (invisible,
     removed by Azure after a week). With validate_content=True the SDK reads sequentially, so
-    the bytes pass here in order."""
+    the bytes pass here in order.
+
+    CRC32C rather than MD5: it catches any accidental change (a file rewritten or damaged after
+    it was verified) just as well, at ~10 GB/s instead of ~0.4 GB/s; on two cores a second MD5
+    pass beside the SDK's per-block MD5 cost a third of the upload speed."""
 
     def __init__(self, raw: BinaryIO, file: LocalFile):
         self._raw = raw
         self._file = file
-        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._crc32c = google_crc32c.Checksum()
         self._seen = 0
         self._checked = False
 
     def read(self, size: int = -1) -> bytes:
         chunk = self._raw.read(size)
-        self._md5.update(chunk)
+        self._crc32c.update(chunk)
         self._seen += len(chunk)
         if self._seen > self._file.size:
             raise self._changed(f"it is now longer than {self._file.size} bytes")
@@ -189,8 +196,8 @@ class _MD5CheckedSource:
         self._checked = True
         if self._seen != self._file.size:
             raise self._changed(f"only {self._seen} of {self._file.size} bytes could be read")
-        if self._md5.hexdigest() != self._file.checksums.md5:
-            raise self._changed("its MD5 differs from the one computed when it was verified")
+        if self._crc32c.digest().hex() != self._file.checksums.crc32c:
+            raise self._changed("its CRC32C differs from the one computed when it was verified")
 
     def _changed(self, why: str) -> PermanentStorageError:
         return PermanentStorageError(f"source {self._file.path} changed after it was verified: {why}; "
@@ -203,10 +210,10 @@ class _MD5CheckedSource:
 class AzureTarget(Target):
     type = "azure"
     settings_model = AzureSettings
+    settings: AzureSettings
 
     def __init__(self, settings: AzureSettings):
         super().__init__(settings)
-        self.settings: AzureSettings = settings
         self.account = account_label(settings.access_key.get_secret_value())
         self._service = None
         self._container_client = None
@@ -258,7 +265,7 @@ class AzureTarget(Target):
     def _upload(self, file: LocalFile, full_key: str, metadata: Mapping[str, str]) -> StoredObject:
         blob = self._blob(full_key)
         with file.open() as raw:
-            blob.upload_blob(_MD5CheckedSource(raw, file), **self._upload_kwargs(file, full_key, metadata))
+            blob.upload_blob(_CheckedSource(raw, file), **self._upload_kwargs(file, full_key, metadata))
         stored = self._stat(full_key)
         return self._ensure_protection(blob, full_key, stored)
 

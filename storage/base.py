@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import importlib
 import posixpath
 from abc import ABC, abstractmethod
@@ -154,7 +155,8 @@ class TargetSettings(BaseModel):
     """Settings shared by every target type. The field names follow RealtimeKit's
     `storage_config`; each backend's subclass adds the fields it uses and forbids the rest."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a validation message must never echo a value (it may be a secret).
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     name: str = Field(min_length=1)
     type: str
@@ -214,13 +216,14 @@ class Target(ABC):
 
     def put(self, file: LocalFile, key: str, metadata: Mapping[str, str] | None = None) -> StoredObject:
         """Store `file` under `key`, all or nothing. An identical object already there is a
-        no-op; a different one is refused with ObjectConflict, never overwritten."""
+        no-op; a different one is refused with ObjectConflict, never overwritten. Returns the
+        object as read back from the backend after the upload: what the pipeline verifies."""
         try:
             existing = self.stat(key)
         except NotFound:
             existing = None
         if existing is not None:
-            if existing.size == file.size and existing.sha256 == file.checksums.sha256:
+            if existing.size == file.size and self._same_content(key, existing, file):
                 return existing
             raise ObjectConflict(
                 f"a different object already exists at {existing.uri} "
@@ -232,6 +235,20 @@ class Target(ABC):
         full = self.full_key(key)
         with self._errors(f"upload of {full}"):
             return self._upload(file, full, meta)
+
+    def _same_content(self, key: str, existing: StoredObject, file: LocalFile) -> bool:
+        """Is the object under `key` the file? By its stored SHA-256, or, for a backend that
+        could not store or compute one (SFTP without a remote shell), by reading it back."""
+        known = file.checksums.as_dict()
+        if any(known.get(name) not in (None, value.lower()) for name, value in existing.native.items()):
+            return False  # the backend's own digest contradicts the file, whatever the metadata claims
+        if existing.sha256 is not None:
+            return existing.sha256 == file.checksums.sha256
+        digest = hashlib.sha256()
+        with self.open_read(key) as stream:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest() == file.checksums.sha256
 
     def stat(self, key: str) -> StoredObject:
         """What is stored under `key`; NotFound when nothing is."""
@@ -271,7 +288,7 @@ class Target(ABC):
     def _upload(self, file: LocalFile, full_key: str, metadata: Mapping[str, str]) -> StoredObject:
         """Upload with the SDK's managed (multipart / resumable / block) upload, sending the
         backend's native integrity check; abort and clean up on failure; return the object
-        as stat would. Never overwrite: the base class checked, but a backend that offers a
+        read back from the backend after the upload, as `_stat` would. Never overwrite: the base class checked, but a backend that offers a
         create-only condition should use it too."""
 
     @abstractmethod

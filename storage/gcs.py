@@ -76,7 +76,7 @@ def credentials_info(secret: str) -> dict:
 
 class GCSSettings(TargetSettings):
     # Inputs stay out of validation messages: a pasted key must not be echoed.
-    model_config = ConfigDict(**TargetSettings.model_config, hide_input_in_errors=True)
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     type: str = "gcs"
     bucket: str = Field(min_length=1)
@@ -142,10 +142,10 @@ class GCSTarget(Target):
 
     type = "gcs"
     settings_model = GCSSettings
+    settings: GCSSettings
 
     def __init__(self, settings: GCSSettings):
         super().__init__(settings)
-        self.settings: GCSSettings = settings
         self._local = threading.local()
         self._clients: list = []
         self._lock = threading.Lock()
@@ -238,6 +238,8 @@ class GCSTarget(Target):
     def _send(self, blob, source, file: LocalFile) -> None:
         api = require_sdk("google.api_core.exceptions", SDK_PACKAGE, target=self.name)
         try:
+            # ifGenerationMatch=0: create-only on GCS. gcp-storage-emulator ignores it; there the
+            # base class's stat-before-put is what refuses an existing object.
             blob.upload_from_file(source, size=file.size, checksum="crc32c", if_generation_match=0)
         except api.NotFound as exc:  # creating an object: only the bucket can be missing
             raise self._no_bucket(f"upload of {blob.name}") from exc

@@ -18,7 +18,9 @@ What a put does on the wire (all checked against moto 5.2 and boto3 1.43):
   by moto; s3transfer does not accept it in ExtraArgs, so a client event hook adds it): the
   base class already refuses an existing key, this closes the race between its stat and our
   write. A 412 becomes ObjectConflict.
-- Object Lock headers when retention is configured; metadata `rtk_sha256` always.
+- Object Lock headers when retention is configured, and a check on the stored object that the
+  server really applied them (moto ignores them on multipart uploads to an unlocked bucket).
+- The file's SHA-256 as user metadata, sent as `x-amz-meta-rtk-sha256` (see `_wire_name`).
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ import re
 import sys
 import threading
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from storage.base import (
     SHA256_METADATA_KEY,
@@ -73,9 +75,6 @@ _ERROR_CODE = re.compile(r"[^A-Za-z0-9.]")
 
 class _S3CompatibleSettings(TargetSettings):
     """Fields shared by every S3-compatible profile (storage_config names first)."""
-
-    # pydantic repeats the input (access_key and secret included) in its error text otherwise.
-    model_config = ConfigDict(hide_input_in_errors=True)
 
     access_key: SecretStr | None = None  # access key id; absent: boto3's credential chain
     secret: SecretStr | None = None  # secret access key
@@ -264,7 +263,8 @@ class S3Target(Target):
         write-once: say so loudly rather than report success."""
         settings = self.settings
         retention = stored.retention
-        missing_mode = settings.retention_mode and (retention is None or retention.mode != settings.retention_mode)
+        missing_mode = settings.retention_mode and (
+            retention is None or retention.mode != settings.retention_mode)
         missing_hold = settings.legal_hold and (retention is None or not retention.legal_hold)
         if missing_mode or missing_hold:
             raise PermanentStorageError(
@@ -296,7 +296,7 @@ class S3Target(Target):
         if settings.retention_mode:
             extra["ObjectLockMode"] = settings.retention_mode
             extra["ObjectLockRetainUntilDate"] = (
-                datetime.now(timezone.utc) + timedelta(days=settings.retention_days)
+                datetime.now(UTC) + timedelta(days=settings.retention_days)
             )
         if settings.legal_hold:
             extra["ObjectLockLegalHoldStatus"] = "ON"
@@ -387,8 +387,12 @@ class S3Target(Target):
             return PermanentStorageError(
                 f"{action}: TLS verification failed for {self._where()} ({kind}): check "
                 "`endpoint` and the system CA certificates", target=self.name)
+        if isinstance(exc, errors.CredentialRetrievalError):  # a credential_process or IMDS hiccup
+            return RetryableStorageError(
+                f"{action}: the AWS credential chain failed to deliver credentials ({kind})",
+                target=self.name)
         transient = (errors.ConnectionError, errors.HTTPClientError, errors.IncompleteReadError,
-                     errors.ChecksumError, errors.CredentialRetrievalError)
+                     errors.ChecksumError)
         if isinstance(exc, transient):
             return RetryableStorageError(
                 f"{action}: connection to {self._where()} failed ({kind})", target=self.name)
@@ -451,6 +455,13 @@ class S3Target(Target):
             f"{action}: this machine's clock is too far off ({code}): synchronise it (NTP)",
             target=self.name)
 
+    def _unsupported(self, action, code, status, error) -> StorageError:
+        # A 501 is not a busy server: retrying would fail the same way.
+        return PermanentStorageError(
+            f"{action}: this store does not implement something the upload uses ({code}): "
+            "create-only writes (If-None-Match), SHA-256 checksums or Object Lock",
+            target=self.name)
+
     def _transient(self, action, code, status, error) -> StorageError:
         return RetryableStorageError(f"{action}: the server is busy or failed ({code})",
                                      target=self.name)
@@ -483,6 +494,7 @@ _CLIENT_ERROR_RULES = {
     "InvalidObjectState": S3Target._archived,
     "InvalidStorageClass": S3Target._bad_storage_class,
     "RequestTimeTooSkewed": S3Target._clock,
+    "NotImplemented": S3Target._unsupported,
     **dict.fromkeys(("SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
                      "Throttling", "ThrottlingException", "RequestLimitExceeded",
                      "TooManyRequests", "ConditionalRequestConflict", "OperationAborted",
@@ -582,5 +594,5 @@ def _retention(head: Mapping[str, Any]) -> Retention | None:
     if not mode and not hold:
         return None
     if isinstance(until, datetime):
-        until = until.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        until = until.astimezone(UTC).isoformat().replace("+00:00", "Z")
     return Retention(mode=mode or "HOLD", until=until, legal_hold=hold)

@@ -36,7 +36,14 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from storage.base import (
     LocalFile,
@@ -66,6 +73,7 @@ SLOWEST_HASH_RATE = 20 << 20
 HOST_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
                   "ecdsa-sha2-nistp521")
 _SHA256SUM_LINE = re.compile(rb"^\\?([0-9a-f]{64}) ")
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
 # --------------------------------------------------------------------------- settings
@@ -266,7 +274,7 @@ def _key_class(paramiko: Any, text: str, password: str | None, encrypted: bool) 
 def _is_encrypted(text: str) -> bool:
     if "Proc-Type: 4,ENCRYPTED" in text or "BEGIN ENCRYPTED PRIVATE KEY" in text:
         return True  # legacy PEM / PKCS#8 with a passphrase
-    match = re.search(r"-----BEGIN OPENSSH PRIVATE KEY-----(.*?)-----END", text, re.S)
+    match = re.search(r"-----BEGIN OPENSSH PRIVATE KEY-----(.*?)-----END", text, re.DOTALL)
     if not match:
         return False
     try:
@@ -447,7 +455,7 @@ class SFTPTarget(Target):
         except paramiko.BadHostKeyException as exc:
             raise self._host_key_mismatch(exc.key, exc.expected_key) from None
         except paramiko.AuthenticationException:
-            raise
+            raise  # the host key was trusted (it is checked first): the login was refused
         except paramiko.SSHException:
             offered = _offered_host_key(client)
             if offered is not None and not client.get_host_keys().check(self._known_hosts_name(), offered):
@@ -456,7 +464,11 @@ class SFTPTarget(Target):
 
     def _trust(self, paramiko: Any, host_keys: Any) -> None:
         if self.settings.known_hosts is not None:
-            host_keys.load(self.settings.known_hosts)
+            try:
+                host_keys.load(self.settings.known_hosts)
+            except OSError as exc:  # not NotFound: that would mean "no such object"
+                raise PermanentStorageError(f"known_hosts file {self.settings.known_hosts} cannot be "
+                                            f"read: {exc.strerror}") from None
             return
         kind, blob = self.settings.host_key.split()
         key = paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
@@ -519,23 +531,26 @@ class SFTPTarget(Target):
     # -- hooks ------------------------------------------------------------------------------
 
     def _upload(self, file: LocalFile, full_key: str, metadata: Mapping[str, str]) -> StoredObject:
-        return self._call(lambda session: self._upload_on(session, file, full_key))
+        # Two steps, each retried on its own after a dropped connection: a drop while the
+        # server hashes the stored file must not send the whole file again.
+        self._call(lambda session: self._transfer_on(session, file, full_key))
+        return self._call(lambda session: self._stat_on(session, full_key))
 
-    def _upload_on(self, session: _Session, file: LocalFile, full_key: str) -> StoredObject:
+    def _transfer_on(self, session: _Session, file: LocalFile, full_key: str) -> None:
         final = session.absolute(full_key)
         folder, name = posixpath.split(final)
         _makedirs(session.sftp, folder)
         temp = posixpath.join(folder, f".{name}{PARTIAL_MARKER}{uuid.uuid4().hex}")
+        renamed = False
         try:
             self._send(session.sftp, file, temp)
             if self.settings.retention_mode == "READ_ONLY":
                 with _at(temp):  # before the rename: the final name is never writable
                     session.sftp.chmod(temp, 0o444)
-            self._publish(session.sftp, temp, final)
-        except BaseException:
-            self._remove_temporary(session, temp)
-            raise
-        return self._stat_on(session, full_key)
+            renamed = self._publish(session, temp, final, file)
+        finally:
+            if not renamed:
+                self._remove_temporary(session, temp)
 
     def _send(self, sftp: Any, file: LocalFile, temp: str) -> None:
         with _at(temp):
@@ -551,19 +566,29 @@ class SFTPTarget(Target):
                 f"the server holds {stored} bytes of {file.size} after the transfer; upload abandoned"
             )
 
-    def _publish(self, sftp: Any, temp: str, final: str) -> None:
+    def _publish(self, session: _Session, temp: str, final: str, file: LocalFile) -> bool:
+        """Rename `temp` to `final`, never over another file: True once renamed, False when
+        the very same file is already there (our own rename whose reply a dropped connection
+        lost, or an identical upload by another worker)."""
         # SFTP's RENAME refuses an existing name (draft-ietf-secsh-filexfer-02, 6.5; OpenSSH
         # uses link(2), atomically). posix-rename@openssh.com would overwrite, so it is not used.
-        # The stat first catches a server that ignores the rule, and gives a clear message.
-        if _exists(sftp, final):
-            raise ObjectConflict(f"{self._uri(final)} appeared while uploading; not overwritten")
+        # The look first catches a server that ignores the rule, and gives a clear message.
+        if _exists(session.sftp, final):
+            return self._same_file_or_conflict(session, final, file)
         try:
             with _at(final):
-                sftp.rename(temp, final)
+                session.sftp.rename(temp, final)
         except OSError:
-            if _exists(sftp, final):
-                raise ObjectConflict(f"{self._uri(final)} appeared while uploading; not overwritten") from None
+            if _exists(session.sftp, final):
+                return self._same_file_or_conflict(session, final, file)
             raise
+        return True
+
+    def _same_file_or_conflict(self, session: _Session, final: str, file: LocalFile) -> bool:
+        size = session.sftp.stat(final).st_size
+        if size == file.size and self._remote_sha256(session, final, size) == file.checksums.sha256:
+            return False
+        raise ObjectConflict(f"{self._uri(final)} appeared while uploading; not overwritten")
 
     def _remove_temporary(self, session: _Session, temp: str) -> None:
         try:
@@ -613,9 +638,18 @@ class SFTPTarget(Target):
         match = _SHA256SUM_LINE.match(output)
         if status == 0 and match:
             return match.group(1).decode()
-        # A shell-less account (nologin, ForceCommand internal-sftp, chroot) or no sha256sum.
-        self._give_up_checksums(f"sha256sum exited with status {status}")
+        if self._sha256sum_runs(session):
+            log.warning("target '%s': sha256sum of %s failed (status %s); this file is checked by "
+                        "size only", self.name, self._uri(path), status)
+        else:  # a shell-less account (nologin, ForceCommand internal-sftp, chroot), no sha256sum
+            self._give_up_checksums(f"sha256sum exited with status {status}")
         return None
+
+    def _sha256sum_runs(self, session: _Session) -> bool:
+        """Does hashing empty input work? Tells one unreadable file from no usable exec at all."""
+        with session.client.get_transport().open_session(timeout=self.settings.timeout) as channel:
+            status, output = _run_command(channel, "sha256sum </dev/null", self.settings.timeout)
+        return status == 0 and output.startswith(EMPTY_SHA256.encode())
 
     def _give_up_checksums(self, reason: str) -> None:
         if not self._checksum_unavailable:
@@ -626,17 +660,33 @@ class SFTPTarget(Target):
     @contextlib.contextmanager
     def _open_read(self, full_key: str) -> Iterator[Any]:
         # The connection stays lent while the caller reads, so no other thread talks over it.
-        with self._pool.lease() as lease:
-            path = lease.session.absolute(full_key)
-            try:
-                with _at(path):
-                    remote = lease.session.sftp.open(path, "rb")
-            except FileNotFoundError:
-                raise NotFound(f"{self._uri(path)} not found", target=self.name) from None
-            with remote:
-                # Many reads in flight instead of one round trip per 32 KiB.
-                remote.prefetch(max_concurrent_requests=PREFETCH_REQUESTS)
-                yield remote
+        for fresh in (False, True):
+            with self._pool.lease(fresh=fresh) as lease:
+                try:
+                    remote = self._open_remote(lease.session, full_key)
+                except Exception as exc:
+                    if fresh or not _dropped(lease, exc):
+                        raise
+                    lease.broken = True  # a reused connection had dropped: open a new one once
+                    continue
+                with remote:
+                    yield remote
+                return
+
+    def _open_remote(self, session: _Session, full_key: str) -> Any:
+        path = session.absolute(full_key)
+        try:
+            with _at(path):
+                remote = session.sftp.open(path, "rb")
+        except FileNotFoundError:
+            raise NotFound(f"{self._uri(path)} not found", target=self.name) from None
+        try:
+            # Many reads in flight instead of one round trip per 32 KiB.
+            remote.prefetch(max_concurrent_requests=PREFETCH_REQUESTS)
+        except BaseException:
+            remote.close()
+            raise
+        return remote
 
     def sweep_partials(self) -> int:
         with self._errors("sweep of partial uploads"):
@@ -710,8 +760,8 @@ class SFTPTarget(Target):
             return NotFound(f"{action}: no such file or folder at {at}", target=self.name)
         if exc.errno in (errno.EACCES, errno.EPERM):
             return PermanentStorageError(
-                f"{action}: permission denied at {at}: let user {self.settings.username} write there, "
-                "or change path", target=self.name,
+                f"{action}: permission denied at {at}: let user {self.settings.username} read and "
+                "write there, or change path", target=self.name,
             )
         # A full disk or quota stays retryable, as in local.py: someone frees space and the next
         # attempt succeeds without a settings change. SFTP v3 cannot even report ENOSPC as such:

@@ -128,11 +128,15 @@ def test_different_content_is_refused(rig, prefix, tmp_path):
 
 
 class _FailingReader(io.BufferedReader):
-    """A source whose read breaks halfway, like a disk error or a truncated spool file."""
+    """A source whose read breaks halfway, like a disk error or a truncated spool file. It is
+    a stream, not a file: no descriptor to copy from behind its back."""
 
     def __init__(self, raw, fail_after: int):
         super().__init__(raw)
         self._left = fail_after
+
+    def fileno(self):
+        raise io.UnsupportedOperation("a stream without a file descriptor")
 
     def read(self, size=-1):
         if self._left <= 0:
@@ -177,8 +181,9 @@ def test_wrong_checksum_is_refused_by_the_backend_or_caught(rig, prefix, tmp_pat
             assert rig.list_keys(prefix) == []
         else:
             # A backend without a native check on the way in (sftp, local) stores the bytes;
-            # its stat must then expose the real digest, which differs from the claim.
-            assert stored.native.get("sha256") == hashlib.sha256(data).hexdigest()
+            # its stat (what the pipeline verifies with) must then expose the real digest.
+            assert stored.size == len(data)
+            assert target.stat("lying/video.mp4").native.get("sha256") == hashlib.sha256(data).hexdigest()
 
 
 def test_wrong_credentials_are_permanent_and_secret_free(rig, prefix, tmp_path):

@@ -1,0 +1,151 @@
+"""Benchmark (not a test): archive throughput and peak RSS beside a plain download.
+
+Starts the simulator in this process, then, each in its own child process (so its peak RSS
+is its own): a plain httpx download of the same files to disk (the baseline), and a full
+`rtk-archive` run to a local target (download, hash, copy, verify, ledger, manifest).
+Two workloads: many small-to-medium files, and one large file (2 GiB by default).
+
+    python tests/bench/bench_archive.py [--many 40] [--many-size 8] [--large-gib 2] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+
+# --------------------------------------------------------------------------- children
+
+
+def child_plain(spec: dict) -> dict:
+    """Download every URL to a file with httpx streaming: what any script would do."""
+    import httpx
+
+    out = Path(spec["dir"])
+    out.mkdir(parents=True, exist_ok=True)
+
+    def fetch(item):
+        index, url = item
+        with httpx.Client(timeout=60) as client, client.stream("GET", url) as response:
+            response.raise_for_status()
+            with open(out / f"{index}.bin", "wb") as fh:
+                for chunk in response.iter_raw():
+                    fh.write(chunk)
+        return (out / f"{index}.bin").stat().st_size
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(spec["concurrency"]) as pool:
+        total = sum(pool.map(fetch, enumerate(spec["urls"])))
+    return {"bytes": total, "seconds": time.perf_counter() - start}
+
+
+def child_archive(spec: dict) -> dict:
+    from pipeline.config import parse_config
+    from pipeline.runner import run_archive
+
+    config = parse_config(spec["config"], environ={})
+    start = time.perf_counter()
+    result = run_archive(config, command="bench")
+    seconds = time.perf_counter() - start
+    summary = result.summary
+    assert summary.failed == 0 and summary.lost == 0, summary.problems
+    return {"bytes": summary.bytes_downloaded, "seconds": seconds, "archived": summary.archived}
+
+
+def run_child(kind: str, spec: dict) -> dict:
+    """Run one measurement in a fresh interpreter; add its peak RSS."""
+    code = (f"import json,sys,resource; sys.path.insert(0, {str(REPO)!r}); "
+            f"from tests.bench.bench_archive import child_{kind}; "
+            f"r = child_{kind}(json.loads(sys.stdin.read())); "
+            "r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
+            "print(json.dumps(r))")
+    proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(spec), capture_output=True, text=True,
+                          check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{kind} child failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def workload(sim, work: Path, name: str, sizes: list[int], concurrency: int, round_no: int) -> dict:
+    recs = [sim.add_recording(size=size) for size in sizes]
+    ids = {r["id"] for r in recs}
+    urls = [sim.download_url(r["id"]) for r in recs]
+    base = work / f"{name}-{round_no}"
+    plain = run_child("plain", {"urls": urls, "dir": str(base / "plain"), "concurrency": concurrency})
+    shutil.rmtree(base / "plain")
+    config = {
+        "source": {"account_id": sim.account_id, "app_id": sim.app_id, "api_token": sim.token,
+                   "base_url": sim.base_url},
+        "ledger": {"path": str(base / "ledger.db")},
+        "archive": {"spool_dir": str(base / "spool"), "concurrency": concurrency},
+        "audit": {"path": str(base / "audit.jsonl")},
+        "targets": [{"name": "bench", "type": "local", "path": str(base / "archive")}],
+    }
+    archive = run_child("archive", {"config": config})
+    shutil.rmtree(base)
+    for rid in ids:  # keep the next round's listing to its own files
+        sim.remove_recording(rid)
+    return {"plain": plain, "archive": archive}
+
+
+def report(name: str, results: list[dict]) -> None:
+    def mbps(r):
+        return r["bytes"] / r["seconds"] / 1e6
+
+    plain = [mbps(r["plain"]) for r in results]
+    arch = [mbps(r["archive"]) for r in results]
+    best_plain, best_arch = max(plain), max(arch)
+    print(f"\n{name}: {results[0]['plain']['bytes'] / 1e6:.0f} MB per round, {len(results)} round(s)")
+    print(f"  plain download : {' '.join(f'{v:7.1f}' for v in plain)} MB/s   "
+          f"peak RSS {max(r['plain']['peak_rss_mb'] for r in results):6.1f} MB")
+    print(f"  rtk-archive run: {' '.join(f'{v:7.1f}' for v in arch)} MB/s   "
+          f"peak RSS {max(r['archive']['peak_rss_mb'] for r in results):6.1f} MB")
+    print(f"  archive / plain (best of each): {100 * best_arch / best_plain:.0f}%")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--many", type=int, default=40, help="number of files in the many-files workload")
+    parser.add_argument("--many-size", type=float, default=8, help="MB per file in the many-files workload")
+    parser.add_argument("--large-gib", type=float, default=2, help="size of the single large file, GiB")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    from pipeline.simulator import Simulator
+
+    work = Path(tempfile.mkdtemp(prefix="rtk-bench-", dir=os.environ.get("BENCH_DIR")))
+    print(f"machine: {os.cpu_count()} cores; work dir {work}")
+    try:
+        with Simulator(recordings=0, seed=11) as sim:
+            many = [int(args.many_size * 1e6) + i * 4096 for i in range(args.many)]
+            large = [int(args.large_gib * (1 << 30))]
+            results = {"many files": [], "one large file": []}
+            for round_no in range(args.rounds):
+                results["many files"].append(workload(sim, work, "many", many, args.concurrency, round_no))
+                results["one large file"].append(workload(sim, work, "large", large, 1, round_no))
+        for name, rows in results.items():
+            report(name, rows)
+        print(f"\nbenchmark process (simulator) peak RSS: "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MB")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The gcs rig: one gcp-storage-emulator per test session, one bucket, a prefix per test.
+
+Wrong credentials: the emulator checks none, so the rig hands out a real service-account key
+(fresh RSA key) whose `token_uri` is a loopback endpoint that refuses every grant: google-auth
+performs the JWT-bearer exchange and gets `400 invalid_grant`, as from Google for a revoked key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from tests.servers.gcs_emulator import (
+    GCSEmulator,
+    TokenEndpoint,
+    refusing_token_endpoint,
+    service_account_json,
+    start_gcs_emulator,
+)
+from tests.storage.rig import Rig
+
+BUCKET = "rtk-conformance"
+
+
+def emulator_client(endpoint: str):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    return storage.Client(project="rtk-archive-test", credentials=AnonymousCredentials(),
+                          client_options={"api_endpoint": endpoint})
+
+
+class GCSRig(Rig):
+    type = "gcs"
+
+    def __init__(self, server: GCSEmulator, token_endpoint: TokenEndpoint):
+        self.server = server
+        self.token_endpoint = token_endpoint
+        self.client = emulator_client(server.endpoint)
+        self.bucket = self.client.create_bucket(BUCKET)
+        self._bad_secret: str | None = None
+
+    def target_settings(self, name: str, prefix: str) -> dict:
+        # An endpoint without a secret: anonymous access, as the emulator expects.
+        return {"name": name, "type": "gcs", "bucket": BUCKET, "path": prefix,
+                "endpoint": self.server.endpoint}
+
+    def small_parts(self) -> dict:
+        # 12 MiB is over the SDK's 8 MiB multipart limit: a resumable upload in three chunks.
+        return {"chunk_size": 4 << 20}
+
+    def bad_credentials(self, name: str, prefix: str) -> tuple[dict, list[str]]:
+        if self._bad_secret is None:  # RSA key generation: once per session is enough
+            self._bad_secret = service_account_json(self.token_endpoint.url)
+        import json
+
+        private_key = json.loads(self._bad_secret)["private_key"]
+        key_body = private_key.splitlines()[1]  # a line of the PEM body, as a leak would show it
+        return ({**self.target_settings(name, prefix), "secret": self._bad_secret},
+                [self._bad_secret, private_key, key_body])
+
+    def list_keys(self, prefix: str) -> list[str]:
+        return sorted(blob.name for blob in self.client.list_blobs(BUCKET, prefix=prefix))
+
+    def raw_read(self, full_key: str) -> bytes:
+        return self.bucket.blob(full_key).download_as_bytes()
+
+    def raw_write(self, full_key: str, data: bytes) -> None:
+        old = self.bucket.get_blob(full_key)
+        blob = self.bucket.blob(full_key)
+        blob.metadata = old.metadata  # keep the claimed SHA-256: only the bytes change
+        blob.upload_from_string(data, checksum=None)
+
+    def raw_delete(self, full_key: str) -> None:
+        self.bucket.blob(full_key).delete()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@pytest.fixture(scope="session")
+def rig_gcs(tmp_path_factory):
+    with contextlib.ExitStack() as stack:
+        try:
+            server = start_gcs_emulator(tmp_path_factory.mktemp("gcs-emulator"))
+        except RuntimeError as exc:
+            pytest.fail(f"the GCS emulator could not start: {exc}", pytrace=False)
+        stack.callback(server.stop)
+        token_endpoint = stack.enter_context(refusing_token_endpoint())
+        rig = GCSRig(server, token_endpoint)
+        stack.callback(rig.close)
+        yield rig
