@@ -456,6 +456,16 @@ class Simulator:
             url, _ = self._sign(rec, kind, self.origin.split("//", 1)[1], lifetime=lifetime)
         return url
 
+    def has_file(self, recording_id: str, kind: str = "video") -> bool:
+        """True if RealtimeKit's bucket holds this file (UPLOADED, bucket enabled, audio exported)."""
+        with self._lock:
+            return self._recs[recording_id].has_file(kind)
+
+    def retention_end(self, recording_id: str) -> datetime | None:
+        """stopped_time + 7 days: no URL of this recording is valid after it."""
+        with self._lock:
+            return self._recs[recording_id].retention_end
+
     def file_size(self, recording_id: str, kind: str = "video") -> int:
         with self._lock:
             return self._recs[recording_id].file_length(kind)

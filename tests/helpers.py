@@ -95,8 +95,8 @@ def archivable(sim) -> list[dict]:
     bucket, within retention)."""
     now = sim.now()
     return [raw for raw in sim.recordings
-            if raw["status"] == "UPLOADED" and sim._recs[raw["id"]].has_file("video")
-            and sim._recs[raw["id"]].retention_end > now]
+            if raw["status"] == "UPLOADED" and sim.has_file(raw["id"], "video")
+            and sim.retention_end(raw["id"]) > now]
 
 
 def expected_files(sim) -> dict[tuple[str, str], str]:
@@ -104,7 +104,7 @@ def expected_files(sim) -> dict[tuple[str, str], str]:
     out = {}
     for raw in archivable(sim):
         for kind in ("video", "audio"):
-            if sim._recs[raw["id"]].has_file(kind):
+            if sim.has_file(raw["id"], kind):
                 out[(raw["id"], kind)] = sim.expected_sha256(raw["id"], kind)
     return out
 
@@ -113,5 +113,5 @@ def past_retention_files(sim) -> int:
     """How many files the simulator holds for UPLOADED recordings already past retention."""
     now = sim.now()
     return sum(1 for raw in sim.recordings for kind in ("video", "audio")
-               if raw["status"] == "UPLOADED" and sim._recs[raw["id"]].has_file(kind)
-               and sim._recs[raw["id"]].retention_end <= now)
+               if raw["status"] == "UPLOADED" and sim.has_file(raw["id"], kind)
+               and sim.retention_end(raw["id"]) <= now)

@@ -118,15 +118,16 @@ def test_already_expired_url_is_refreshed(sim, tmp_path):
 
 
 def test_url_expiring_during_the_transfer_is_refreshed_and_continued(sim, tmp_path):
-    rec = sim.add_recording(size=400_000)
-    # 1-second URLs, a slow body and a break: the resume request meets an expired URL (403).
-    sim.faults.set(url_lifetime=1, throttle_bps=200_000, drop_downloads=1, drop_after_bytes=250_000)
+    rec = sim.add_recording(size=1_000_000)
+    # 3-second URLs, a slow body (5 s) and a break at 4 s: the resume request meets an expired
+    # URL (403); the refreshed one is used at once, well within its 3 seconds.
+    sim.faults.set(url_lifetime=3, throttle_bps=200_000, drop_downloads=1, drop_after_bytes=800_000)
     result = run(tmp_path, sim, archive={"url_refresh_margin_seconds": 0})
     assert result.summary.archived == 1
     statuses = [r.status for r in file_requests(sim)]
     assert 403 in statuses
     resumed = [r for r in file_requests(sim) if r.status == 206]
-    assert resumed and resumed[-1].range == "bytes=250000-"
+    assert resumed and resumed[-1].range == "bytes=800000-"
     assert digest_at(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
 
 

@@ -388,6 +388,7 @@ def test_bad_signature_missing_params_and_unknown_file(sim):
     assert web.get(url.split("?")[0]).status_code == 403
     other_kind = url.replace("/video?", "/audio?")
     assert web.get(other_kind).status_code == 403  # a signature is for one file only
+    assert sim.has_file(item_id := urlsplit(url).path.split("/")[2]) and sim.retention_end(item_id) > sim.now()
     gone = sim.add_recording(size=100)
     gone_url = sim.download_url(gone["id"])
     sim.remove_recording(gone["id"])

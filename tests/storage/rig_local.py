@@ -21,11 +21,12 @@ class LocalRig(Rig):
         return {"name": name, "type": "local", "path": str(self.folder)}
 
     def list_keys(self, prefix: str) -> list[str]:
+        """Keys relative to the target's folder (root/prefix), as the adapter reports them."""
         base = self.root / prefix
         if not base.exists():
             return []
         return sorted(
-            str(Path(dirpath, f).relative_to(self.root))
+            str(Path(dirpath, f).relative_to(base))
             for dirpath, _dirs, files in os.walk(base) for f in files
         )
 
