@@ -257,6 +257,7 @@ class Archiver:
             label=label, refresh_margin=timedelta(seconds=self.config.archive.url_refresh_margin_seconds),
             attempts=self.config.archive.download_attempts, max_seconds=self.config.archive.retry_max_seconds,
             stop=self.stop, progress=self.progress.advance if self.progress else None,
+            md5=any(target.uses_md5 for target in self.targets.values()),
         )
         try:
             try:
@@ -478,7 +479,7 @@ def verify_copy(local: LocalFile, stored: StoredObject, target_name: str, *, ret
         compared.append("sha256(metadata)")
         if stored.sha256 != local.checksums.sha256:
             problems.append("the stored SHA-256 differs")
-    expected = local.checksums.as_dict()
+    expected = local.checksums.as_dict()  # only the digests that were computed
     for name, value in sorted(stored.native.items()):
         if name in expected:
             compared.append(f"{name}(backend)")

@@ -72,7 +72,7 @@ class Download:
     def __init__(self, client: httpx.Client, urls: UrlProvider, spool: Path, *, expected_size: int | None,
                  label: str, refresh_margin: timedelta = timedelta(minutes=5), attempts: int = 5,
                  max_seconds: float = 600.0, stop: threading.Event | None = None,
-                 progress: Callable[[int], None] | None = None, backoff: float = 1.0):
+                 progress: Callable[[int], None] | None = None, backoff: float = 1.0, md5: bool = True):
         self.client = client
         self.urls = urls
         self.spool = spool
@@ -85,7 +85,8 @@ class Download:
         self.stop = stop or threading.Event()
         self.progress = progress or (lambda n: None)
         self.backoff = backoff
-        self.hasher = Hasher()
+        self.md5 = md5
+        self.hasher = Hasher(md5=md5)
         self.offset = 0
         self.resumed = 0
         self.refreshed = 0
@@ -113,7 +114,7 @@ class Download:
             raise DownloadError(f"{self.label}: gave up after {self.attempts} attempts: {exc}") from None
         self._check_complete()
         return DownloadedFile(
-            path=self.spool, size=self.offset, checksums=self.hasher.checksums(),
+            path=self.spool, size=self.offset, checksums=self.hasher.checksums(), disposable=True,
             source_host=host_of(self._url.url), resumed=self.resumed, refreshed=self.refreshed,
         )
 
@@ -128,7 +129,8 @@ class Download:
     def _resume_from_spool(self) -> None:
         """Continue a spool file a previous (killed) run left, trusting only synced bytes."""
         durable = _read_marker(self.marker)
-        if not self.spool.exists() or durable <= 0:
+        if not self.spool.exists() or durable <= 0 or self.spool.stat().st_nlink > 1:
+            # (A spool with other links was already taken by a local target: never write to it.)
             self._reset()
             return
         if self.expected_size is not None and durable > self.expected_size:
@@ -136,16 +138,19 @@ class Download:
             return
         with open(self.spool, "r+b") as fh:
             fh.truncate(durable)
-        self.hasher = hash_file(self.spool)
+        self.hasher = hash_file(self.spool, md5=self.md5)
         self.offset = self.hasher.size
         self.resumed += 1
         log.info("%s: resuming a previous run's download at byte %d", self.label, self.offset)
 
     def _reset(self) -> None:
-        fd = os.open(self.spool, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        # Unlink, then create: a fresh inode, so a target holding the old one by hard link
+        # is never truncated.
+        self.spool.unlink(missing_ok=True)
+        fd = os.open(self.spool, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
         os.close(fd)
         self.marker.unlink(missing_ok=True)
-        self.hasher = Hasher()
+        self.hasher = Hasher(md5=self.md5)
         self.offset = 0
 
     def _fresh_enough(self, signed: SignedUrl) -> SignedUrl:
@@ -245,8 +250,8 @@ class Download:
             hasher.finish()  # the digests cover exactly the bytes written, whatever happened
 
     def _receive_into(self, response: httpx.Response, hasher: BackgroundHasher) -> None:
-        synced = self.offset
-        with open(self.spool, "r+b") as fh:
+        requested = self.offset
+        with open(self.spool, "r+b") as fh, _Syncer(fh, self.marker) as syncer:
             fh.seek(self.offset)
             fh.truncate()
             # No chunk_size: httpx would hold bytes back until a chunk fills, and lose them
@@ -265,8 +270,11 @@ class Download:
                         f"({self.expected_size} bytes); not archived",
                         retryable=False,
                     )
-                if self.offset - synced >= SYNC_EVERY:
-                    synced = self._sync(fh)
+                if self.offset - requested >= SYNC_EVERY:
+                    fh.flush()
+                    syncer.request(self.offset)
+                    requested = self.offset
+            syncer.close()
             self._sync(fh)
         if self.content_total is not None and self.offset < self.content_total:
             raise _Retryable(f"body ended at byte {self.offset} of {self.content_total}")
@@ -299,6 +307,61 @@ class Download:
         exc = state.outcome.exception() if state.outcome else None
         log.warning("%s: %s; retrying from byte %d (attempt %d of %d)", self.label, exc, self.offset,
                     state.attempt_number + 1, self.attempts)
+
+
+class _Syncer:
+    """fdatasync in the background: the download goes on while earlier bytes reach the disk.
+    The marker records only offsets whose bytes a finished sync covered. Requests arriving
+    while a sync runs are merged into the next one."""
+
+    def __init__(self, fh, marker: Path):
+        self._fd = fh.fileno()
+        self._marker = marker
+        self._wanted: int | None = None
+        self._cond = threading.Condition()
+        self._closed = False
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._work, name="spool-sync", daemon=True)
+        self._thread.start()
+
+    def request(self, offset: int) -> None:
+        with self._cond:
+            self._wanted = offset
+            self._cond.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while self._wanted is None and not self._closed:
+                    self._cond.wait()
+                offset, self._wanted = self._wanted, None
+                if offset is None:
+                    return
+            try:
+                os.fdatasync(self._fd)
+                _write_marker(self._marker, offset)
+            except OSError as exc:
+                self._error = exc
+                return
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if not self._closed:
+            with self._cond:
+                self._closed = True
+                self._wanted = None
+                self._cond.notify()
+            self._thread.join()
 
 
 def _int_header(response: httpx.Response, name: str) -> int | None:

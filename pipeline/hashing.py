@@ -18,29 +18,34 @@ CHUNK_SIZE = 1 << 20
 class Hasher:
     """Feed it chunks in order; `checksums()` gives the three digests."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, md5: bool = True) -> None:
         self._sha256 = hashlib.sha256()
-        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
         self._crc32c = google_crc32c.Checksum()
         self.size = 0
 
+    @property
+    def with_md5(self) -> bool:
+        return self._md5 is not None
+
     def update(self, chunk: bytes | memoryview) -> None:
         self._sha256.update(chunk)
-        self._md5.update(chunk)
+        if self._md5 is not None:
+            self._md5.update(chunk)
         self._crc32c.update(chunk)
         self.size += len(chunk)
 
     def checksums(self) -> Checksums:
         return Checksums(
             sha256=self._sha256.hexdigest(),
-            md5=self._md5.hexdigest(),
+            md5=self._md5.hexdigest() if self._md5 is not None else None,
             crc32c=self._crc32c.digest().hex(),
         )
 
 
-def hash_file(path: Path, *, limit: int | None = None) -> Hasher:
+def hash_file(path: Path, *, limit: int | None = None, md5: bool = True) -> Hasher:
     """Hash a file (or its first `limit` bytes) in fixed chunks: memory stays flat."""
-    hasher = Hasher()
+    hasher = Hasher(md5=md5)
     remaining = limit
     with open(path, "rb") as fh:
         while remaining is None or remaining > 0:
@@ -55,36 +60,68 @@ def hash_file(path: Path, *, limit: int | None = None) -> Hasher:
 
 
 class BackgroundHasher:
-    """A Hasher fed from its own thread, so hashing overlaps receiving and writing.
+    """Digests computed on worker threads (SHA-256 + CRC32C on one, MD5, when wanted, on
+    another), so hashing runs beside the download instead of after it.
 
-    hashlib and google-crc32c release the GIL on large buffers, so on two cores the digests
-    cost almost no wall time. The queue is bounded: memory stays flat (a few MiB) and a slow
-    hasher slows the download instead of buffering it."""
+    hashlib and google-crc32c release the GIL while they hash a chunk; chunks are handed over
+    joined into blocks of about `BATCH` bytes, because a hash call per 64 KiB network read
+    would wait for the GIL after each one, and the hashing threads would starve. Queues are
+    bounded: memory stays flat (a few MiB) and a slow hasher slows the download rather than
+    buffering it."""
 
-    _DONE = object()
+    BATCH = 2 << 20
+    _DONE = None
 
-    def __init__(self, hasher: Hasher | None = None, depth: int = 64):
+    def __init__(self, hasher: Hasher | None = None, depth: int = 3):
         self.hasher = hasher or Hasher()
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, name="hasher", daemon=True)
-        self._thread.start()
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._errors: list[BaseException] = []
+        h = self.hasher
+        work = [("hash-sha256", (h._sha256.update, h._crc32c.update))]
+        if h._md5 is not None:
+            work.append(("hash-md5", (h._md5.update,)))
+        self._queues = [queue.Queue(maxsize=depth) for _ in work]
+        self._threads = [
+            threading.Thread(target=self._work, args=(source, updates), name=name, daemon=True)
+            for source, (name, updates) in zip(self._queues, work)
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def _work(self) -> None:
-        while (chunk := self._queue.get()) is not self._DONE:
-            if self._error is None:
+    def _work(self, source: queue.Queue, updates) -> None:
+        while (block := source.get()) is not self._DONE:
+            if not self._errors:
                 try:
-                    self.hasher.update(chunk)
+                    for update in updates:
+                        update(block)
                 except BaseException as exc:  # handed to the caller by finish()
-                    self._error = exc
+                    self._errors.append(exc)
 
     def update(self, chunk: bytes) -> None:
-        self._queue.put(chunk)
+        self._pending.append(chunk)
+        self._pending_size += len(chunk)
+        if self._pending_size >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            # One block per batch: each hash call then runs long without the GIL. Per-chunk
+            # calls would wait for the GIL after every 64 KiB, starving the hashing threads.
+            block = b"".join(self._pending)
+            self._pending = []
+            self.hasher.size += self._pending_size
+            self._pending_size = 0
+            for source in self._queues:
+                source.put(block)
 
     def finish(self) -> Hasher:
-        """Wait for every queued chunk to be hashed; the Hasher holds the digests."""
-        self._queue.put(self._DONE)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        """Wait until every byte given is hashed; the Hasher then holds the digests."""
+        self._flush()
+        for source in self._queues:
+            source.put(self._DONE)
+        for thread in self._threads:
+            thread.join()
+        if self._errors:
+            raise self._errors[0]
         return self.hasher

@@ -208,6 +208,7 @@ class _CheckedSource:
 
 
 class AzureTarget(Target):
+    uses_md5 = True  # Content-MD5 / the declared md5 is checked by the service
     type = "azure"
     settings_model = AzureSettings
     settings: AzureSettings

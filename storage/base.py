@@ -82,10 +82,11 @@ def require_sdk(module: str, package: str, *, target: str | None = None):
 
 @dataclass(frozen=True)
 class Checksums:
-    """A file's digests, hex encoded. CRC32C is the big-endian 32-bit value as 8 hex digits."""
+    """A file's digests, hex encoded. CRC32C is the big-endian 32-bit value as 8 hex digits.
+    MD5 is None when no configured target checks it (it is the slowest of the three)."""
 
     sha256: str
-    md5: str
+    md5: str | None
     crc32c: str
 
     @staticmethod
@@ -105,7 +106,9 @@ class Checksums:
         return self._b64(self.crc32c)
 
     def as_dict(self) -> dict[str, str]:
-        return {"sha256": self.sha256, "md5": self.md5, "crc32c": self.crc32c}
+        """The digests that were computed."""
+        values = {"sha256": self.sha256, "md5": self.md5, "crc32c": self.crc32c}
+        return {name: value for name, value in values.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,9 @@ class LocalFile:
     path: Path
     size: int
     checksums: Checksums
+    # The pipeline's own spool file, discarded after the upload: a backend on the same file
+    # system may take it by hard link instead of writing the bytes a second time.
+    disposable: bool = False
 
     def open(self) -> BinaryIO:
         """A seekable binary stream of the file, positioned at 0."""
@@ -202,6 +208,9 @@ class Target(ABC):
 
     type: ClassVar[str]
     settings_model: ClassVar[type[TargetSettings]] = TargetSettings
+    # Whether the backend checks the file's MD5 on the way in (the pipeline computes MD5,
+    # the slowest digest, only when a configured target does).
+    uses_md5: ClassVar[bool] = False
 
     def __init__(self, settings: TargetSettings):
         self.settings = settings

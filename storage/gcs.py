@@ -140,6 +140,8 @@ class GCSTarget(Target):
     """google-cloud-storage clients hold a requests session, which is not documented as
     thread-safe: each thread gets its own client."""
 
+    uses_md5 = True  # Content-MD5 / the declared md5 is checked by the service
+
     type = "gcs"
     settings_model = GCSSettings
     settings: GCSSettings

@@ -72,6 +72,10 @@ def test_one_download_feeds_every_target(sim, tmp_path):
     assert len(file_requests(sim)) == 6  # each file fetched once for three targets
     digests = [archived_digests(tmp_path / f"t{i}") for i in range(3)]
     assert digests[0] == digests[1] == digests[2] and len(digests[0]) == 6
+    # One target may take the spool file by hard link, but every target holds its own file.
+    media = [p for i in range(3) for p in (tmp_path / f"t{i}").rglob("*") if p.is_file() and "manifest" not in p.name]
+    assert len({p.stat().st_ino for p in media}) == len(media) == 18
+    assert all(p.stat().st_nlink == 1 for p in media)
 
 
 def test_a_new_target_gets_only_what_it_lacks(sim, tmp_path):

@@ -181,9 +181,13 @@ def test_wrong_checksum_is_refused_by_the_backend_or_caught(rig, prefix, tmp_pat
             assert rig.list_keys(prefix) == []
         else:
             # A backend without a native check on the way in (sftp, local) stores the bytes;
-            # its stat (what the pipeline verifies with) must then expose the real digest.
+            # its stat (what the pipeline verifies with) must then expose a digest of the real
+            # bytes, which the claimed digests contradict.
             assert stored.size == len(data)
-            assert target.stat("lying/video.mp4").native.get("sha256") == hashlib.sha256(data).hexdigest()
+            native = target.stat("lying/video.mp4").native
+            real = local_file(good.path).checksums.as_dict()
+            assert native and all(real[name] == value for name, value in native.items())
+            assert any(lying.checksums.as_dict()[name] != value for name, value in native.items())
 
 
 def test_wrong_credentials_are_permanent_and_secret_free(rig, prefix, tmp_path):
