@@ -23,6 +23,7 @@ import tenacity
 
 import pipeline
 from pipeline import keys, manifest
+from pipeline.api import ApiError, ApiNotFound
 from pipeline.audit import AuditLog
 from pipeline.config import Config
 from pipeline.download import Download, DownloadedFile, SignedUrl, safe_url
@@ -296,7 +297,13 @@ class Archiver:
     def _url_provider(self, plan: RecordingPlan, kind: str) -> Callable[[bool], SignedUrl]:
         def provide(refresh: bool) -> SignedUrl:
             if refresh:
-                plan.recording = self.api.get_recording(plan.id)
+                try:
+                    plan.recording = self.api.get_recording(plan.id)
+                except ApiNotFound:
+                    raise FileUnavailable(f"recording {plan.id} {kind}: RealtimeKit no longer knows the "
+                                          "recording (404)") from None
+                except ApiError as exc:  # this file fails; the rest of the run goes on
+                    raise DownloadError(f"recording {plan.id} {kind}: fetching a fresh URL failed: {exc}") from None
             rec = plan.recording
             url = rec.download_url if kind == keys.VIDEO else rec.audio_download_url
             return SignedUrl(url=url or "", expiry=rec.download_url_expiry)

@@ -189,3 +189,52 @@ def test_a_failing_target_does_not_stop_the_others_and_is_redone_alone(sim, tmp_
     assert len(file_requests(sim)) == downloads + 2
     rows = ledger_rows(tmp_path / "ledger.db", "SELECT target, attempts FROM copies WHERE kind='video'")
     assert sorted((r["target"], r["attempts"]) for r in rows) == [("bad", 2), ("bad", 2), ("good", 1), ("good", 1)]
+
+
+
+def plan_then(tmp_path, sim, between, **config_kwargs):
+    """List and plan, then change the world (`between`), then download: the fresh-URL fetch
+    meets the change."""
+    from pipeline.archive import Archiver
+    from pipeline.ledger import Ledger
+    from pipeline.runner import make_client, open_targets
+
+    config = make_config(tmp_path, sim, **config_kwargs)
+    ledger = Ledger(config.ledger.path)
+    try:
+        with open_targets(config) as targets, make_client(config) as api:
+            archiver = Archiver(config, api=api, ledger=ledger, targets=targets, audit=None)
+            plans = archiver.plan(archiver.list_recordings())
+            between(plans, api)
+            summary = archiver.execute(plans)
+            archiver.close()
+            return summary
+    finally:
+        ledger.close()
+
+
+def test_recording_deleted_before_its_url_is_refreshed_is_lost(sim, tmp_path):
+    gone = sim.add_recording(size=30_000)
+    sim.faults.set(expired_list_urls=1)
+    summary = plan_then(tmp_path, sim, lambda plans, api: sim.remove_recording(gone["id"]))
+    assert summary.lost == 1 and "no longer knows the recording" in summary.problems[0]
+
+
+def test_url_refresh_failing_fails_that_file_only(sim, tmp_path):
+    flaky = sim.add_recording(size=30_000)
+    fine = sim.add_recording(size=30_000)
+    sim.faults.set(expired_list_urls=1)
+
+    def api_breaks(plans, api):
+        for plan in plans:  # `fine` gets a fresh URL now; `flaky` will need one later
+            if plan.id == fine["id"]:
+                plan.recording = api.get_recording(fine["id"])
+        sim.faults.set(server_errors=-1)
+
+    summary = plan_then(tmp_path, sim, api_breaks, source={"max_retries": 1, "max_retry_seconds": 3})
+    assert summary.failed == 1 and summary.archived == 1
+    assert flaky["id"] in summary.problems[0] and "fetching a fresh URL failed" in summary.problems[0]
+    sim.faults.reset()
+    again = run(tmp_path, sim)  # the next run finishes the job
+    assert again.summary.archived == 1 and again.exit_code == 0
+    assert digest_at(tmp_path / "nas", flaky["id"]) == sim.expected_sha256(flaky["id"])
