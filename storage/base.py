@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -186,6 +187,20 @@ class TargetSettings(BaseModel):
             if isinstance(value, SecretStr) and value.get_secret_value():
                 values.append(value.get_secret_value())
         return values
+
+
+def check_endpoint(value: str | None) -> str | None:
+    """A service URL override (`endpoint`): http(s), a host, no credentials (they would end up
+    in logs; keys belong in access_key/secret). Empty means the service's default."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("endpoint must be a URL like https://host[:port]")
+    if parts.username or parts.password:
+        raise ValueError("endpoint must not contain credentials")
+    return value
 
 
 # --------------------------------------------------------------------------- the adapter

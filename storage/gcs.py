@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from storage.base import (
+    check_endpoint,
     LocalFile,
     NotFound,
     ObjectConflict,
@@ -108,12 +109,7 @@ class GCSSettings(TargetSettings):
     @field_validator("endpoint")
     @classmethod
     def _valid_endpoint(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        value = value.strip().rstrip("/")
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("endpoint must be an http(s) URL, e.g. https://storage.googleapis.com")
-        return value
+        return check_endpoint(value)
 
     @field_validator("chunk_size")
     @classmethod

@@ -34,11 +34,11 @@ import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from storage.base import (
+    check_endpoint,
     SHA256_METADATA_KEY,
     LocalFile,
     NotFound,
@@ -107,15 +107,7 @@ class _S3CompatibleSettings(TargetSettings):
     @field_validator("endpoint")
     @classmethod
     def _check_endpoint(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        value = value.strip().rstrip("/")
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("endpoint must be a URL like https://host[:port]")
-        if parts.username or parts.password:  # would end up in logs; keys go in access_key
-            raise ValueError("endpoint must not contain credentials")
-        return value
+        return check_endpoint(value)
 
     @field_validator("storage_class")
     @classmethod
