@@ -67,7 +67,10 @@ def run_demo(args) -> int:
         f"archive: {len(files)} files under {folder / 'archive'} (recordings and their manifests)",
     ]
     lines += [f"  {p.relative_to(folder)}" for p in files[:6]] + (["  ..."] if len(files) > 6 else [])
-    lines += [f"  note: {problem}" for problem in s1.problems]
+    if s1.lost:
+        lines.append(f"the {s1.lost} lost file(s) are on purpose: the simulator ages some recordings past "
+                     "RealtimeKit's 7 days, to show how rtk-archive reports what can no longer be saved:")
+    lines += [f"  {problem}" for problem in s1.problems]
     lines += [
         f"ledger: {config.ledger.path}   audit log: {config.audit.path}",
         "next: write your own config (see config/example.toml) and run: rtk-archive run --config YOUR.toml",
