@@ -237,6 +237,7 @@ class SimRequest:
     kind: str  # "api", "file" or "control"
     status: int | None = None
     bytes_sent: int = 0
+    authorization: bool = False  # whether an Authorization header came (never its value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -687,7 +688,8 @@ class Simulator:
         path = unquote(split.path)
         query = parse_qs(split.query, keep_blank_values=True)
         kind = "file" if path.startswith("/files/") else "control" if path.startswith("/__sim__/") else "api"
-        entry = SimRequest(method, path, query, h.headers.get("Range"), kind)
+        entry = SimRequest(method, path, query, h.headers.get("Range"), kind,
+                           authorization="Authorization" in h.headers)
         with self._lock:
             self.requests.append(entry)
         h.sim_entry = entry

@@ -52,6 +52,15 @@ def test_archives_every_uploaded_file_verified_with_manifests(busy_sim, tmp_path
     assert not any((tmp_path / "spool").iterdir())
 
 
+def test_file_downloads_never_carry_the_api_token(sim, tmp_path):
+    sim.add_recording(audio=True)
+    run_archive(make_config(tmp_path, sim), command="test")
+    api = [r for r in sim.requests if r.kind == "api"]
+    files = file_requests(sim)
+    assert api and all(r.authorization for r in api)
+    assert len(files) == 2 and not any(r.authorization for r in files)
+
+
 def test_second_run_downloads_nothing(busy_sim, tmp_path):
     config = make_config(tmp_path, busy_sim)
     first = run_archive(config, command="test").summary

@@ -93,6 +93,7 @@ def test_ledger_spool_and_audit_are_private(sim, tmp_path):
     for name in ("ledger.db", "audit.jsonl", "ledger.db.lock"):
         mode = stat.S_IMODE(os.stat(tmp_path / name).st_mode)
         assert mode == 0o600, (name, oct(mode))
+    assert stat.S_IMODE(os.stat(tmp_path / "spool").st_mode) == 0o700
 
 
 def test_demo_runs_on_its_embedded_defaults(tmp_path):

@@ -238,3 +238,21 @@ def test_url_refresh_failing_fails_that_file_only(sim, tmp_path):
     again = run(tmp_path, sim)  # the next run finishes the job
     assert again.summary.archived == 1 and again.exit_code == 0
     assert digest_at(tmp_path / "nas", flaky["id"]) == sim.expected_sha256(flaky["id"])
+
+
+# --------------------------------------------------------------------------- hostile API data
+
+
+def test_missing_null_unknown_and_malformed_fields_are_archived_safely(sim, tmp_path, caplog):
+    odd = sim.add_recording(size=20_000, output_file_name=None, session_id=None, meeting=None,
+                            invoked_time="not-a-date", started_time=None, surprise_field={"nested": [1, 2]},
+                            recording_duration="ninety")
+    with caplog.at_level(logging.WARNING):
+        result = run(tmp_path, sim)
+    assert result.summary.archived == 1 and result.summary.failed == 0
+    stored = [p for p in (tmp_path / "nas").rglob("video-*")]
+    assert len(stored) == 1
+    # No date to file it under and no name: safe fallbacks, inside the target.
+    assert stored[0].relative_to(tmp_path / "nas").parts[:3] == ("unknown", "unknown", "unknown")
+    assert stored[0].name == f"video-{odd['id']}.mp4"
+    assert "invoked_time" in caplog.text  # the malformed value is reported, not fatal
