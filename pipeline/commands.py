@@ -41,9 +41,12 @@ def cmd_run(args) -> int:
     config = load(args)
     if args.since and args.until and args.since >= args.until:
         raise errors.ConfigError("--since must be earlier than --until")
+    since = args.since
+    if since is None and args.command == "run" and config.archive.lookback_days:
+        since = datetime.now(timezone.utc) - timedelta(days=config.archive.lookback_days)
     progress = None if args.dry_run else _progress(args)
     try:
-        result = run_archive(config, command=" ".join(sys.argv[1:2]) or args.command, since=args.since,
+        result = run_archive(config, command=" ".join(sys.argv[1:2]) or args.command, since=since,
                              until=args.until, meeting_id=args.meeting_id, dry_run=args.dry_run,
                              concurrency=args.concurrency, progress=progress, redact=REDACTOR)
     finally:

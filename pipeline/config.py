@@ -52,6 +52,10 @@ class ArchiveConfig(_Section):
     url_refresh_margin_seconds: int = Field(default=300, ge=0)
     # Recordings this close to RealtimeKit's 7-day deletion go first and are reported at risk.
     deadline_margin_hours: float = Field(default=48.0, ge=0)
+    # `run` without --since lists recordings invoked in the last N days only: older ones are
+    # past RealtimeKit's retention, and listing an app's whole history every night spends the
+    # API's rate limit for nothing. 0: list everything. `backfill` always uses its window.
+    lookback_days: float = Field(default=14.0, ge=0)
     download_attempts: int = Field(default=5, ge=1, le=50)
     upload_attempts: int = Field(default=4, ge=1, le=50)
     retry_max_seconds: float = Field(default=600.0, gt=0)

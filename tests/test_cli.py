@@ -124,3 +124,19 @@ def test_help_mentions_every_command():
     for command in ("run", "backfill", "status", "list", "verify", "report", "audit", "simulate", "demo"):
         assert command in result.stdout
     assert (REPO / "README.md").exists()
+
+
+def test_run_looks_back_only_lookback_days_unless_told_otherwise(sim, tmp_path):
+    from datetime import timedelta
+
+    recent = sim.add_recording(size=10_000)
+    old = sim.add_recording(size=10_000, invoked_time=sim.now() - timedelta(days=30),
+                            stopped_time=sim.now() - timedelta(days=30))
+    config = write_config(tmp_path, sim, archive={"lookback_days": 14})
+    result = run_cli("run", "--config", str(config), "--json")
+    assert json.loads(result.stdout)["archived"] == 1 and result.returncode == 0
+    listed = [r for r in sim.requests if r.kind == "api" and r.path.endswith("/recordings")]
+    assert all("start_time" in r.query for r in listed)
+    backfill = run_cli("backfill", "--config", str(config), "--since", "60d", "--until", "2099-01-01", "--json")
+    payload = json.loads(backfill.stdout)
+    assert payload["lost"] == 1 and old["id"] in " ".join(payload["problems"]) and recent["id"] not in " ".join(payload["problems"])
