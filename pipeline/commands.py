@@ -126,7 +126,9 @@ def cmd_status(args) -> int:
         lines += [f"  {f['recording_id']} {f['kind'] or ''} {('-> ' + f['target']) if f['target'] else ''} "
                   f"{f['state']}: {f['reason']}" for f in failures]
     emit(args, payload, "\n".join(lines))
-    return errors.EXIT_FAILURES if (failures or at_risk) else errors.EXIT_OK
+    # Lost and skipped recordings are final: listed, but they don't keep a monitor red forever.
+    actionable = [f for f in failures if f["state"] in ("failed", "missing", "mismatch")]
+    return errors.EXIT_FAILURES if (actionable or at_risk) else errors.EXIT_OK
 
 
 def cmd_list(args) -> int:

@@ -335,8 +335,10 @@ class Ledger:
                SELECT recording_id, kind, target, state, COALESCE(last_error, verify_result), updated_at FROM copies
                    WHERE state IN ('failed','missing','mismatch')
                UNION ALL
-               SELECT id, NULL, NULL, state, reason, updated_at FROM recordings
+               SELECT id, NULL, NULL, state, reason, updated_at FROM recordings r
                    WHERE state IN ('skipped','lost','failed') AND reason IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM files f WHERE f.recording_id = r.id
+                                   AND f.state IN ('failed','lost'))  -- the files say it better
                ORDER BY updated_at DESC LIMIT ?""",
             (limit,),
         )
