@@ -28,6 +28,7 @@ import google_crc32c
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from storage.base import (
+    unused_field,
     SHA256_METADATA_KEY,
     LocalFile,
     NotFound,
@@ -135,18 +136,14 @@ class AzureSettings(TargetSettings):
     @field_validator("secret")
     @classmethod
     def _secret_unused(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and value.get_secret_value().strip():
-            raise ValueError("secret is not used by azure targets: the connection string in "
-                             "access_key carries the account key; leave secret empty")
-        return value
+        return unused_field(value, "secret is not used by azure targets: the connection string in "
+                                   "access_key carries the account key; leave secret empty")
 
     @field_validator("region")
     @classmethod
     def _region_unused(cls, value: str | None) -> str | None:
-        if value and value.strip():
-            raise ValueError("region is not used by azure targets: the connection string in "
-                             "access_key names the account; leave region empty")
-        return value
+        return unused_field(value, "region is not used by azure targets: the connection string in "
+                                   "access_key names the account; leave region empty")
 
     @model_validator(mode="after")
     def _azure_retention(self) -> AzureSettings:

@@ -189,6 +189,15 @@ class TargetSettings(BaseModel):
         return values
 
 
+def unused_field(value, message: str):
+    """A storage_config field this type does not use: empty is accepted as it is (so a
+    RealtimeKit storage_config can be copied over), any value is refused with `message`."""
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if text is not None and text.strip():
+        raise ValueError(message)
+    return value
+
+
 def check_endpoint(value: str | None) -> str | None:
     """A service URL override (`endpoint`): http(s), a host, no credentials (they would end up
     in logs; keys belong in access_key/secret). Empty means the service's default."""

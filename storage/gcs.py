@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from storage.base import (
+    unused_field,
     check_endpoint,
     LocalFile,
     NotFound,
@@ -100,10 +101,9 @@ class GCSSettings(TargetSettings):
 
     @field_validator("access_key")
     @classmethod
-    def _access_key_unused(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and value.get_secret_value().strip():
-            raise ValueError("access_key is not used by gcs targets: put the service-account key "
-                             "JSON in secret and leave access_key empty")
+    def _access_key_unused(cls, value: SecretStr | None) -> None:
+        unused_field(value, "access_key is not used by gcs targets: put the service-account key "
+                            "JSON in secret and leave access_key empty")
         return None
 
     @field_validator("endpoint")
