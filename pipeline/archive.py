@@ -261,28 +261,25 @@ class Archiver:
             md5=any(target.uses_md5 for target in self.targets.values()),
         )
         try:
-            try:
-                local = download.run()
-            except Interrupted:
-                return  # the spool stays: the next run resumes it
-            except FileUnavailable as exc:
-                self._file_lost(rid, kind, str(exc))
-                download.discard()
-                return
-            except DownloadError as exc:
-                self._file_failed(rid, kind, None, str(exc))
-                if not exc.retryable:
-                    download.discard()
-                return
+            local = download.run()
+        except Interrupted:
+            return  # the spool stays: the next run resumes it
+        except FileUnavailable as exc:
+            self._file_lost(rid, kind, str(exc))
+            download.discard()
+            return
+        except DownloadError as exc:
+            self._file_failed(rid, kind, None, str(exc))
+            if not exc.retryable:
+                download.discard()  # a retryable failure keeps its bytes for the next run
+            return
+        try:
             self._downloaded(rid, kind, local, file_plan)
             outcomes = {name: uploads.submit(self._store, rid, kind, self.targets[name], file_plan.keys[name], local)
                         for name in file_plan.needed}
             failures = {name: err for name, future in outcomes.items() if (err := future.result())}
-            download.discard()
-        except BaseException:
-            if not self.stop.is_set():
-                download.discard()
-            raise
+        finally:
+            download.discard()  # complete, and its copies verified or failed with a reason
         if failures:
             self.ledger.set_file_state(rid, kind, "failed", "; ".join(failures.values()))
             with self._summary_lock:

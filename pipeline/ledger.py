@@ -128,12 +128,14 @@ class Ledger:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
+            committed = False
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("COMMIT")
+                committed = True
+            finally:
+                if not committed:  # any failure, the error propagating: nothing half-written
+                    self._db.execute("ROLLBACK")
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
