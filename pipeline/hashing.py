@@ -60,14 +60,14 @@ def hash_file(path: Path, *, limit: int | None = None, md5: bool = True) -> Hash
 
 
 class BackgroundHasher:
-    """Digests computed on worker threads (SHA-256 + CRC32C on one, MD5, when wanted, on
-    another), so hashing runs beside the download instead of after it.
+    """Digests computed on worker threads, so hashing runs beside the download instead of
+    after it: SHA-256 and CRC32C on one thread, MD5 (when wanted) on a second.
 
-    hashlib and google-crc32c release the GIL while they hash a chunk; chunks are handed over
-    joined into blocks of about `BATCH` bytes, because a hash call per 64 KiB network read
-    would wait for the GIL after each one, and the hashing threads would starve. Queues are
-    bounded: memory stays flat (a few MiB) and a slow hasher slows the download rather than
-    buffering it."""
+    hashlib and google-crc32c release the GIL while they hash. The download thread only
+    collects its 64 KiB reads into batches of about `BATCH` bytes; the first worker joins each
+    batch into one block (a hash call per 64 KiB read would wait for the GIL after every one,
+    starving the workers) and passes the block on to the MD5 worker. Queues are bounded:
+    memory stays flat (a few MiB) and a slow hasher slows the download instead of buffering it."""
 
     BATCH = 2 << 20
     _DONE = None
@@ -78,25 +78,38 @@ class BackgroundHasher:
         self._pending_size = 0
         self._errors: list[BaseException] = []
         h = self.hasher
-        work = [("hash-sha256", (h._sha256.update, h._crc32c.update))]
-        if h._md5 is not None:
-            work.append(("hash-md5", (h._md5.update,)))
-        self._queues = [queue.Queue(maxsize=depth) for _ in work]
-        self._threads = [
-            threading.Thread(target=self._work, args=(source, updates), name=name, daemon=True)
-            for source, (name, updates) in zip(self._queues, work)
-        ]
+        self._batches: queue.Queue = queue.Queue(maxsize=depth)
+        self._blocks: queue.Queue | None = queue.Queue(maxsize=depth) if h._md5 is not None else None
+        self._threads = [threading.Thread(target=self._hash_batches, name="hash-sha256", daemon=True)]
+        if self._blocks is not None:
+            self._threads.append(threading.Thread(target=self._hash_md5, name="hash-md5", daemon=True))
         for thread in self._threads:
             thread.start()
 
-    def _work(self, source: queue.Queue, updates) -> None:
-        while (block := source.get()) is not self._DONE:
-            if not self._errors:
-                try:
-                    for update in updates:
-                        update(block)
-                except BaseException as exc:  # handed to the caller by finish()
-                    self._errors.append(exc)
+    def _hash_batches(self) -> None:
+        h = self.hasher
+        try:
+            while (batch := self._batches.get()) is not self._DONE:
+                if self._errors:
+                    continue
+                block = b"".join(batch)
+                h._sha256.update(block)
+                h._crc32c.update(block)
+                if self._blocks is not None:
+                    self._blocks.put(block)
+        except BaseException as exc:  # handed to the caller by finish()
+            self._errors.append(exc)
+        finally:
+            if self._blocks is not None:
+                self._blocks.put(self._DONE)
+
+    def _hash_md5(self) -> None:
+        try:
+            while (block := self._blocks.get()) is not self._DONE:
+                if not self._errors:
+                    self.hasher._md5.update(block)
+        except BaseException as exc:  # handed to the caller by finish()
+            self._errors.append(exc)
 
     def update(self, chunk: bytes) -> None:
         self._pending.append(chunk)
@@ -106,20 +119,15 @@ class BackgroundHasher:
 
     def _flush(self) -> None:
         if self._pending:
-            # One block per batch: each hash call then runs long without the GIL. Per-chunk
-            # calls would wait for the GIL after every 64 KiB, starving the hashing threads.
-            block = b"".join(self._pending)
-            self._pending = []
+            self._batches.put(self._pending)  # a list of reads: joined by the worker
             self.hasher.size += self._pending_size
+            self._pending = []
             self._pending_size = 0
-            for source in self._queues:
-                source.put(block)
 
     def finish(self) -> Hasher:
         """Wait until every byte given is hashed; the Hasher then holds the digests."""
         self._flush()
-        for source in self._queues:
-            source.put(self._DONE)
+        self._batches.put(self._DONE)
         for thread in self._threads:
             thread.join()
         if self._errors:

@@ -71,6 +71,9 @@ def run_child(kind: str, spec: dict) -> dict:
             f"r = child_{kind}(json.loads(sys.stdin.read())); "
             "r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
             "print(json.dumps(r))")
+    # Start every measurement from a synced disk: the previous one's dirty pages being written
+    # back would otherwise slow whichever runs next.
+    os.sync()
     proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(spec), capture_output=True, text=True,
                           check=False)
     if proc.returncode != 0:
