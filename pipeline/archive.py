@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import httpx
 import tenacity
@@ -26,7 +25,7 @@ from pipeline import keys, manifest
 from pipeline.api import ApiError, ApiNotFound
 from pipeline.audit import AuditLog
 from pipeline.config import Config
-from pipeline.download import Download, DownloadedFile, SignedUrl, safe_url
+from pipeline.download import Download, DownloadedFile, SignedUrl
 from pipeline.errors import DownloadError, FileUnavailable, Interrupted, VerificationError
 from pipeline.ledger import Ledger, iso_utc, utcnow
 from storage.base import LocalFile, ObjectConflict, StorageError, StoredObject, Target
@@ -498,7 +497,3 @@ def verify_copy(local: LocalFile, stored: StoredObject, target_name: str, *, ret
 def _ascii(value: str) -> str:
     """Object metadata must be ASCII on S3: ids from the API are, but never trust them."""
     return value.encode("ascii", "backslashreplace").decode("ascii")[:256]
-
-
-def spool_leftovers(spool_dir: Path) -> list[Path]:
-    return sorted(spool_dir.glob("*")) if spool_dir.exists() else []

@@ -22,7 +22,7 @@ import tenacity
 
 from pipeline.errors import DownloadError, FileUnavailable, Interrupted
 from pipeline.hashing import BackgroundHasher, Hasher, hash_file
-from storage.base import Checksums, LocalFile
+from storage.base import LocalFile
 
 log = logging.getLogger("rtk_archive.download")
 
@@ -57,12 +57,6 @@ class _Retryable(Exception):
 
 def host_of(url: str) -> str:
     return urlsplit(url).hostname or ""
-
-
-def safe_url(url: str) -> str:
-    """A presigned URL without its query string: the signature never reaches a log."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
 class Download:

@@ -25,7 +25,7 @@ from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import google_crc32c
-from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from storage.base import (
     unused_field,
@@ -107,6 +107,9 @@ def account_label(connection_string: str) -> str:
 class AzureSettings(TargetSettings):
     # Inputs stay out of validation messages: a misplaced connection string must not be echoed.
     model_config = ConfigDict(hide_input_in_errors=True)
+    retention_modes = AZURE_RETENTION_MODES
+    retention_note = " (a version-level immutability policy)"
+    legal_hold_supported = True
 
     type: str = "azure"
     access_key: SecretStr  # the storage account connection string
@@ -145,15 +148,6 @@ class AzureSettings(TargetSettings):
         return unused_field(value, "region is not used by azure targets: the connection string in "
                                    "access_key names the account; leave region empty")
 
-    @model_validator(mode="after")
-    def _azure_retention(self) -> AzureSettings:
-        mode, days = self.retention_mode, self.retention_days
-        if mode is not None and mode not in AZURE_RETENTION_MODES:
-            raise ValueError(f"retention_mode {mode} is not available on azure: use LOCKED or "
-                             "UNLOCKED (a version-level immutability policy)")
-        if (mode is None) != (days is None):
-            raise ValueError("retention_mode and retention_days go together on azure")
-        return self
 
 
 # --------------------------------------------------------------------------- upload source

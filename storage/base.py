@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 # User-metadata names stored with every object. Lower case, letters, digits and underscores:
 # the one spelling that S3 (lower-cases names), Azure (C# identifiers only) and GCS all accept.
@@ -173,6 +173,33 @@ class TargetSettings(BaseModel):
     retention_mode: Literal["GOVERNANCE", "COMPLIANCE", "READ_ONLY", "LOCKED", "UNLOCKED"] | None = None
     retention_days: int | None = Field(default=None, ge=1)
     legal_hold: bool = False
+
+    # What a backend's settings class declares it can enforce; `_check_retention` holds every
+    # type's settings to it, so no backend writes these checks again.
+    retention_modes: ClassVar[tuple[str, ...]] = ()
+    retention_note: ClassVar[str] = ""  # what the modes are, for the error message
+    retention_timed: ClassVar[bool] = True  # the modes last retention_days
+    legal_hold_supported: ClassVar[bool] = False
+
+    @model_validator(mode="after")
+    def _check_retention(self):
+        mode, days, modes = self.retention_mode, self.retention_days, self.retention_modes
+        if mode is not None and mode not in modes:
+            offer = f"use {' or '.join(modes)}{self.retention_note}" if modes else "it offers no retention"
+            raise ValueError(f"retention_mode {mode} is not available on {self.type}: {offer}")
+        if self.retention_timed:
+            if mode is not None and days is None:
+                raise ValueError("retention_mode needs retention_days (how long objects stay locked): "
+                                 "the two go together")
+            if days is not None and mode is None:
+                raise ValueError(f"retention_days needs retention_mode ({' or '.join(modes)}): "
+                                 "the two go together")
+        elif days is not None:
+            raise ValueError(f"{self.type} cannot enforce retention_days; retention_mode "
+                             f"{' or '.join(modes)}{self.retention_note} is all it offers")
+        if self.legal_hold and not self.legal_hold_supported:
+            raise ValueError(f"{self.type} cannot enforce legal_hold")
+        return self
 
     @field_validator("path")
     @classmethod

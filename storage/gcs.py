@@ -22,7 +22,7 @@ import threading
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 
-from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from storage.base import (
     unused_field,
@@ -79,6 +79,9 @@ def credentials_info(secret: str) -> dict:
 class GCSSettings(TargetSettings):
     # Inputs stay out of validation messages: a pasted key must not be echoed.
     model_config = ConfigDict(hide_input_in_errors=True)
+    retention_modes = tuple(GCS_RETENTION_MODES)
+    retention_note = " (object retention; the bucket must have it enabled)"
+    legal_hold_supported = True  # a temporary hold
 
     type: str = "gcs"
     bucket: str = Field(min_length=1)
@@ -118,15 +121,6 @@ class GCSSettings(TargetSettings):
             raise ValueError(f"chunk_size must be a multiple of 256 KiB ({CHUNK_QUANTUM} bytes)")
         return value
 
-    @model_validator(mode="after")
-    def _gcs_retention(self) -> GCSSettings:
-        mode, days = self.retention_mode, self.retention_days
-        if mode is not None and mode not in GCS_RETENTION_MODES:
-            raise ValueError(f"retention_mode {mode} is not available on gcs: use LOCKED or UNLOCKED "
-                             "(object retention; the bucket must have it enabled)")
-        if (mode is None) != (days is None):
-            raise ValueError("retention_mode and retention_days go together on gcs")
-        return self
 
 
 # --------------------------------------------------------------------------- the adapter

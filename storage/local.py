@@ -40,6 +40,10 @@ XATTR = f"user.{SHA256_METADATA_KEY}"
 
 
 class LocalSettings(TargetSettings):
+    retention_modes = ("READ_ONLY",)
+    retention_note = " (files made read-only after the rename; weaker: the owner can undo it)"
+    retention_timed = False
+
     type: str = "local"
     path: str = Field(min_length=1)  # the folder
 

@@ -76,6 +76,10 @@ _ERROR_CODE = re.compile(r"[^A-Za-z0-9.]")
 class _S3CompatibleSettings(TargetSettings):
     """Fields shared by every S3-compatible profile (storage_config names first)."""
 
+    retention_modes = ("GOVERNANCE", "COMPLIANCE")
+    retention_note = " (S3 Object Lock; the bucket must have it enabled)"
+    legal_hold_supported = True
+
     access_key: SecretStr | None = None  # access key id; absent: boto3's credential chain
     secret: SecretStr | None = None  # secret access key
     bucket: str = Field(min_length=1)
@@ -122,7 +126,6 @@ class _S3CompatibleSettings(TargetSettings):
     @model_validator(mode="after")
     def _check_pairs(self):
         _require_both_keys(self.access_key, self.secret)
-        _check_object_lock(self.retention_mode, self.retention_days)
         return self
 
     def service_endpoint(self) -> str | None:
@@ -139,16 +142,6 @@ def _require_both_keys(access_key: SecretStr | None, secret: SecretStr | None) -
     if secret is not None and access_key is None:
         raise ValueError("secret is set but access_key is missing: set both, or neither to use "
                          "the AWS credential chain")
-
-
-def _check_object_lock(mode: str | None, days: int | None) -> None:
-    if mode is not None and mode not in ("GOVERNANCE", "COMPLIANCE"):
-        raise ValueError(f"retention_mode {mode} is not an S3 Object Lock mode: use GOVERNANCE "
-                         "or COMPLIANCE")
-    if mode is not None and days is None:
-        raise ValueError("retention_mode needs retention_days (how long objects stay locked)")
-    if days is not None and mode is None:
-        raise ValueError("retention_days needs retention_mode (GOVERNANCE or COMPLIANCE)")
 
 
 class S3Settings(_S3CompatibleSettings):

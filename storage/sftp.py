@@ -82,6 +82,9 @@ EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 class SFTPSettings(TargetSettings):
     # Model-level errors would otherwise print the whole raw input, password included.
     model_config = ConfigDict(hide_input_in_errors=True)
+    retention_modes = ("READ_ONLY",)
+    retention_note = " (chmod 0444 after the rename; weaker: the owner can undo it)"
+    retention_timed = False
 
     type: str = "sftp"
     host: str = Field(min_length=1)
@@ -141,7 +144,6 @@ class SFTPSettings(TargetSettings):
     def _check_consistency(self) -> SFTPSettings:
         self._check_host_verification()
         self._check_credentials()
-        self._check_retention()
         return self
 
     def _check_host_verification(self) -> None:
@@ -171,14 +173,6 @@ class SFTPSettings(TargetSettings):
                 "private_key is not a PEM or OpenSSH private key "
                 "(it starts with -----BEGIN ... PRIVATE KEY-----)"
             )
-
-    def _check_retention(self) -> None:
-        if self.retention_mode not in (None, "READ_ONLY"):
-            raise ValueError(f"retention_mode {self.retention_mode} is not possible over SFTP; "
-                             "use READ_ONLY (the file is made read-only) or none")
-        if self.retention_days is not None or self.legal_hold:
-            raise ValueError("SFTP cannot enforce retention_days or legal_hold; "
-                             "READ_ONLY (chmod 0444) is all it offers")
 
     def key_text(self) -> str | None:
         """The private key's text, from private_key or private_key_file."""

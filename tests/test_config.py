@@ -62,6 +62,10 @@ def test_missing_variable_names_it_and_the_key():
     (base(archive={"key_template": "{file_name}"}), "must contain {recording_id} and {kind}"),
     (base(archive={"key_template": "{recording_id}/{kind}/{nope}"}), "unknown field(s) ['nope']"),
     (base(audit={"ship_to": ["elsewhere"]}), "audit.ship_to: no target named 'elsewhere'"),
+    (base(targets=[{"name": "n", "type": "local", "path": "/a", "retention_mode": "COMPLIANCE"}]),
+     "retention_mode COMPLIANCE is not available on local: use READ_ONLY"),
+    (base(targets=[{"name": "n", "type": "local", "path": "/a", "legal_hold": True}]),
+     "local cannot enforce legal_hold"),
 ])
 def test_each_problem_is_one_clear_line(data, expected):
     message = error_of(data)
