@@ -22,7 +22,7 @@ import tenacity
 
 import pipeline
 from pipeline import keys, manifest
-from pipeline.api import ApiError, ApiNotFound
+from pipeline.api import RETENTION, ApiError, ApiNotFound
 from pipeline.audit import AuditLog
 from pipeline.config import Config
 from pipeline.download import Download, DownloadedFile, SignedUrl
@@ -32,7 +32,6 @@ from storage.base import LocalFile, ObjectConflict, StorageError, StoredObject, 
 
 log = logging.getLogger("rtk_archive.archive")
 
-RETENTION = timedelta(days=7)  # RealtimeKit deletes a recording 7 days after it stops
 
 
 # --------------------------------------------------------------------------- plan
@@ -111,6 +110,8 @@ class Archiver:
         self.concurrency = concurrency or config.archive.concurrency
         self.progress = progress
         self.summary = RunSummary(run_id=self.run_id)
+        # MD5, the slowest digest, only when a configured target checks it.
+        self._md5 = any(target.uses_md5 for target in targets.values())
         self._summary_lock = threading.Lock()
         self._http = httpx.Client(
             timeout=httpx.Timeout(config.source.timeout, connect=10.0),
@@ -257,7 +258,7 @@ class Archiver:
             label=label, refresh_margin=timedelta(seconds=self.config.archive.url_refresh_margin_seconds),
             attempts=self.config.archive.download_attempts, max_seconds=self.config.archive.retry_max_seconds,
             stop=self.stop, progress=self.progress.advance if self.progress else None,
-            md5=any(target.uses_md5 for target in self.targets.values()),
+            md5=self._md5,
         )
         try:
             local = download.run()

@@ -46,7 +46,7 @@ def cmd_run(args) -> int:
         since = datetime.now(timezone.utc) - timedelta(days=config.archive.lookback_days)
     progress = None if args.dry_run else _progress(args)
     try:
-        result = run_archive(config, command=" ".join(sys.argv[1:2]) or args.command, since=since,
+        result = run_archive(config, command=args.command, since=since,
                              until=args.until, meeting_id=args.meeting_id, dry_run=args.dry_run,
                              concurrency=args.concurrency, progress=progress, redact=REDACTOR)
     finally:

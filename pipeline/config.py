@@ -15,11 +15,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from pipeline.api import DEFAULT_BASE_URL
 from pipeline.errors import ConfigError
 from storage.base import TargetSettings
 from storage.registry import settings_model, target_types
 
-DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 DEFAULT_KEY_TEMPLATE = "{yyyy}/{mm}/{dd}/{recording_id}/{kind}-{file_name}"
 KEY_FIELDS = {"recording_id", "meeting_id", "session_id", "kind", "file_name", "yyyy", "mm", "dd"}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
