@@ -129,7 +129,7 @@ def _run(archiver: Archiver, config: Config, ledger: Ledger, audit: AuditLog | N
     ledger.start_run(archiver.run_id, command, socket.gethostname())
     audit.event("run_started", command=command, since=iso_utc(since), until=iso_utc(until), meeting_id=meeting_id,
                 targets=sorted(targets), host=socket.gethostname())
-    exit_code = errors.EXIT_API
+    exit_code = errors.EXIT_INTERNAL  # until the run says otherwise: an unexpected error is a bug
     note = None
     try:
         _sweep(targets)
@@ -137,10 +137,10 @@ def _run(archiver: Archiver, config: Config, ledger: Ledger, audit: AuditLog | N
             try:
                 recordings = archiver.list_recordings(since=since, until=until, meeting_id=meeting_id)
             except ApiAuthError as exc:
-                note = str(exc)
+                note, exit_code = str(exc), errors.EXIT_API
                 raise
             except ApiError as exc:
-                note = f"listing recordings failed: {exc}"
+                note, exit_code = f"listing recordings failed: {exc}", errors.EXIT_API
                 raise
             plans = archiver.plan(recordings)
             archiver.execute(plans)
@@ -150,8 +150,16 @@ def _run(archiver: Archiver, config: Config, ledger: Ledger, audit: AuditLog | N
         else:
             _clear_spool(config.archive.spool_dir)
             _ship_audit_log(config, audit, targets, archiver)
-            exit_code = errors.EXIT_FAILURES if (summary.failed or summary.lost) else errors.EXIT_OK
+            exit_code = errors.EXIT_FAILURES if (summary.failed or summary.lost or summary.copies_failed) \
+                else errors.EXIT_OK
         return RunResult(summary, exit_code, plans)
+    except KeyboardInterrupt:
+        exit_code, note = errors.EXIT_INTERRUPTED, "interrupted"
+        raise
+    except Exception as exc:
+        if exit_code == errors.EXIT_INTERNAL:
+            note = audit.redact(f"internal error: {type(exc).__name__}: {exc}")
+        raise
     finally:
         audit.event("run_finished", exit_code=exit_code, note=note, **summary.counts())
         audit.sync()
@@ -201,6 +209,7 @@ def _ship_audit_log(config: Config, audit: AuditLog, targets: dict[str, Target],
             except StorageError as exc:
                 archiver.problem(f"audit log -> {name}: {exc}")
                 archiver.summary.failed += 1
+                archiver.summary.copies_failed += 1
                 continue
             audit.event("audit_shipped", target=name, key=key, uri=stored.uri, sha256=local.checksums.sha256,
                         lines=audit.seq)
