@@ -257,7 +257,9 @@ def setup_logging(args):
                                                rich_tracebacks=False, log_time_format="%H:%M:%S")
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+        # From -vv on, which logger spoke (rtk_archive.download, botocore, ...) helps.
+        source = " %(name)s:" if verbose >= 2 else ""
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s{source} %(message)s", "%Y-%m-%dT%H:%M:%S"))
     handler.addFilter(RedactingFilter(REDACTOR))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -405,10 +407,10 @@ def _write_crash_file(exc: BaseException, argv: list[str]) -> str:
         + "".join(traceback.format_exception(exc)))
     reasons = []
     for folder in (crash_dir(), Path(tempfile.gettempdir())):
-        path = folder / f"rtk-archive-crash-{stamp}-{os.getpid()}.txt"
         try:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # A new file (O_EXCL), mode 0600, a name no other crash has.
+            fd, path = tempfile.mkstemp(prefix=f"rtk-archive-crash-{stamp}-", suffix=".txt", dir=folder)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
             return f"details in {path}"
