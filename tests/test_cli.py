@@ -644,3 +644,36 @@ def test_backfill_until_defaults_to_now(sim, tmp_path):
     listed = [r for r in sim.requests if r.kind == "api" and r.path.endswith("/recordings")]
     assert listed and all("end_time" in r.query for r in listed)
     assert old["id"] in run_cli("report", "--config", str(config)).stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a small tmpfs needs root (CI runs as root)")
+def test_stdout_on_a_full_disk_is_one_line_and_not_a_silent_success(sim, tmp_path):
+    """README "Command line" output: the cron line appends --json to a log file; when that
+    disk is full (a real, full tmpfs), the command says so in one line and exits non-zero
+    instead of 0 with nothing written."""
+    import subprocess
+
+    from tests.helpers import cli_command, cli_env
+
+    sim.add_recording(size=10_000)
+    config = write_config(tmp_path, sim)
+    assert run_cli("run", "--config", str(config)).returncode == 0
+    disk = tmp_path / "full"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], check=True)
+    try:
+        filler = disk / "filler"
+        with open(filler, "wb", buffering=0) as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * 4096)
+            except OSError:
+                pass
+        command = " ".join(f"'{word}'" for word in cli_command("status", "--config", str(config), "--json"))
+        result = subprocess.run(["sh", "-c", f"exec {command} >> '{disk / 'log.json'}'"], capture_output=True,
+                                text=True, env=cli_env(), timeout=60)
+        assert result.returncode == errors.EXIT_FAILURES
+        assert result.stderr.splitlines() == ["rtk-archive: error: cannot write the result to stdout: "
+                                              "No space left on device"]
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
