@@ -96,13 +96,16 @@ class RunSummary:
 
 def deadline_of(recording) -> datetime | None:
     """When RealtimeKit deletes the recording: stopped_time + 7 days (the URL's expiry or
-    invoked_time + 7 days when stopped_time is missing)."""
-    if recording.stopped_time:
-        return recording.stopped_time + RETENTION
-    if recording.download_url_expiry:
-        return recording.download_url_expiry
-    if recording.invoked_time:
-        return recording.invoked_time + RETENTION
+    invoked_time + 7 days when stopped_time is missing); None when unknown."""
+    try:
+        if recording.stopped_time:
+            return recording.stopped_time + RETENTION
+        if recording.download_url_expiry:
+            return recording.download_url_expiry
+        if recording.invoked_time:
+            return recording.invoked_time + RETENTION
+    except OverflowError:  # a time in the year 9999 from a misbehaving API: no deadline known
+        return None
     return None
 
 

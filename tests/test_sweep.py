@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from pipeline import errors, keys
@@ -31,7 +31,11 @@ from tests.helpers import cli_command, cli_env, config_dict, to_toml
 from tests.inprocess import run_main
 
 SCALE = int(os.environ.get("RTK_SWEEP_EXAMPLES", "1"))
-SWEEP = settings(deadline=None, database=None, derandomize=not os.environ.get("RTK_SWEEP_RANDOM"),
+EXPLORE = bool(os.environ.get("RTK_SWEEP_RANDOM"))
+# In CI a failing example is reported as found (shrinking a whole archive run can take many
+# minutes); when exploring, hypothesis shrinks it to the smallest one.
+SWEEP = settings(deadline=None, database=None, derandomize=not EXPLORE, print_blob=True,
+                 phases=list(Phase) if EXPLORE else [Phase.explicit, Phase.reuse, Phase.generate],
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
@@ -39,7 +43,7 @@ def assert_no_traceback(result, argv=()) -> None:
     """The promises every outcome keeps (README "Exit codes")."""
     assert result.returncode in errors.EXIT_CODES, (argv, result.returncode, result.stderr)
     assert "Traceback" not in result.stderr, (argv, result.stderr)
-    assert "internal error" not in result.stderr, (argv, result.stderr)  # the last resort never fires
+    assert "rtk-archive: internal error" not in result.stderr, (argv, result.stderr)  # the last resort never fires
     for line in result.stderr.splitlines():
         assert not line.startswith(("  File ", "--- Logging error")), (argv, result.stderr)
 
@@ -98,11 +102,47 @@ def test_config_values_load_or_give_one_line_and_keys_stay_inside(overrides, tem
     for target in config.targets:
         used = target.key_template or config.archive.key_template
         rid, file_name, meeting, session = values
-        for kind in (keys.VIDEO, keys.AUDIO, keys.MANIFEST):
-            key = keys.render_key(used, recording_id=rid, kind=kind, file_name=file_name, meeting_id=meeting,
-                                  session_id=session, when=datetime(2026, 11, 20, tzinfo=timezone.utc))
-            check_key(key)
-            assert posixpath.normpath(posixpath.join("/srv/rec", key)).startswith("/srv/rec/")
+        rendered = set()
+        for recording_id in (rid, rid + "-other"):
+            for kind in (keys.VIDEO, keys.AUDIO, keys.MANIFEST):
+                key = keys.render_key(used, recording_id=recording_id, kind=kind, file_name=file_name,
+                                      meeting_id=meeting, session_id=session,
+                                      when=datetime(2026, 11, 20, tzinfo=timezone.utc))
+                check_key(key)
+                assert posixpath.normpath(posixpath.join("/srv/rec", key)).startswith("/srv/rec/")
+                rendered.add(key)
+        if keys.sanitise_component(rid, fallback="x") != keys.sanitise_component(rid + "-other", fallback="x"):
+            assert len(rendered) == 6, (used, rendered)  # two recordings, three kinds: six keys
+
+
+NUMBER_KEYS = [("source", "per_page"), ("source", "timeout"), ("source", "max_retries"),
+               ("source", "max_retry_seconds"), ("archive", "concurrency"), ("archive", "url_refresh_margin_seconds"),
+               ("archive", "deadline_margin_hours"), ("archive", "lookback_days"), ("archive", "download_attempts"),
+               ("archive", "upload_attempts"), ("archive", "retry_max_seconds")]
+NUMBERS = st.one_of(st.integers(min_value=-(10 ** 18), max_value=10 ** 18),
+                    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0, 1, 1e12, 10 ** 15]))
+
+
+@settings(SWEEP, max_examples=40 * SCALE)
+@given(numbers=st.lists(st.tuples(st.sampled_from(NUMBER_KEYS), NUMBERS), min_size=1, max_size=3),
+       command=st.sampled_from([("status",), ("run", "--dry-run"), ("list",)]))
+def test_config_numbers_through_the_cli(sweep_sim, numbers, command):
+    """README "Configuration": any number in the file (negative, zero, huge, inf, nan) either
+    works or is one line naming the key, exit 2; never a traceback when the command uses it."""
+    folder = Path(tempfile.mkdtemp(prefix="rtk-sweep-config-"))
+    try:
+        data = config_dict(folder, sweep_sim)
+        for (section, key), value in numbers:
+            data[section][key] = value
+        data["source"].setdefault("max_retry_seconds", 2)
+        config = folder / "config.toml"
+        config.write_text(to_toml(data))
+        result = run_main(*command, "--config", str(config), "--json")
+        assert_no_traceback(result, numbers)
+        if result.returncode == errors.EXIT_USAGE:  # one line per problem, each naming the file and key
+            assert all(line.startswith(f"rtk-archive: error: {config}: ") for line in result.stderr.splitlines())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- command lines
@@ -228,7 +268,9 @@ def test_api_payload_shapes_never_crash_a_run_or_escape_the_prefix(sweep_sim, pa
                 rec["status"] = raw_status
             added.append(rec["id"])
         config = folder / "config.toml"
-        config.write_text(to_toml(config_dict(folder, sweep_sim, archive={"lookback_days": 0})))
+        # Few API retries: a payload the simulator itself cannot serve must not cost minutes.
+        config.write_text(to_toml(config_dict(folder, sweep_sim, archive={"lookback_days": 0},
+                                              source={"max_retries": 1, "max_retry_seconds": 2})))
         result = run_main("run", "--config", str(config), "--json")
         assert_no_traceback(result)
         payload = json.loads(result.stdout)
@@ -244,3 +286,17 @@ def test_api_payload_shapes_never_crash_a_run_or_escape_the_prefix(sweep_sim, pa
         for rid in added:
             sweep_sim.remove_recording(rid)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_deadline_in_the_year_9999_is_unknown_not_a_crash():
+    """Found by the payload sweep: a stopped_time near the year 9999 overflowed the deadline
+    computation (stopped_time + 7 days) and would have crashed the run; the deadline is now
+    unknown, as for a recording without times."""
+    from types import SimpleNamespace
+
+    from pipeline.archive import deadline_of
+
+    far = datetime(9999, 12, 31, 23, 59, tzinfo=timezone.utc)
+    for fields in ({"stopped_time": far, "download_url_expiry": None, "invoked_time": None},
+                   {"stopped_time": None, "download_url_expiry": None, "invoked_time": far}):
+        assert deadline_of(SimpleNamespace(**fields)) is None
