@@ -134,11 +134,16 @@ def _plan_outcome(result) -> Outcome:
 
 
 def last_run_state(run: dict, holder: str | None) -> str:
-    """finished (exit N), running, or killed: a run that never finished and whose lock is free
-    was killed (SIGKILL, power loss, OOM) before it could record its end."""
+    """finished (exit N), running, or killed: a run that never finished and whose lock is not
+    held by its own process (free, or taken by a later `verify`) was killed (SIGKILL, power
+    loss, OOM) before it could record its end. `holder`: RunLock.held_by()."""
     if run.get("finished_at"):
         return f"exit {run['exit_code']}"
-    return "running" if holder else "killed"
+    if holder is None:
+        return "killed"
+    if holder.startswith("unknown") or holder.startswith(f"pid {run.get('pid')} on {run.get('host')},"):
+        return "running"  # (a lock file we cannot read: never claim a run was killed)
+    return "killed"
 
 
 def cmd_status(args) -> Outcome:

@@ -54,6 +54,20 @@ class SourceConfig(_Section):
     max_retries: int = Field(default=6, ge=0, le=20)
     max_retry_seconds: float = Field(default=300.0, gt=0, le=DAY)
 
+    @field_validator("api_token")
+    @classmethod
+    def _header_safe(cls, value: SecretStr | None) -> SecretStr | None:
+        """The token goes into an HTTP header: visible ASCII only. Whitespace around it (a
+        newline from a file) is dropped; anything else would fail every request, or worse,
+        surface in an error message."""
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()
+        if any(not "!" <= char <= "~" for char in token):
+            raise ValueError("must be printable ASCII without spaces or line breaks (check for a stray "
+                             "character pasted with it)")
+        return SecretStr(token)
+
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -150,6 +164,8 @@ def load_config(path: str | Path, *, environ: dict[str, str] | None = None) -> C
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
     return parse_config(raw, source=path, environ=environ)
 
 

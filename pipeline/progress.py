@@ -17,6 +17,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, TextColumn
 from rich.text import Text
 
@@ -214,7 +215,8 @@ class RichProgress(_Display):
         return f"[bold]archiving {self.tally.describe()}"
 
     def file_started(self, file: _File) -> None:
-        task = self._bar.add_task(f"  {file.label}", total=file.size, start=False)
+        # The label holds the API's recording id: escaped, so "[/]" in it is text, not markup.
+        task = self._bar.add_task(f"  {escape(file.label)}", total=file.size, start=False)
         with self._lock:
             self._tasks[id(file)] = [task, False]
 

@@ -677,3 +677,16 @@ def test_stdout_on_a_full_disk_is_one_line_and_not_a_silent_success(sim, tmp_pat
                                               "No space left on device"]
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_an_unfinished_run_is_running_only_while_its_own_process_holds_the_lock():
+    """README "Exit codes" (status): an unfinished run is running only while its own process
+    holds the lock; a lock held by another process (a later verify) means it was killed."""
+    from pipeline.commands import last_run_state
+
+    run = {"finished_at": None, "exit_code": None, "pid": 4242, "host": "nas1"}
+    assert last_run_state(run, None) == "killed"
+    assert last_run_state(run, "pid 4242 on nas1, 'run' since 2026-11-30T01:00:00Z") == "running"
+    assert last_run_state(run, "pid 999 on nas1, 'verify' since 2026-11-30T02:00:00Z") == "killed"
+    assert last_run_state(run, "unknown (cannot read x.lock: Permission denied)") == "running"
+    assert last_run_state({**run, "finished_at": "2026-11-30T03:00:00Z", "exit_code": 1}, None) == "exit 1"

@@ -90,6 +90,18 @@ def test_broken_toml_and_missing_file(tmp_path):
         load_config(tmp_path / "absent.toml")
 
 
+
+def test_a_configuration_that_is_not_utf8_or_not_a_file_is_one_line(tmp_path):
+    """README "Configuration": a file in another encoding, or a folder given as the file, is
+    one clear line (found beyond the issue's list: the first was a traceback)."""
+    latin = tmp_path / "latin1.toml"
+    latin.write_bytes('[source]\naccount_id = "Zürich"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.toml: not UTF-8 text \(byte 24\)"):
+        load_config(latin)
+    with pytest.raises(ConfigError, match="cannot read: Is a directory"):
+        load_config(tmp_path)
+
+
 def test_example_configuration_documents_every_target_type_and_parses():
     text = (REPO / "config" / "example.toml").read_text()
     for type_name in ("local", "aws", "digitalocean", "azure", "gcs", "sftp"):
@@ -199,3 +211,18 @@ def test_good_templates_still_load():
     for template in ("{yyyy}/{mm}/{dd}/{recording_id}/{kind}-{file_name}", "{meeting_id}/{recording_id}-{kind}",
                      "/{recording_id}/{kind}/", "recordings {{archive}}/{recording_id}/{kind}.bin"):
         assert parse_config(base(archive={"key_template": template}), environ={}).archive.key_template == template
+
+
+@pytest.mark.parametrize("token", ["abc\ndef-0123456789", "tökén-0123456789", "two words-0123456789", "tab\there"])
+def test_an_api_token_that_cannot_be_a_header_is_refused_without_echoing_it(token):
+    """README "Secrets stay secret" and "Configuration" (found beyond the issue's list): a token
+    with a line break, a space or a non-ASCII character failed every request, was retried, and
+    surfaced in a log line (or crashed the run); it is now refused at load, never echoed."""
+    message = error_of(base(source={"account_id": "a", "app_id": "b", "api_token": token}))
+    assert "source.api_token: must be printable ASCII" in message and token not in message
+
+
+def test_whitespace_around_the_token_is_dropped():
+    """A token read from a file keeps its trailing newline: that is not part of the token."""
+    config = parse_config(base(), environ={"CLOUDFLARE_API_TOKEN": "tok-0123456789\n"})
+    assert config.api_token == "tok-0123456789"

@@ -125,3 +125,23 @@ def test_the_terminal_shows_files_in_flight_and_log_lines_stay_whole(sim, tmp_pa
         assert sha in text, f"the log line of {rec['id']} was broken by the progress display"
     assert not any(re.match(r"^\s+[0-9a-f-]{36} (video|audio)\b", line) for line in screen)  # all removed
     assert any("archiving 4/4 files" in line for line in screen)
+
+
+def test_a_recording_id_with_markup_is_shown_as_text():
+    """Hostile input is contained (found beyond the issue's list): a recording id such as
+    "[/]x" in a file's row is text, not rich markup that would break the display."""
+    import io
+
+    from rich.console import Console
+
+    from pipeline.progress import RichProgress
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    progress = RichProgress(console)
+    progress.start([10])
+    shown = progress.file("[/]rec [red]1 video", 10)
+    shown.update(5, 5, 10)
+    progress._bar.refresh()
+    shown.done(True)
+    progress.close()
+    assert "[/]rec [red]1 video" in console.file.getvalue()
