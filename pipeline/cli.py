@@ -29,7 +29,7 @@ from pathlib import Path
 import pipeline
 from pipeline import errors
 from pipeline.config import Config, load_config
-from pipeline.redact import REDACTOR, RedactingFilter
+from pipeline.redact import REDACTOR, RedactingFilter, printable
 
 log = logging.getLogger("rtk_archive")
 
@@ -296,13 +296,15 @@ def emit(args, outcome: Outcome, command: str | None) -> None:
                     "exit_code": outcome.exit_code, "error": outcome.error}
         print(REDACTOR(json.dumps(document, indent=2, sort_keys=True, default=str)))
     elif outcome.text and not (outcome.summary and getattr(args, "quiet", False)):
-        print(REDACTOR(outcome.text))
+        # CSV is data and goes out as it is; everything else is read on a terminal.
+        text = REDACTOR(outcome.text)
+        print(text if getattr(args, "format", None) == "csv" else printable(text))
     sys.stdout.flush()  # a closed pipe or a full disk shows here, not at exit
 
 
 def failure(exit_code: int, message: str) -> Outcome:
     """An error raised before the command produced anything: its one line goes to stderr."""
-    first = REDACTOR(message).splitlines() or [""]
+    first = printable(REDACTOR(message)).splitlines() or [""]
     for line in first:
         print(f"rtk-archive: error: {line}", file=sys.stderr)
     return Outcome(exit_code=exit_code, error="; ".join(first))

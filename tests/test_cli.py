@@ -690,3 +690,20 @@ def test_an_unfinished_run_is_running_only_while_its_own_process_holds_the_lock(
     assert last_run_state(run, "pid 999 on nas1, 'verify' since 2026-11-30T02:00:00Z") == "killed"
     assert last_run_state(run, "unknown (cannot read x.lock: Permission denied)") == "running"
     assert last_run_state({**run, "finished_at": "2026-11-30T03:00:00Z", "exit_code": 1}, None) == "exit 1"
+
+
+def test_escape_sequences_from_the_api_never_reach_the_terminal(sim, tmp_path):
+    """README "Hostile input is contained" (found beyond the issue's list): a meeting title or
+    file name carrying terminal escape sequences is shown with them neutralised, in the text
+    output and in the log lines; JSON keeps the value, escaped as JSON escapes it."""
+    rec = sim.add_recording(size=10_000, meeting_title="\x1b[2J\x1b[31mEvil\x07 title",
+                            output_file_name="a\x1b]0;pwned\x07.mp4", file_size="not a number \x1b[5m")
+    sim.add_recording(id="rec-\x1b[2J-1", size=10_000, file_size="bad")  # its id is in a warning
+    config = write_config(tmp_path, sim)
+    listing = run_cli("list", "--config", str(config), "-v")
+    run = run_cli("run", "--config", str(config), "-v")
+    for output in (listing.stdout, listing.stderr, run.stdout, run.stderr):
+        assert "\x1b" not in output and "\x07" not in output
+    assert "\ufffd[31mEvil\ufffd title" in listing.stdout and "recording rec-\ufffd[2J-1: file_size" in run.stderr
+    as_json = json.loads(run_cli("list", "--config", str(config), "--json").stdout)
+    assert as_json["recordings"][0]["title"] == "\x1b[2J\x1b[31mEvil\x07 title"
