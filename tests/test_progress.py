@@ -20,7 +20,8 @@ from tests.helpers import cli_command, cli_env, write_config
 
 
 def test_resumed_bytes_count_as_done_but_not_as_speed():
-    """A file resumed at byte 50 of 100: the run starts half done and ends at 100%."""
+    """README "Command line" (progress): a file resumed at byte 50 of 100 starts half done,
+    its resumed bytes are not speed, and the run ends at 100%."""
     tally = Tally()
     tally.start([100, 40])
     resumed = tally.begin("a video", 100)
@@ -36,8 +37,8 @@ def test_resumed_bytes_count_as_done_but_not_as_speed():
 
 
 def test_an_unknown_size_means_an_unknown_total_until_it_is_announced():
-    """Audio exports have no size in the API: the total is unknown (never a wrong fraction)
-    until their download announces one, or they finish."""
+    """README "Command line" (progress): audio exports have no size in the API; the total is
+    unknown (never a wrong fraction) until their download announces one, or they finish."""
     tally = Tally()
     tally.start([100, None, None])
     assert tally.total_bytes is None and "2 sizes not yet known" in tally.describe()
@@ -57,8 +58,8 @@ def test_an_unknown_size_means_an_unknown_total_until_it_is_announced():
 
 
 def test_a_failed_file_leaves_the_total_and_a_restart_goes_back():
-    """A file that fails leaves both sides (the bar still ends full); a download that restarts
-    from byte 0 goes back instead of counting its bytes twice."""
+    """README "Command line" (progress): a file that fails leaves the total (the bar still ends
+    full); a download that restarts from byte 0 goes back instead of counting twice."""
     tally = Tally()
     tally.start([100, 100])
     failing = tally.begin("a video", 100)
