@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
 from pipeline.audit import AuditLog, verify_chain
+from pipeline.ledger import AuditHead
 from pipeline.runner import run_archive
 from pipeline.verify import verify_archive
+from tests.forgery import same_crc32c_alteration
 from tests.helpers import ledger_rows, make_config, run_cli, write_config
 
 
@@ -45,14 +48,20 @@ def test_verify_catches_a_deleted_copy_and_the_next_run_puts_it_back(archived, s
 
 
 def test_deep_verify_catches_altered_bytes_of_the_same_size(archived, tmp_path):
+    """README, Compliance: "`--deep` re-reads and re-hashes the bytes (catches altered content of
+    the same size)". The alteration keeps size, CRC32C and the stored SHA-256, so the shallow
+    check cannot see it: only the re-hash can, and the report quotes both hashes."""
     victim = videos(tmp_path / "nas")[1]
-    data = bytearray(victim.read_bytes())
-    data[1000] ^= 0xFF
+    original = victim.read_bytes()
+    forged = same_crc32c_alteration(original)
     victim.chmod(0o644)
-    victim.write_bytes(bytes(data))
+    with open(victim, "r+b") as fh:  # same inode: the SHA-256 in its xattr stays as archived
+        fh.write(forged)
+    assert verify_archive(archived, target=None, since=None, until=None, deep=False).problems == []
     outcome = verify_archive(archived, target=None, since=None, until=None, deep=True)
     assert len(outcome.problems) == 1 and outcome.problems[0]["state"] == "mismatch"
-    assert "differs" in outcome.problems[0]["detail"]
+    detail = outcome.problems[0]["detail"]
+    assert hashlib.sha256(forged).hexdigest() in detail and hashlib.sha256(original).hexdigest() in detail
     audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert any(e["action"] == "verify_failed" and e["state"] == "mismatch" for e in audit)
 
@@ -146,12 +155,12 @@ def test_a_cut_off_tail_is_caught_against_the_ledgers_head(tmp_path):
     log = AuditLog(path, "run-1")
     for i in range(4):
         log.event("stored", key=f"k{i}")
-    head = log.head
+    head = AuditHead(log.lines, log.head, "run", "2026-01-01T00:00:00.000Z")
     log.close()
     put_lines(path, lines_of(path)[:2])
     assert verify_chain(path).ok  # the chain alone cannot see it
-    report = verify_chain(path, expected_head=head)
-    assert not report.ok and "cut short" in report.reason
+    report = verify_chain(path, [head])
+    assert not report.ok and "cut short" in report.reason and report.broken_line == 3
 
 
 def test_audit_log_is_shipped_to_a_target(sim, tmp_path):
