@@ -237,9 +237,6 @@ class Archiver:
                     if self.stop.is_set():
                         for future in futures:
                             future.cancel()
-            except BaseException:
-                self.stop.set()  # e.g. the ledger or audit log failed: start nothing new
-                raise
             finally:
                 if self.stop.is_set():
                     self.summary.interrupted = True
@@ -249,12 +246,16 @@ class Archiver:
     def _archive_recording(self, plan: RecordingPlan, uploads: ThreadPoolExecutor) -> None:
         if self.stop.is_set():
             return
-        for file_plan in plan.work:
-            if self.stop.is_set():
-                return
-            self._archive_file(plan, file_plan, uploads)
-        if not self.stop.is_set():
-            self._complete_recording(plan.id)
+        try:
+            for file_plan in plan.work:
+                if self.stop.is_set():
+                    return
+                self._archive_file(plan, file_plan, uploads)
+            if not self.stop.is_set():
+                self._complete_recording(plan.id)
+        except BaseException:
+            self.stop.set()  # e.g. the ledger or the audit log failed: start nothing new
+            raise
 
     def _archive_file(self, plan: RecordingPlan, file_plan: FilePlan, uploads: ThreadPoolExecutor) -> None:
         rid, kind = plan.id, file_plan.kind
