@@ -167,9 +167,14 @@ class ChainReport:
 def verify_chain(path: Path, heads: Sequence[AuditHead] = ()) -> ChainReport:
     """Check every line's own hash and its link to the previous line, then that every head
     the ledger recorded (where the log ended after each command) is still in the log."""
+    recorded = [h for h in heads if h.head != GENESIS]  # GENESIS: the log was still empty then
+    if not path.exists() and recorded:
+        last = recorded[-1]
+        return ChainReport(0, False, 1, f"the log is missing: the ledger recorded {last.lines or 'some'} lines "
+                           f"after `{last.command}` at {last.recorded_at}")
     prev = GENESIS
     count = 0
-    wanted = {h.head for h in heads}
+    wanted = {h.head for h in recorded}
     found: set[str] = set()
     try:
         with open(path, "rb") as fh:
@@ -192,8 +197,8 @@ def verify_chain(path: Path, heads: Sequence[AuditHead] = ()) -> ChainReport:
                     found.add(prev)
     except OSError as exc:
         raise path_error(f"audit log {path}: cannot read it", path, exc) from None
-    for head in heads:
-        if head.head not in found and head.head != GENESIS:  # GENESIS: the log was still empty
+    for head in recorded:
+        if head.head not in found:
             return _missing_head(head, count, prev)
     return ChainReport(count, True, head=prev)
 

@@ -422,6 +422,15 @@ class Ledger:
                 (uri, size, sha256, json.dumps(native, sort_keys=True), version, retention_mode, retention_until,
                  int(legal_hold), now, now, result, now, recording_id, kind, target),
             )
+            # The file, and then the recording, are archived again once none of their copies is a problem.
+            db.execute("""UPDATE files SET state='archived', last_error=NULL, updated_at=?
+                          WHERE recording_id=? AND kind=? AND state='failed' AND NOT EXISTS (
+                              SELECT 1 FROM copies WHERE recording_id=? AND kind=? AND state != 'archived')""",
+                       (now, recording_id, kind, recording_id, kind))
+            db.execute("""UPDATE recordings SET state='archived', reason=NULL, updated_at=?
+                          WHERE id=? AND state='failed' AND NOT EXISTS (
+                              SELECT 1 FROM files WHERE recording_id=? AND state != 'archived')""",
+                       (now, recording_id, recording_id))
 
     # ------------------------------------------------------------------ reports
 
@@ -626,10 +635,10 @@ def _cannot_open(path: Path) -> BookkeepingError:
         return BookkeepingError(f"{where}: its folder {path.parent} does not exist")
     if path.is_dir():
         return BookkeepingError(f"{where}: is a directory, not a file; point [ledger] path at a file")
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        return ReadOnlyError(f"{where}: cannot be written ({_why_not_writable(path)}); {READ_ONLY_HINT}")
     if path.exists() and not os.access(path, os.R_OK):
         return BookkeepingError(f"{where}: cannot be read (permission denied)")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return ReadOnlyError(f"{where}: cannot be written ({_why_not_writable(path)}); {READ_ONLY_HINT}")
     return BookkeepingError(f"{where}: SQLite cannot open it (unable to open database file)")
 
 

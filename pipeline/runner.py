@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipeline import errors
 from pipeline.api import ApiAuthError, ApiError, RealtimeKitClient
-from pipeline.archive import Archiver, RunSummary
+from pipeline.archive import Archiver, RunSummary, verify_copy
 from pipeline.audit import AuditLog
 from pipeline.config import Config
 from pipeline.errors import ConfigError
@@ -194,7 +194,8 @@ def _run(archiver: Archiver, config: Config, ledger: Ledger, audit: AuditLog | N
         except errors.BookkeepingError as exc:
             if failure is None:
                 raise
-            log.error("%s", exc)  # the run already failed (reported above); its end cannot be recorded either
+            if str(exc) != str(failure):  # the run already failed (reported); its end cannot be recorded either
+                log.error("%s", exc)
 
 
 def _finish_run(config: Config, ledger: Ledger, audit: AuditLog, archiver: Archiver, *, command: str,
@@ -250,23 +251,26 @@ def _clear_spool(spool_dir: Path) -> None:
 
 
 def _ship_audit_log(config: Config, audit: AuditLog, targets: dict[str, Target], archiver: Archiver) -> None:
-    """Copy the audit log, as it stands, to the targets named in [audit] ship_to."""
+    """Copy the audit log, as it stands, to the targets named in [audit] ship_to, verified there
+    like any copy."""
     if not config.audit.ship_to:
         return
     audit.sync()
     snapshot = config.archive.spool_dir / f"audit-{archiver.run_id}.jsonl"
-    snapshot.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    shutil.copyfile(config.audit.path, snapshot)
-    os.chmod(snapshot, 0o600)
     try:
-        hasher = hash_file(snapshot)
-        local = LocalFile(path=snapshot, size=hasher.size, checksums=hasher.checksums())
+        try:
+            local = _snapshot(config.audit.path, snapshot)
+        except OSError as exc:
+            archiver.problem(f"audit log: cannot copy it to {snapshot} to ship it: {errors.os_reason(exc)}")
+            archiver.summary.failed += 1
+            return
         day = datetime.now().strftime("%Y/%m/%d")
         key = f"audit/{day}/rtk-archive-audit-{archiver.run_id}.jsonl"
         for name in config.audit.ship_to:
             try:
                 stored = archiver.put_with_retries(targets[name], key, local, {"rtk_kind": "audit"})
-            except StorageError as exc:
+                verify_copy(local, stored, name)
+            except (StorageError, errors.VerificationError) as exc:
                 archiver.problem(f"audit log -> {name}: {exc}")
                 archiver.summary.failed += 1
                 continue
@@ -275,3 +279,12 @@ def _ship_audit_log(config: Config, audit: AuditLog, targets: dict[str, Target],
     finally:
         snapshot.unlink(missing_ok=True)
 
+
+def _snapshot(source: Path, snapshot: Path) -> LocalFile:
+    """A private copy of the log in the spool (the log keeps growing while it is shipped)."""
+    snapshot.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(source, "rb") as src, os.fdopen(os.open(snapshot, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600),
+                                              "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    hasher = hash_file(snapshot)
+    return LocalFile(path=snapshot, size=hasher.size, checksums=hasher.checksums())
