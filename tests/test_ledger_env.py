@@ -187,10 +187,11 @@ def test_a_wal_ledger_on_a_read_only_mount_is_read_as_immutable(sim, tmp_path):
 
 def test_read_only_commands_create_and_change_nothing(sim, tmp_path):
     """status, list, report, audit verify and a dry run take no lock and create nothing: no lock
-    file, no -wal/-shm beside the ledger; the ledger keeps its bytes and mtime."""
+    file, no -wal/-shm beside the ledger; the ledger keeps its bytes, mode and mtime."""
     config = write(tmp_path, sim)
     archive(sim, config)
     (tmp_path / "ledger.db.lock").unlink()
+    (tmp_path / "ledger.db").chmod(0o640)  # as its owner left it: not ours to change back
     sim.add_recording(size=10_000)
     before = snapshot(tmp_path)
     for command in (["status"], ["list"], ["report"], ["report", "--format", "csv"], ["audit", "verify"],
@@ -302,9 +303,10 @@ def test_a_dry_run_in_an_empty_folder_creates_nothing(sim, tmp_path):
 
 
 def test_a_dry_run_leaves_an_existing_ledger_unchanged(sim, tmp_path):
-    """On an existing ledger a dry run leaves every byte and mtime as it was."""
+    """On an existing ledger a dry run leaves every byte, mode and mtime as it was."""
     config = write(tmp_path, sim)
     archive(sim, config, n=1)
+    (tmp_path / "ledger.db").chmod(0o640)
     sim.add_recording(size=10_000)
     before = snapshot(tmp_path)
     result = cli("run", "--dry-run", config=config)
