@@ -365,7 +365,10 @@ class Archiver:
             existing = target.stat(key)
         except NotFound:
             return
-        problems = compare_bytes(read_back(target, key), size=local.size, sha256=local.checksums.sha256)
+        if existing.size != local.size:  # plainly not the file: no need to read it
+            problems = [f"size is {existing.size}, expected {local.size}"]
+        else:
+            problems = compare_bytes(read_back(target, key), size=local.size, sha256=local.checksums.sha256)
         if problems:
             raise ObjectConflict(f"the object at {existing.uri}, found {prior.state} by verify, is still not the "
                                  f"file: {problems[0]}; rtk-archive never overwrites: move it away",
@@ -405,9 +408,9 @@ class Archiver:
         copies = self.ledger.copies(rid)
         if self.config.archive.manifest and files:
             for name, target in self.targets.items():
-                existing = copies.get((keys.MANIFEST, name))
-                if all(_archived(copies, f["kind"], name) for f in files) and not _archived(copies, keys.MANIFEST, name):
-                    self._write_manifest(rid, target, files, copies, existing)
+                complete_here = all(_archived(copies, f["kind"], name) for f in files)
+                if complete_here and not _archived(copies, keys.MANIFEST, name):
+                    self._write_manifest(rid, target, files, copies, copies.get((keys.MANIFEST, name)))
             copies = self.ledger.copies(rid)
         states = {f["state"] for f in files}
         complete = files and all(_archived(copies, f["kind"], name) for f in files for name in self.targets)

@@ -175,7 +175,8 @@ def cmd_verify(args) -> int:
              f"{' (deep: bytes re-hashed)' if args.deep else ''}: {outcome.ok} ok, {len(outcome.problems)} problem(s)"]
     lines += [f"  {p['state'].upper()} {p['target']} {p['key']}: {p['detail']}" for p in outcome.problems]
     emit(args, {"checked": outcome.checked, "ok": outcome.ok, "problems": outcome.problems, "deep": args.deep,
-                "recorded": outcome.recorded, "archived": outcome.ok, "failed": len(outcome.problems), "skipped": 0}, "\n".join(lines))
+                "recorded": outcome.recorded,
+                "archived": outcome.ok, "failed": len(outcome.problems), "skipped": 0}, "\n".join(lines))
     return errors.EXIT_FAILURES if outcome.problems else errors.EXIT_OK
 
 

@@ -32,11 +32,6 @@ class BookkeepingError(RtkArchiveError):
     naming the path and what is wrong with it."""
 
 
-class ReadOnlyError(BookkeepingError):
-    """The ledger (or its folder, or its lock file) can be read but not written: read-only
-    commands still work; commands that record something cannot."""
-
-
 class Interrupted(RtkArchiveError):
     """The run was asked to stop (SIGINT/SIGTERM)."""
 
@@ -94,12 +89,11 @@ def blocking_file(folder: Path) -> Path | None:
 
 def path_error(what: str, path: Path, exc: OSError, *, read_only_hint: str | None = None) -> BookkeepingError:
     """One line for an OS failure on one of the tool's own files: `what` failed because a file
-    is in the way, or why. A read-only place gives a ReadOnlyError (with the hint of what still
-    works there)."""
+    is in the way, or why; for a read-only place, with the hint of what still works there."""
     if isinstance(exc, (FileExistsError, NotADirectoryError)):
         blocker = blocking_file(path)
         if blocker is not None:
             return BookkeepingError(f"{what}: {blocker} is a file, not a folder")
-    if is_read_only(exc):
-        return ReadOnlyError(f"{what}: {os_reason(exc)}" + (f"; {read_only_hint}" if read_only_hint else ""))
+    if is_read_only(exc) and read_only_hint:
+        return BookkeepingError(f"{what}: {os_reason(exc)}; {read_only_hint}")
     return BookkeepingError(f"{what}: {os_reason(exc)}")

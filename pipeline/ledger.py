@@ -1,6 +1,6 @@
 """The ledger: what rtk-archive knows and did, per recording, per file and per target.
 
-SQLite (WAL, synchronous=FULL: a copy marked archived survives a crash). A copy is marked
+SQLite (WAL while a command writes, synchronous=FULL: a copy marked archived survives a crash). A copy is marked
 `archived` only after its bytes were verified at the target; everything else is redone by the
 next run.
 
@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
-from pipeline.errors import BookkeepingError, ReadOnlyError, blocking_file, os_reason, path_error
+from pipeline.errors import BookkeepingError, blocking_file, os_reason, path_error
 
 log = logging.getLogger("rtk_archive.ledger")
 
@@ -163,20 +163,8 @@ class Ledger:
             self._db.close()
 
     @contextmanager
-    def _translated(self) -> Iterator[None]:
-        """SQLite's failures of the environment (disk full, read-only, not a database...) as
-        one line naming the ledger; anything else (a bug) propagates as it is."""
-        try:
-            yield
-        except sqlite3.DatabaseError as exc:
-            error = _ledger_error(self.path, exc)
-            if error is None:
-                raise
-            raise error from exc
-
-    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, self._translated():
+        with self._lock, _translated(self.path):
             self._db.execute("BEGIN IMMEDIATE")
             committed = False
             try:
@@ -188,7 +176,7 @@ class Ledger:
                     self._db.execute("ROLLBACK")
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        with self._lock, self._translated():
+        with self._lock, _translated(self.path):
             return self._db.execute(sql, args).fetchall()
 
     # ------------------------------------------------------------------ runs
@@ -497,25 +485,24 @@ def _open_for_writing(path: Path) -> sqlite3.Connection:
     created = _create_owner_only(path)
     db = None
     try:
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        foreign = _foreign_tables(db)
-        if foreign:
-            raise BookkeepingError(
-                f"ledger {path}: an SQLite database of something else (tables {', '.join(foreign[:5])}); "
-                "rtk-archive adds its tables only to its own ledger: point [ledger] path at a new file")
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.executescript(SCHEMA)
-        return db
-    except (sqlite3.DatabaseError, BookkeepingError) as exc:
+        with _translated(path):
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            foreign = _foreign_tables(db)
+            if foreign:
+                raise BookkeepingError(
+                    f"ledger {path}: an SQLite database of something else (tables {', '.join(foreign[:5])}); "
+                    "rtk-archive adds its tables only to its own ledger: point [ledger] path at a new file")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(f"BEGIN; {SCHEMA} COMMIT;")  # all of the schema or none of it
+            return db
+    except BaseException:
         if db is not None:
             db.close()
         if created:  # ours, and unusable: leave nothing behind
             path.unlink(missing_ok=True)
-        if isinstance(exc, BookkeepingError):
-            raise
-        raise (_ledger_error(path, exc) or exc) from exc
+        raise
 
 
 def _create_owner_only(path: Path) -> bool:
@@ -544,23 +531,19 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
     if path.is_dir():
         raise BookkeepingError(f"ledger {path}: is a directory, not a file; point [ledger] path at a file")
     uri = "file:" + quote(str(path.absolute()))
-    try:
-        db = _connect_checked(f"{uri}?mode=ro", path)
-    except sqlite3.OperationalError as exc:
-        if not str(getattr(exc, "sqlite_errorname", "")).startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY")):
-            raise (_ledger_error(path, exc) or exc) from exc
-        log.debug("ledger %s: cannot be opened mode=ro (%s; a WAL ledger on a read-only mount): "
-                  "reading it as immutable", path, exc)
-        wal = Path(f"{path}-wal")
-        if wal.exists() and wal.stat().st_size > 0:
-            log.warning("ledger %s: its write-ahead log %s cannot be read on this read-only mount; "
-                        "the latest changes it holds are not shown", path, wal)
+    with _translated(path):
         try:
-            db = _connect_checked(f"{uri}?immutable=1", path)
-        except sqlite3.DatabaseError as again:
-            raise (_ledger_error(path, again) or again) from again
-    except sqlite3.DatabaseError as exc:
-        raise (_ledger_error(path, exc) or exc) from exc
+            db = _connect_checked(f"{uri}?mode=ro")
+        except sqlite3.OperationalError as exc:
+            if not str(getattr(exc, "sqlite_errorname", "")).startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY")):
+                raise
+            log.debug("ledger %s: cannot be opened mode=ro (%s; a WAL ledger on a read-only mount): "
+                      "reading it as immutable", path, exc)
+            wal = Path(f"{path}-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                log.warning("ledger %s: its write-ahead log %s cannot be read on this read-only mount; "
+                            "the latest changes it holds are not shown", path, wal)
+            db = _connect_checked(f"{uri}?immutable=1")
     missing = [t for t in LEDGER_TABLES if not _has_table(db, t)]
     if missing:
         db.close()
@@ -568,7 +551,7 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _connect_checked(uri: str, path: Path) -> sqlite3.Connection:
+def _connect_checked(uri: str) -> sqlite3.Connection:
     """Connect and read the schema once: SQLite opens files lazily, so this is where a file
     that is not a database, or cannot be opened, says so."""
     db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30)
@@ -589,7 +572,20 @@ def _foreign_tables(db: sqlite3.Connection) -> list[str]:
     """Tables of a database that is not an rtk-archive ledger (empty for a new or own file)."""
     names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table' "
                                           "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
-    return [] if not names or set(LEDGER_TABLES) <= set(names) else names
+    return [] if set(names) & set(LEDGER_TABLES) else names
+
+
+@contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    """SQLite's failures of the environment (disk full, read-only, not a database...) as one
+    line naming the ledger; anything else (a bug) propagates as it is."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        error = _ledger_error(path, exc)
+        if error is None:
+            raise
+        raise error from exc
 
 
 def _leave_in_rollback_mode(db: sqlite3.Connection, path: Path) -> None:
@@ -611,7 +607,7 @@ def _ledger_error(path: Path, exc: sqlite3.DatabaseError) -> BookkeepingError | 
     if name == "SQLITE_NOTADB":
         return BookkeepingError(f"{where}: not an SQLite database (is [ledger] path pointing at another file?)")
     if name.startswith("SQLITE_READONLY"):
-        return ReadOnlyError(f"{where}: cannot be written ({_why_not_writable(path)}); {READ_ONLY_HINT}")
+        return BookkeepingError(f"{where}: cannot be written ({_why_not_writable(path)}); {READ_ONLY_HINT}")
     if name.startswith("SQLITE_CANTOPEN"):
         return _cannot_open(path)
     if name == "SQLITE_FULL":
@@ -638,7 +634,7 @@ def _cannot_open(path: Path) -> BookkeepingError:
     if path.exists() and not os.access(path, os.R_OK):
         return BookkeepingError(f"{where}: cannot be read (permission denied)")
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        return ReadOnlyError(f"{where}: cannot be written ({_why_not_writable(path)}); {READ_ONLY_HINT}")
+        return BookkeepingError(f"{where}: cannot be written ({_why_not_writable(path)}); {READ_ONLY_HINT}")
     return BookkeepingError(f"{where}: SQLite cannot open it (unable to open database file)")
 
 

@@ -336,6 +336,34 @@ def test_an_audit_log_path_that_is_a_directory_refuses_the_run(sim, tmp_path):
     assert run["exit_code"] == errors.EXIT_BOOKKEEPING and "is a directory" in run["note"]
 
 
+def test_verify_with_an_audit_log_it_cannot_write_checks_and_records_nothing(sim, tmp_path):
+    """`verify` records its results only together with their audit lines: when the audit log
+    cannot be opened it checks and reports, says so in one warning line, changes nothing in the
+    ledger, and exits by what it found."""
+    config = write(tmp_path, sim)
+    archive(sim, config, n=1)
+    audit = tmp_path / "audit.jsonl"
+    audit.unlink()
+    audit.mkdir()
+    before = dump(tmp_path / "ledger.db")
+    next((tmp_path / "nas").rglob("video-*")).unlink()
+    result = run_cli("verify", "--config", str(config), "--json")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert [p["state"] for p in json.loads(result.stdout)["problems"]] == ["missing"]
+    warnings = [line for line in result.stderr.splitlines() if "cannot record its results" in line]
+    assert len(warnings) == 1 and f"audit log {audit}" in warnings[0]
+    assert dump(tmp_path / "ledger.db") == before and list(audit.iterdir()) == []
+
+
+def dump(ledger: Path) -> list[str]:
+    """Everything the ledger records, as SQL."""
+    db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
+    try:
+        return list(db.iterdump())
+    finally:
+        db.close()
+
+
 @needs_root
 def test_an_audit_log_on_a_read_only_mount_refuses_the_run(sim, tmp_path):
     """The audit log's folder mounted read-only: one line, exit 74, nothing downloaded."""

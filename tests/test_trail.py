@@ -241,13 +241,14 @@ def test_a_manifest_whose_put_failed_is_put_back(sim, tmp_path):
     blocker = (tmp_path / "nas" / video_key).parent / f"manifest-{plan['would_archive'][0]['recording_id']}.json"
     blocker.parent.mkdir(parents=True)
     blocker.write_text("not a manifest\n")
+    manifest_state = "SELECT state FROM copies WHERE kind='manifest'"
     cli(config, "run")
-    assert ledger_rows(tmp_path / "ledger.db", "SELECT state FROM copies WHERE kind='manifest'") == [{"state": "failed"}]
+    assert ledger_rows(tmp_path / "ledger.db", manifest_state) == [{"state": "failed"}]
     assert blocker.read_text() == "not a manifest\n"
     blocker.unlink()
     assert cli(config, "run").returncode == 0
     assert json.loads(blocker.read_text())["format"] == "rtk-archive-manifest/1"
-    assert ledger_rows(tmp_path / "ledger.db", "SELECT state FROM copies WHERE kind='manifest'") == [{"state": "archived"}]
+    assert ledger_rows(tmp_path / "ledger.db", manifest_state) == [{"state": "archived"}]
 
 
 def test_an_altered_manifest_is_reported_and_never_overwritten(sim, tmp_path):
