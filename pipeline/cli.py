@@ -2,7 +2,8 @@
 
 Exit codes: 0 all done; 1 some items failed, are lost, or a verification found a problem;
 2 bad configuration or usage; 3 another run holds the ledger; 4 the RealtimeKit API refused
-or could not be reached; 130 interrupted by SIGINT/SIGTERM."""
+or could not be reached; 74 the ledger, its lock or the audit log cannot be used; 130
+interrupted by SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -155,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     except errors.LockedError as exc:
         _fail(str(exc))
         return errors.EXIT_LOCKED
+    except errors.BookkeepingError as exc:
+        _fail(str(exc))
+        return errors.EXIT_BOOKKEEPING
     except ApiAuthError as exc:
         _fail(f"RealtimeKit API: {exc}")
         return errors.EXIT_API
