@@ -29,7 +29,9 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from storage.base import (
     unused_field,
+    PROBE_BYTES,
     SHA256_METADATA_KEY,
+    BucketRetention,
     LocalFile,
     NotFound,
     ObjectConflict,
@@ -358,6 +360,38 @@ class AzureTarget(Target):
             version=props.version_id or (props.etag or "").strip('"') or None,
             retention=_retention(props),
         )
+
+    def _delete(self, full_key: str) -> None:
+        self._blob(full_key).delete_blob()
+
+    def _bucket_retention(self) -> BucketRetention:
+        """Immutability as the container reports it. A container-level policy or legal hold
+        keeps every blob written now, so the probe writes nothing there."""
+        props = self._container().get_container_properties()
+        versioned = bool(getattr(props, "immutable_storage_with_versioning_enabled", False))
+        policy = bool(getattr(props, "has_immutability_policy", False))
+        hold = bool(getattr(props, "has_legal_hold", False))
+        parts = [f"version-level immutability {'enabled' if versioned else 'not enabled'}"]
+        if policy:
+            parts.append("a container immutability policy is set")
+        if hold:
+            parts.append("a container legal hold is set")
+        wanted = [name for name, on in (("retention_mode", self.settings.retention_mode),
+                                        ("legal_hold", self.settings.legal_hold)) if on]
+        problem = None
+        if wanted and not versioned:
+            problem = (f"{' and '.join(wanted)} need version-level immutability on container "
+                       f"{self.settings.bucket}, which it does not have: every upload would be "
+                       "refused; enable it, or remove those settings")
+        return BucketRetention(summary="container " + ", ".join(parts), locks_new_objects=policy or hold,
+                               problem=problem)
+
+    def _probe_write_nothing(self, full_key: str) -> str:
+        """A staged block needs write permission but never becomes a blob unless a block list
+        is committed; Azure discards uncommitted blocks after a week."""
+        block_id = base64.b64encode(b"rtk-archive-probe").decode()
+        self._blob(full_key).stage_block(block_id, PROBE_BYTES, length=len(PROBE_BYTES))
+        return "a block was staged and never committed"
 
     @contextlib.contextmanager
     def _open_read(self, full_key: str):

@@ -398,6 +398,7 @@ def _at(path: str) -> Iterator[None]:
 class SFTPTarget(Target):
     type = "sftp"
     settings_model = SFTPSettings
+    retained_objects_removable = True  # READ_ONLY is a chmod: the folder's owner can still remove
 
     def __init__(self, settings: SFTPSettings):
         super().__init__(settings)
@@ -650,6 +651,13 @@ class SFTPTarget(Target):
             self._checksum_unavailable = True
             log.warning("target '%s': remote sha256sum unavailable (%s); stored files are checked "
                         "by size only. Set remote_checksum = false to skip trying.", self.name, reason)
+
+    def _delete(self, full_key: str) -> None:
+        def remove(session: _Session) -> None:
+            path = session.absolute(full_key)
+            with _at(path):
+                session.sftp.remove(path)
+        self._call(remove)
 
     @contextlib.contextmanager
     def _open_read(self, full_key: str) -> Iterator[Any]:
