@@ -376,13 +376,12 @@ class AzureTarget(Target):
             parts.append("a container immutability policy is set")
         if hold:
             parts.append("a container legal hold is set")
-        wanted = [name for name, on in (("retention_mode", self.settings.retention_mode),
-                                        ("legal_hold", self.settings.legal_hold)) if on]
+        needs = self._protection_needs()
         problem = None
-        if wanted and not versioned:
-            problem = (f"{' and '.join(wanted)} need version-level immutability on container "
-                       f"{self.settings.bucket}, which it does not have: every upload would be "
-                       "refused; enable it, or remove those settings")
+        if needs and not versioned:
+            problem = (f"{needs} version-level immutability on container {self.settings.bucket}, which "
+                       "it does not have: every upload would be refused; enable it, or remove those "
+                       "settings")
         return BucketRetention(summary="container " + ", ".join(parts), locks_new_objects=policy or hold,
                                problem=problem)
 

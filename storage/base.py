@@ -410,7 +410,7 @@ class Target(ABC):
         else:
             retention = (ProbeResult("retention", "fail", f"{bucket.summary}; {bucket.problem}")
                          if bucket.problem else ProbeResult("retention", "ok", bucket.summary))
-        protected = self.settings.retention_mode is not None or self.settings.legal_hold
+        protected = self._protection_needs() is not None
         locked = bucket.locks_new_objects or (protected and not self.retained_objects_removable)
         write = self._probe_step("write", lambda: self._probe_write(key, locked))
         return [access, retention, write]
@@ -447,9 +447,9 @@ class Target(ABC):
             with self._errors(f"removal of {stored.uri}"):
                 self._delete(full)
         except StorageError as exc:
-            return "warn", (f"writable (create-only put, read back), but the probe object {stored.uri} "
-                            f"could not be removed: {_reason(exc, self.name)}; remove it by hand, or "
-                            f"allow deletes under {PROBE_PREFIX}/")
+            return "warn", (f"writable (create-only put, read back), but the probe object could not be "
+                            f"removed: {_reason(exc, self.name)}; remove it by hand, or allow deletes "
+                            f"under {PROBE_PREFIX}/")
         return "ok", "writable: a probe object was created (create-only), read back and removed"
 
     def _bucket_retention(self) -> BucketRetention:
@@ -460,6 +460,15 @@ class Target(ABC):
             return BucketRetention(summary="no retention configured")
         return BucketRetention(summary=f"retention_mode {mode}: each file is made read-only after it is "
                                        "written (the owner can undo it)")
+
+    def _protection_needs(self) -> str | None:
+        """"retention_mode needs" / "legal_hold needs" / "retention_mode and legal_hold need", for
+        a bucket that cannot provide them; None when neither is configured."""
+        wanted = [name for name, on in (("retention_mode", self.settings.retention_mode is not None),
+                                        ("legal_hold", self.settings.legal_hold)) if on]
+        if not wanted:
+            return None
+        return " and ".join(wanted) + (" need" if len(wanted) > 1 else " needs")
 
     def _probe_write_nothing(self, full_key: str) -> str:
         """Prove that an object could be created under `full_key` without creating one (a

@@ -363,11 +363,16 @@ class GCSTarget(Target):
         target's retention; cancelling it (DELETE on the session URL) leaves no object."""
         blob = self._new_blob(full_key)
         self._set_retention(blob)
-        session = blob.create_resumable_upload_session(size=len(PROBE_BYTES), if_generation_match=0)
+        api = require_sdk("google.api_core.exceptions", SDK_PACKAGE, target=self.name)
+        try:
+            session = blob.create_resumable_upload_session(size=len(PROBE_BYTES), if_generation_match=0)
+        except api.NotFound as exc:  # creating an object: only the bucket can be missing
+            raise self._no_bucket(f"write check at {full_key}") from exc
         response = self.client()._http.delete(session)  # the client's authorised session
         if response.status_code not in (200, 204, 499):  # GCS answers 499 to a cancelled session
-            raise PermanentStorageError(f"cancelling the upload session for {full_key} was answered "
-                                        f"HTTP {response.status_code}", target=self.name)
+            # Not a permission problem: an unfinished session never becomes an object.
+            return (f"a resumable upload session was opened; cancelling it was answered HTTP "
+                    f"{response.status_code}, and GCS forgets the unfinished session within a week")
         return "a resumable upload session was opened and cancelled"
 
     @contextlib.contextmanager

@@ -341,12 +341,11 @@ class S3Target(Target):
             answer = {}
         config = answer.get("ObjectLockConfiguration") or {}
         enabled = config.get("ObjectLockEnabled") == "Enabled"
-        wanted = [name for name, on in (("retention_mode", self.settings.retention_mode),
-                                        ("legal_hold", self.settings.legal_hold)) if on]
         if not enabled:
-            problem = (f"{' and '.join(wanted)} need Object Lock, which bucket {self.bucket!r} does not "
-                       "have: every upload would be refused; use a bucket created with Object Lock, or "
-                       "remove those settings") if wanted else None
+            needs = self._protection_needs()
+            problem = (f"{needs} Object Lock, which bucket {self.bucket!r} does not have: every upload "
+                       "would be refused; use a bucket created with Object Lock, or remove those "
+                       "settings") if needs else None
             return BucketRetention(summary="Object Lock: not enabled", problem=problem)
         rule = (config.get("Rule") or {}).get("DefaultRetention") or {}
         if rule:

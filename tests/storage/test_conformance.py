@@ -20,6 +20,7 @@ from storage import (
     settings_model,
     target_types,
 )
+from storage.base import PROBE_PREFIX
 from tests.storage import conftest as storage_conftest
 
 
@@ -298,3 +299,32 @@ def test_a_key_never_leaves_the_target_prefix(rig, prefix, tmp_path):
                 assert not info.value.retryable
     assert rig.everything() == before
     assert not os.path.lexists("/rtk-archive-hostile-abs")
+
+
+# --------------------------------------------------------------------------- probe
+
+
+def test_probe_of_a_healthy_target_passes_and_leaves_no_object(rig, prefix):
+    """The preflight probe (README "Preflight"): access, retention and a create-only write,
+    all ok on a working target, and the probe object is removed again."""
+    before = rig.everything()
+    with make_target(rig, prefix) as target:
+        results = target.probe()
+    assert [r.check for r in results][:3] == ["access", "retention", "write"]
+    assert [r.status for r in results] == ["ok"] * len(results), results
+    assert "created (create-only), read back and removed" in results[2].detail
+    assert rig.list_keys(prefix) == []
+    # The folders the write created may stay (local, sftp); no object does.
+    new = rig.everything() - before
+    assert not [name for name in new if PROBE_PREFIX + "/" in name], new
+
+
+def test_probe_with_wrong_credentials_fails_at_access_and_stops_there(credentialed_rig, prefix):
+    """A target whose credentials are refused fails its first check, once, with a permanent
+    reason that names no secret; nothing else is tried."""
+    settings, secrets = credentialed_rig.bad_credentials("conformance", prefix)
+    with build_target(settings_model(settings["type"]).model_validate(settings)) as target:
+        results = target.probe()
+    assert [(r.check, r.status, r.retryable) for r in results] == [("access", "fail", False)], results
+    for secret in secrets:
+        assert secret not in results[0].detail
