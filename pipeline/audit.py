@@ -18,7 +18,8 @@ from pipeline.ledger import utcnow
 
 GENESIS = "0" * 64
 ACTIONS = {"run_started", "run_finished", "listed", "downloaded", "stored", "verified", "failed",
-           "skipped", "lost", "verify_ok", "verify_failed", "manifest_stored", "audit_shipped"}
+           "skipped", "lost", "verify_ok", "verify_failed", "manifest_stored", "audit_shipped",
+           "target_skipped"}
 
 
 def _line_hash(line: bytes) -> str:

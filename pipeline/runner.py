@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from pipeline import errors
+from pipeline import errors, preflight
 from pipeline.api import ApiAuthError, ApiError, RealtimeKitClient
 from pipeline.archive import Archiver, RunSummary
 from pipeline.audit import AuditLog
@@ -132,7 +132,9 @@ def _run(archiver: Archiver, config: Config, ledger: Ledger, audit: AuditLog | N
     exit_code = errors.EXIT_API
     note = None
     try:
-        _sweep(targets)
+        # Before anything is downloaded: a target that fails its probe is left out of this run.
+        preflight.leave_out_failing_targets(targets, archiver.leave_out)
+        _sweep({name: t for name, t in targets.items() if name not in archiver.unavailable})
         with stop_on_signals(stop):
             try:
                 recordings = archiver.list_recordings(since=since, until=until, meeting_id=meeting_id)
@@ -150,7 +152,8 @@ def _run(archiver: Archiver, config: Config, ledger: Ledger, audit: AuditLog | N
         else:
             _clear_spool(config.archive.spool_dir)
             _ship_audit_log(config, audit, targets, archiver)
-            exit_code = errors.EXIT_FAILURES if (summary.failed or summary.lost) else errors.EXIT_OK
+            exit_code = errors.EXIT_FAILURES if (summary.failed or summary.lost or archiver.unavailable) \
+                else errors.EXIT_OK
         return RunResult(summary, exit_code, plans)
     finally:
         audit.event("run_finished", exit_code=exit_code, note=note, **summary.counts())
@@ -196,6 +199,8 @@ def _ship_audit_log(config: Config, audit: AuditLog, targets: dict[str, Target],
         day = datetime.now().strftime("%Y/%m/%d")
         key = f"audit/{day}/rtk-archive-audit-{archiver.run_id}.jsonl"
         for name in config.audit.ship_to:
+            if name in archiver.unavailable:
+                continue  # left out of this run, reported once already
             try:
                 stored = archiver.put_with_retries(targets[name], key, local, {"rtk_kind": "audit"})
             except StorageError as exc:

@@ -423,8 +423,10 @@ class Target(ABC):
         return ProbeResult(check, status, detail)
 
     def _probe_access(self, key: str) -> tuple[str, str]:
+        full = self.full_key(key)
         try:
-            found = self.stat(key)
+            with self._errors("reaching the target"):
+                found = self._stat(full)
         except NotFound:
             return "ok", f"{self.describe()} answers; credentials accepted"
         raise PermanentStorageError(f"{found.uri} exists although its name is random: this target "
@@ -433,7 +435,7 @@ class Target(ABC):
     def _probe_write(self, key: str, locked: bool) -> tuple[str, str]:
         full = self.full_key(key)
         if locked:
-            with self._errors(f"write check at {full}"):
+            with self._errors(f"trial upload of {full}"):
                 how = self._probe_write_nothing(full)
             return "ok", f"writable: {how}; nothing was stored (objects here may not be removable)"
         with _probe_file() as file:

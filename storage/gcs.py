@@ -367,7 +367,7 @@ class GCSTarget(Target):
         try:
             session = blob.create_resumable_upload_session(size=len(PROBE_BYTES), if_generation_match=0)
         except api.NotFound as exc:  # creating an object: only the bucket can be missing
-            raise self._no_bucket(f"write check at {full_key}") from exc
+            raise self._no_bucket(f"trial upload of {full_key}") from exc
         response = self.client()._http.delete(session)  # the client's authorised session
         if response.status_code not in (200, 204, 499):  # GCS answers 499 to a cancelled session
             # Not a permission problem: an unfinished session never becomes an object.

@@ -19,6 +19,7 @@ import google_crc32c
 from pydantic import Field, field_validator
 
 from storage.base import (
+    PROBE_PREFIX,
     check_key,
     SHA256_METADATA_KEY,
     LocalFile,
@@ -80,14 +81,21 @@ class LocalTarget(Target):
         return path
 
     def probe(self) -> list[ProbeResult]:
-        """The common probe, plus the free space where files will land."""
-        results = super().probe()
+        """The common probe, plus the free space where files will land. Folders the probe had
+        to create (the target folder on a first check, the probe folder) are removed again,
+        so a `check` leaves the disk as it found it."""
+        probe_folder = self.root / PROBE_PREFIX
+        created = [p for p in (probe_folder, self.root, *self.root.parents) if not p.exists()]
+        try:
+            results = super().probe()
+        finally:
+            _remove_empty(created)
         if all(result.ok for result in results):
             results.append(self._probe_space())
         return results
 
     def _probe_space(self) -> ProbeResult:
-        free = shutil.disk_usage(_nearest_existing(self.root)).free
+        free = shutil.disk_usage(nearest_existing(self.root)).free
         text = f"{free / 1e9:.1f} GB free under {self.root}"
         return ProbeResult("space", "warn" if free < LOW_SPACE else "ok",
                            text + ("; recordings are often larger" if free < LOW_SPACE else ""))
@@ -192,7 +200,19 @@ class LocalTarget(Target):
         return RetryableStorageError(f"{action}: {type(exc).__name__}", target=self.name)
 
 
-def _nearest_existing(path: Path) -> Path:
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove these folders, deepest first, while they are empty (another writer's file keeps
+    a folder and every folder above it)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue  # never created
+        except OSError:
+            return  # not empty (or not ours to remove): leave it and its parents
+
+
+def nearest_existing(path: Path) -> Path:
     """`path` or its closest existing ancestor (the folder is created on the first write)."""
     for candidate in (path, *path.parents):
         if candidate.exists():
