@@ -53,6 +53,10 @@ MAX_SINGLE_PUT = 5000 * MiB
 CONTAINER_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 # Modes Azure can enforce (version-level immutability policies); the others belong to S3/local.
 AZURE_RETENTION_MODES = ("LOCKED", "UNLOCKED")
+# The SDK's own retries cover one request; the pipeline retries a whole put on top of that.
+# Its default waits 15 s, then 18 s, then 24 s: a server that is down cost a minute and a half
+# per request (and per preflight probe) before the pipeline even heard of it.
+SDK_RETRIES = {"retry_total": 3, "initial_backoff": 1, "increment_base": 2}
 # HTTP statuses where the same request may succeed later. 501 (not implemented) is permanent.
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 AUTH_ERROR_CODES = {"AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",
@@ -243,6 +247,7 @@ class AzureTarget(Target):
                 self.settings.access_key.get_secret_value().strip(),
                 max_single_put_size=self.settings.max_single_put_size,
                 max_block_size=self.settings.block_size,
+                **SDK_RETRIES,
                 **self._client_kwargs(),
             )
         except ValueError:
