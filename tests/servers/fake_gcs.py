@@ -13,9 +13,9 @@ apply temporary holds.
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
 from pathlib import Path
 
+from tests.servers.gcs_emulator import GCSEmulator
 from tests.servers.process import ServerProcess, free_port, http_answers
 
 MISSING = ("fake-gcs-server is not installed: run tests/run, or "
@@ -37,20 +37,7 @@ def fake_gcs_binary() -> Path:
     return binary
 
 
-@dataclass
-class FakeGCSServer:
-    port: int
-    process: ServerProcess
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.process.stop()
-
-
-def start_fake_gcs(workdir: Path) -> FakeGCSServer:
+def start_fake_gcs(workdir: Path) -> GCSEmulator:
     """Start fake-gcs-server in memory on a free port; RuntimeError if missing or not ready."""
     binary = fake_gcs_binary()
     port = free_port()
@@ -59,4 +46,4 @@ def start_fake_gcs(workdir: Path) -> FakeGCSServer:
             "-backend", "memory", "-external-url", url, "-log-level", "warn"]
     process = ServerProcess("fake-gcs-server", argv, log_dir=workdir)
     process.wait_ready(lambda: http_answers(f"{url}/storage/v1/b"), timeout=30)
-    return FakeGCSServer(port=port, process=process)
+    return GCSEmulator(port=port, process=process)

@@ -96,29 +96,24 @@ class FakeGCSRig(GCSRig):
     server_name = "fake-gcs-server"
 
 
-@pytest.fixture(scope="session")
-def rig_gcs_fake(tmp_path_factory):
+def _serve(tmp_path_factory, start, rig_class, label: str):
     with contextlib.ExitStack() as stack:
         try:
-            server = start_fake_gcs(tmp_path_factory.mktemp("fake-gcs-server"))
+            server = start(tmp_path_factory.mktemp(label))
         except RuntimeError as exc:
-            pytest.fail(f"fake-gcs-server could not start: {exc}", pytrace=False)
+            pytest.fail(f"{label} could not start: {exc}", pytrace=False)
         stack.callback(server.stop)
         token_endpoint = stack.enter_context(refusing_token_endpoint())
-        rig = FakeGCSRig(server, token_endpoint)
+        rig = rig_class(server, token_endpoint)
         stack.callback(rig.close)
         yield rig
+
+
+@pytest.fixture(scope="session")
+def rig_gcs_fake(tmp_path_factory):
+    yield from _serve(tmp_path_factory, start_fake_gcs, FakeGCSRig, "fake-gcs-server")
 
 
 @pytest.fixture(scope="session")
 def rig_gcs(tmp_path_factory):
-    with contextlib.ExitStack() as stack:
-        try:
-            server = start_gcs_emulator(tmp_path_factory.mktemp("gcs-emulator"))
-        except RuntimeError as exc:
-            pytest.fail(f"the GCS emulator could not start: {exc}", pytrace=False)
-        stack.callback(server.stop)
-        token_endpoint = stack.enter_context(refusing_token_endpoint())
-        rig = GCSRig(server, token_endpoint)
-        stack.callback(rig.close)
-        yield rig
+    yield from _serve(tmp_path_factory, start_gcs_emulator, GCSRig, "gcp-storage-emulator")

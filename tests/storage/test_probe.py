@@ -167,3 +167,26 @@ def test_sftp_unreachable_host_fails_access_as_retryable(rig_sftp):
     results = probe(rig_sftp, new_prefix(), port=free_port(), timeout=5)
     assert list(results) == ["access"]
     assert results["access"].status == "fail" and results["access"].retryable
+
+
+def test_a_server_that_never_answers_costs_the_time_limit_not_more(rig_sftp):
+    """`run` probes in bounded time: a host that accepts the connection and then says nothing
+    (a hung NAS) gets one failed result when the limit is reached, while the other targets'
+    results are there."""
+    import socket
+    import time
+
+    from pipeline.preflight import probe_targets
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        hung = make(rig_sftp, new_prefix(), port=silent.getsockname()[1], timeout=60)
+        fine = make(rig_sftp, new_prefix())
+        started = time.monotonic()
+        results = probe_targets({"hung": hung, "fine": fine}, seconds=3)
+        assert time.monotonic() - started < 30  # far below the 60 s the SSH client would wait
+    assert [(r.check, r.status) for r in results["hung"]] == [("access", "fail")]
+    assert results["hung"][0].detail == "no answer within 3 s"
+    assert [r.status for r in results["fine"]] == ["ok", "ok", "ok"]
+    fine.close()
