@@ -209,7 +209,7 @@ def check_file_place(name: str, path: Path, *, sqlite: bool = False) -> Check:
         if path.exists() or path.is_symlink():
             if not path.is_file():
                 return Check(name, "fail", f"{path} is not a regular file")
-            if sqlite and path.stat().st_size and path.read_bytes()[:16] != SQLITE_HEADER:
+            if sqlite and path.stat().st_size and _head(path) != SQLITE_HEADER:
                 return Check(name, "fail", f"{path} is not an SQLite database")
             if not os.access(path, os.R_OK | os.W_OK):  # access(2) reports a read-only mount too
                 return Check(name, "fail", f"{path} cannot be written (permissions or a read-only file system)")
@@ -255,6 +255,11 @@ def _writable_folder(folder: Path) -> int:
                 path.rmdir()
             except FileNotFoundError:
                 continue  # never created: mkdir failed before it
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(len(SQLITE_HEADER))
 
 
 def _os_reason(exc: OSError) -> str:

@@ -46,6 +46,7 @@ from pydantic import (
 )
 
 from storage.base import (
+    PROBE_PREFIX,
     LocalFile,
     NotFound,
     ObjectConflict,
@@ -657,6 +658,11 @@ class SFTPTarget(Target):
             path = session.absolute(full_key)
             with _at(path):
                 session.sftp.remove(path)
+            folder = posixpath.dirname(path)
+            if posixpath.basename(folder) == PROBE_PREFIX:
+                # The probe's own folder goes too, once empty; another probe's file keeps it.
+                with contextlib.suppress(OSError):
+                    session.sftp.rmdir(folder)
         self._call(remove)
 
     @contextlib.contextmanager
