@@ -129,7 +129,10 @@ class CheckReport:
         return errors.EXIT_FAILURES if self.failed else errors.EXIT_OK
 
     def as_dict(self) -> dict:
-        return {"ok": not self.failed, "exit_code": self.exit_code, "checks": [asdict(c) for c in self.checks],
+        first = self.failed[0] if self.failed else None
+        return {"ok": not self.failed, "exit_code": self.exit_code,
+                "error": f"{first.name}: {first.detail}" if first else None,
+                "checks": [asdict(c) for c in self.checks],
                 "passed": len(self.checks) - len(self.failed), "failed": len(self.failed)}
 
     def text(self) -> str:

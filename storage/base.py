@@ -382,7 +382,6 @@ class Target(ABC):
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-
     # -- the preflight probe, written once ---------------------------------------------------
 
     def probe(self) -> list[ProbeResult]:
@@ -428,7 +427,7 @@ class Target(ABC):
             with self._errors("reaching the target"):
                 found = self._stat(full)
         except NotFound:
-            return "ok", f"{self.describe()} answers; credentials accepted"
+            return "ok", f"{self.describe()}: reached, access granted"
         raise PermanentStorageError(f"{found.uri} exists although its name is random: this target "
                                     "does not answer \"not found\" for a missing key", target=self.name)
 
@@ -442,16 +441,19 @@ class Target(ABC):
             stored = self.put(file, key)
             with self.open_read(key) as stream:
                 back = stream.read(len(PROBE_BYTES) + 1)
-            if back != PROBE_BYTES:
-                return "fail", (f"the probe object {stored.uri} reads back {len(back)} bytes that differ "
-                                f"from the {len(PROBE_BYTES)} written")
         try:
             with self._errors(f"removal of {stored.uri}"):
                 self._delete(full)
         except StorageError as exc:
-            return "warn", (f"writable (create-only put, read back), but the probe object could not be "
-                            f"removed: {_reason(exc, self.name)}; remove it by hand, or allow deletes "
-                            f"under {PROBE_PREFIX}/")
+            removal = (f"the probe object could not be removed: {_reason(exc, self.name)}; remove it "
+                       f"by hand, or allow deletes under {PROBE_PREFIX}/")
+        else:
+            removal = None
+        if back != PROBE_BYTES:
+            return "fail", (f"the probe object {stored.uri} read back {len(back)} bytes that differ from "
+                            f"the {len(PROBE_BYTES)} written" + (f"; {removal}" if removal else ""))
+        if removal:
+            return "warn", f"writable (create-only put, read back), but {removal}"
         return "ok", "writable: a probe object was created (create-only), read back and removed"
 
     def _bucket_retention(self) -> BucketRetention:

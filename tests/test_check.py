@@ -46,6 +46,7 @@ def test_check_json_is_one_object_with_every_check(sim, tmp_path):
     assert result.returncode == 0
     payload = json.loads(result.stdout)  # exactly one JSON document
     assert payload["ok"] is True and payload["exit_code"] == 0 and payload["failed"] == 0
+    assert payload["error"] is None
     assert {c["status"] for c in payload["checks"]} == {"ok"}
     assert payload["passed"] == len(payload["checks"]) >= 8
 
@@ -58,6 +59,7 @@ def test_invalid_config_is_a_failing_check_not_a_traceback(tmp_path):
     checks = json.loads(result.stdout)["checks"]
     assert {c["name"] for c in checks} == {"config"} and {c["status"] for c in checks} == {"fail"}
     assert any("archive.concurrency" in c["detail"] for c in checks)
+    assert json.loads(result.stdout)["error"].startswith("config: ")
     assert "Traceback" not in result.stderr
 
 
