@@ -41,6 +41,7 @@ def test_check_passes_on_a_working_setup_and_changes_nothing(sim, tmp_path):
 
 
 def test_check_json_is_one_object_with_every_check(sim, tmp_path):
+    """--json: one JSON document with every check, its status, the exit code and no error."""
     config = write_config(tmp_path, sim)
     result = run_cli("check", "--config", str(config), "--json")
     assert result.returncode == 0
@@ -52,6 +53,7 @@ def test_check_json_is_one_object_with_every_check(sim, tmp_path):
 
 
 def test_invalid_config_is_a_failing_check_not_a_traceback(tmp_path):
+    """An invalid value is one failing `config` line naming the key; nothing else is tried."""
     config = tmp_path / "bad.toml"
     config.write_text('[source]\naccount_id = "a"\napp_id = "b"\n[archive]\nconcurrency = 0\n')
     result = run_cli("check", "--config", str(config), "--json")
@@ -64,6 +66,8 @@ def test_invalid_config_is_a_failing_check_not_a_traceback(tmp_path):
 
 
 def test_wrong_token_fails_the_api_check_without_showing_it(sim, tmp_path):
+    """The API check makes one authenticated call: a refused token fails it, and the token is
+    not shown."""
     token = "rtk-wrong-token-" + uuid.uuid4().hex
     config = write_config(tmp_path, sim, source={"api_token": token})
     result = run_cli("check", "--config", str(config))
@@ -92,6 +96,7 @@ def test_ledger_that_is_not_sqlite_and_target_that_is_a_file_are_named(sim, tmp_
 
 
 def test_check_needs_a_config_argument(tmp_path):
+    """Usage errors exit 2; a configuration file that does not exist is a failing check."""
     result = run_cli("check")
     assert result.returncode == 2 and "--config" in result.stderr
     missing = run_cli("check", "--config", str(Path(tmp_path) / "none.toml"))

@@ -22,6 +22,8 @@ def rigs(request):
 
 
 def test_check_passes_on_a_healthy_target_of_every_type(sim, tmp_path, rigs, prefix):
+    """`check` against every real server: access, retention and write all ok, and no probe
+    object left at any of them."""
     targets = [rig.target_settings(name, f"{prefix}/{name}") for name, rig in rigs.items()]
     targets.append({"name": "local", "type": "local", "path": str(tmp_path / "nas")})
     config = write_config(tmp_path, sim, targets=targets)

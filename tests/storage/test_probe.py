@@ -68,12 +68,14 @@ def test_s3_retention_on_a_bucket_without_object_lock_fails_the_retention_check(
 
 
 def test_s3_missing_bucket_fails_access_and_names_the_bucket(rig_aws):
+    """A bucket name with a typo fails the first check, naming the bucket; nothing else is tried."""
     results = probe(rig_aws, new_prefix(), bucket="rtk-no-such-bucket")
     assert list(results) == ["access"]
     assert results["access"].status == "fail" and "'rtk-no-such-bucket' does not exist" in results["access"].detail
 
 
 def test_s3_unreachable_endpoint_fails_access_as_retryable(rig_aws):
+    """Nothing listening at the endpoint: a failed access check the pipeline may try again."""
     results = probe(rig_aws, new_prefix(), endpoint=f"http://127.0.0.1:{free_port()}")
     assert list(results) == ["access"]
     assert results["access"].status == "fail" and results["access"].retryable
@@ -116,6 +118,7 @@ def test_azure_retention_without_version_level_immutability_fails_and_stages_onl
 
 
 def test_azure_missing_container_fails_access(rig_azure):
+    """A missing container fails the access check, naming it."""
     results = probe(rig_azure, new_prefix(), bucket="rtk-no-such-container")
     assert list(results) == ["access"] and results["access"].status == "fail"
     assert "rtk-no-such-container" in results["access"].detail
@@ -137,6 +140,7 @@ def test_gcs_retention_without_object_retention_fails_and_writes_nothing(request
 
 
 def test_gcs_missing_bucket_fails(rig_gcs_fake):
+    """A missing bucket fails the probe, naming it (GCS answers a bare 404 for the object)."""
     results = probe(rig_gcs_fake, new_prefix(), bucket="rtk-no-such-bucket")
     failed = [r for r in results.values() if r.status == "fail"]
     assert failed and "bucket rtk-no-such-bucket does not exist" in failed[0].detail
@@ -159,11 +163,13 @@ def test_read_only_retention_probe_writes_and_removes_a_probe_file(request, serv
 
 
 def test_local_probe_reports_free_space(rig_local):
+    """A local target reports the free space where files will land."""
     results = probe(rig_local, new_prefix())
     assert results["space"].status in ("ok", "warn") and "GB free under" in results["space"].detail
 
 
 def test_sftp_unreachable_host_fails_access_as_retryable(rig_sftp):
+    """An SFTP host with nothing listening: a failed access check that may pass later."""
     results = probe(rig_sftp, new_prefix(), port=free_port(), timeout=5)
     assert list(results) == ["access"]
     assert results["access"].status == "fail" and results["access"].retryable
