@@ -114,6 +114,8 @@ class Archiver:
         self.concurrency = concurrency or config.archive.concurrency
         self.progress = progress
         self.summary = RunSummary(run_id=self.run_id)
+        # Targets left out of this run by the preflight probe: name -> reason.
+        self.unavailable: dict[str, str] = {}
         # MD5, the slowest digest, only when a configured target checks it.
         self._md5 = any(target.uses_md5 for target in targets.values())
         self._summary_lock = threading.Lock()
@@ -126,6 +128,16 @@ class Archiver:
 
     def close(self) -> None:
         self._http.close()
+
+    def leave_out(self, name: str, reason: str) -> None:
+        """Leave a target out of this run (its probe failed): reported once, here; its copies
+        stay un-archived, so the next run does them."""
+        self.unavailable[name] = reason
+        self.problem(f"target '{name}' skipped for this run: {reason}")
+        self._audit("target_skipped", target=name, reason=reason)
+
+    def _reachable(self, file_plan: FilePlan) -> list[str]:
+        return [name for name in file_plan.needed if name not in self.unavailable]
 
     # -------------------------------------------------------------- listing and planning
 
@@ -223,8 +235,8 @@ class Archiver:
     def execute(self, plans: list[RecordingPlan]) -> RunSummary:
         work = [p for p in plans if p.work]
         if self.progress:
-            self.progress.start(total_bytes=sum(f.expected_size or 0 for p in work for f in p.work),
-                                total_files=sum(len(p.work) for p in work))
+            todo = [f for p in work for f in p.work if self._reachable(f)]
+            self.progress.start(total_bytes=sum(f.expected_size or 0 for f in todo), total_files=len(todo))
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="recording") as pool, \
                 ThreadPoolExecutor(max(1, self.concurrency * len(self.targets)), thread_name_prefix="upload") as uploads:
             futures: list[Future] = [pool.submit(self._archive_recording, plan, uploads) for plan in work]
@@ -259,6 +271,12 @@ class Archiver:
 
     def _archive_file(self, plan: RecordingPlan, file_plan: FilePlan, uploads: ThreadPoolExecutor) -> None:
         rid, kind = plan.id, file_plan.kind
+        reachable = self._reachable(file_plan)
+        left_out = {name: f"target '{name}' skipped for this run: {self.unavailable[name]}"
+                    for name in file_plan.needed if name not in reachable}
+        if not reachable:  # nothing this run can store: no download (the skip was reported once)
+            self._not_everywhere(rid, kind, left_out)
+            return
         label = f"recording {rid} {kind}"
         spool = self.config.archive.spool_dir / f"{keys.sanitise_component(rid, fallback='recording')}.{kind}.part"
         download = Download(
@@ -284,20 +302,24 @@ class Archiver:
         try:
             self._downloaded(rid, kind, local, file_plan)
             outcomes = {name: uploads.submit(self._store, rid, kind, self.targets[name], file_plan.keys[name], local)
-                        for name in file_plan.needed}
+                        for name in reachable}
             failures = {name: err for name, future in outcomes.items() if (err := future.result())}
         finally:
             download.discard()  # complete, and its copies verified or failed with a reason
-        if failures:
-            self.ledger.set_file_state(rid, kind, "failed", "; ".join(failures.values()))
-            with self._summary_lock:
-                self.summary.failed += 1
+        if failures or left_out:
+            self._not_everywhere(rid, kind, {**failures, **left_out})
         else:
             self.ledger.set_file_state(rid, kind, "archived")
             with self._summary_lock:
                 self.summary.archived += 1
         if self.progress:
             self.progress.file_done()
+
+    def _not_everywhere(self, rid: str, kind: str, reasons: dict[str, str]) -> None:
+        """A file still missing at some target after this run: failed, with every reason."""
+        self.ledger.set_file_state(rid, kind, "failed", "; ".join(reasons.values()))
+        with self._summary_lock:
+            self.summary.failed += 1
 
     def _url_provider(self, plan: RecordingPlan, kind: str) -> Callable[[bool], SignedUrl]:
         def provide(refresh: bool) -> SignedUrl:
@@ -408,6 +430,8 @@ class Archiver:
         copies = self.ledger.copies(rid)
         if self.config.archive.manifest and files:
             for name, target in self.targets.items():
+                if name in self.unavailable:
+                    continue
                 complete_here = all(_archived(copies, f["kind"], name) for f in files)
                 if complete_here and not _archived(copies, keys.MANIFEST, name):
                     self._write_manifest(rid, target, files, copies, copies.get((keys.MANIFEST, name)))

@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--dry-run", action="store_true")
     backfill.add_argument("--concurrency", type=int)
 
+    check = sub.add_parser("check", help="preflight: config, API token, spool, ledger and every target "
+                                         "(reachable, credentials, retention, writable); changes nothing")
+    common(check)
+
     status = sub.add_parser("status", help="counts per state, failures with reasons, deadlines at risk")
     common(status)
 

@@ -21,6 +21,7 @@ def dispatch(args) -> int:
     handler = {
         "run": cmd_run, "backfill": cmd_run, "status": cmd_status, "list": cmd_list, "verify": cmd_verify,
         "report": cmd_report, "audit": cmd_audit, "simulate": cmd_simulate, "demo": cmd_demo,
+        "check": cmd_check,
     }[args.command]
     return handler(args)
 
@@ -92,6 +93,17 @@ def _print_plan(args, plans) -> int:
     emit(args, {"dry_run": True, "would_archive": todo, "already_archived": len(actions) - len(todo),
                 "archived": 0, "failed": 0, "skipped": len(actions) - len(todo)}, "\n".join(text))
     return errors.EXIT_OK
+
+
+# --------------------------------------------------------------------------- check
+
+
+def cmd_check(args) -> int:
+    from pipeline.preflight import run_checks
+
+    report = run_checks(args.config, on_secrets=REDACTOR.add)
+    emit(args, report.as_dict(), report.text())
+    return report.exit_code
 
 
 # --------------------------------------------------------------------------- status / list

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from pipeline import errors
+from pipeline import errors, preflight
 from pipeline.api import ApiAuthError, ApiError, RealtimeKitClient
 from pipeline.archive import Archiver, RunSummary, verify_copy
 from pipeline.audit import AuditLog
@@ -161,7 +161,9 @@ def _run(archiver: Archiver, config: Config, ledger: Ledger, audit: AuditLog | N
         audit.event("run_started", command=command, since=iso_utc(since), until=iso_utc(until),
                     meeting_id=meeting_id, targets=sorted(targets), host=socket.gethostname())
         note_audit_head(config, ledger, audit, command=command, run_id=archiver.run_id)
-        _sweep(targets)
+        # Before anything is downloaded: a target that fails its probe is left out of this run.
+        preflight.leave_out_failing_targets(targets, archiver.leave_out)
+        _sweep({name: t for name, t in targets.items() if name not in archiver.unavailable})
         with stop_on_signals(stop):
             try:
                 recordings = archiver.list_recordings(since=since, until=until, meeting_id=meeting_id)
@@ -180,7 +182,8 @@ def _run(archiver: Archiver, config: Config, ledger: Ledger, audit: AuditLog | N
         else:
             _clear_spool(config.archive.spool_dir)
             _ship_audit_log(config, audit, targets, archiver)
-            exit_code = errors.EXIT_FAILURES if (summary.failed or summary.lost) else errors.EXIT_OK
+            exit_code = errors.EXIT_FAILURES if (summary.failed or summary.lost or archiver.unavailable) \
+                else errors.EXIT_OK
         return RunResult(summary, exit_code, plans)
     except errors.BookkeepingError as exc:  # the ledger or audit log failed: nothing new was started
         exit_code, note, failure = errors.EXIT_BOOKKEEPING, str(exc), exc
@@ -267,6 +270,8 @@ def _ship_audit_log(config: Config, audit: AuditLog, targets: dict[str, Target],
         day = datetime.now().strftime("%Y/%m/%d")
         key = f"audit/{day}/rtk-archive-audit-{archiver.run_id}.jsonl"
         for name in config.audit.ship_to:
+            if name in archiver.unavailable:
+                continue  # left out of this run, reported once already
             try:
                 stored = archiver.put_with_retries(targets[name], key, local, {"rtk_kind": "audit"})
                 verify_copy(local, stored, name)
