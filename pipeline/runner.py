@@ -21,6 +21,7 @@ from pipeline.api import ApiAuthError, ApiError, RealtimeKitClient
 from pipeline.archive import Archiver, RunSummary
 from pipeline.audit import AuditLog
 from pipeline.config import Config
+from pipeline.download import prepare_spool
 from pipeline.errors import ConfigError
 from pipeline.hashing import hash_file
 from pipeline.ledger import Ledger, iso_utc
@@ -129,9 +130,10 @@ def _run(archiver: Archiver, config: Config, ledger: Ledger, audit: AuditLog | N
     ledger.start_run(archiver.run_id, command, socket.gethostname())
     audit.event("run_started", command=command, since=iso_utc(since), until=iso_utc(until), meeting_id=meeting_id,
                 targets=sorted(targets), host=socket.gethostname())
-    exit_code = errors.EXIT_API
+    exit_code = errors.EXIT_INTERNAL  # until the run decides otherwise: an unexpected error is a bug
     note = None
     try:
+        prepare_spool(config.archive.spool_dir)  # before anything is downloaded
         _sweep(targets)
         with stop_on_signals(stop):
             try:
@@ -152,11 +154,26 @@ def _run(archiver: Archiver, config: Config, ledger: Ledger, audit: AuditLog | N
             _ship_audit_log(config, audit, targets, archiver)
             exit_code = errors.EXIT_FAILURES if (summary.failed or summary.lost) else errors.EXIT_OK
         return RunResult(summary, exit_code, plans)
+    except BaseException as exc:  # noted in the runs row as the CLI will exit; re-raised
+        exit_code = _exit_code_for(exc)
+        note = note or (str(exc) if exit_code != errors.EXIT_INTERNAL else f"internal error: {type(exc).__name__}")
+        raise
     finally:
         audit.event("run_finished", exit_code=exit_code, note=note, **summary.counts())
         audit.sync()
         ledger.finish_run(archiver.run_id, counts=summary.counts(), exit_code=exit_code, note=note,
                           audit_head=audit.head)
+
+
+def _exit_code_for(exc: BaseException) -> int:
+    """The exit code the command line gives for an exception that ends a run."""
+    if isinstance(exc, ApiError):
+        return errors.EXIT_API
+    if isinstance(exc, ConfigError):
+        return errors.EXIT_USAGE
+    if isinstance(exc, KeyboardInterrupt):
+        return errors.EXIT_INTERRUPTED
+    return errors.EXIT_INTERNAL
 
 
 def _sweep(targets: dict[str, Target]) -> None:
