@@ -495,14 +495,14 @@ class Download:
                 self.progress(written)
 
     def _check_not_longer(self) -> None:
+        """Stop a body at once when it runs past its answer's end or the file's size: an endless
+        body never fills the spool."""
         if self._body_end is not None and self.offset > self._body_end:
             raise _Restart(f"the answer runs past the end its Content-Range announced ({self._body_end}); "
                            "restarting from byte 0")
-        for limit, what in ((self.expected_size, "the API's file_size"), (self.content_total, "the length the "
-                                                                          "file server announced")):
-            if limit is not None and self.offset > limit:
-                raise DownloadError(f"{self.label}: the body is longer than {what} ({limit} bytes); not archived",
-                                    retryable=False)
+        if self.expected_size is not None and self.offset > self.expected_size:
+            raise DownloadError(f"{self.label}: the body is longer than the API's file_size "
+                                f"({self.expected_size} bytes); not archived", retryable=False)
 
     def _check_complete(self) -> None:
         """The last gate: the file as received has the API's file_size, whatever the answers said."""
@@ -638,14 +638,15 @@ def _int_header(response: httpx.Response, name: str) -> int | None:
 
 def _content_range(value: str | None) -> tuple[int | None, int | None, int | None]:
     """"bytes 100-199/200" -> (100, 199, 200); the total is None for "*"; (None, None, None)
-    when the header is missing or malformed."""
+    when the header is missing, malformed or impossible (a range past the total)."""
     try:
         unit, spec = value.split()
-        span, total = spec.split("/")
+        span, total_text = spec.split("/")
         first, last = (int(n) for n in span.split("-"))
-        if unit != "bytes" or first < 0 or last < first:
+        total = None if total_text == "*" else int(total_text)
+        if unit != "bytes" or first < 0 or last < first or (total is not None and last >= total):
             raise ValueError
-        return first, last, None if total == "*" else int(total)
+        return first, last, total
     except (AttributeError, ValueError):
         return None, None, None
 

@@ -171,7 +171,7 @@ class Faults:
 
     Adversarial file server (what object stores and CDNs sometimes do): chunked (no
     Content-Length), end_early (a body that stops short with no error the client could see),
-    wrong_content_length, range_shift (a 206 starting elsewhere than asked), total_unknown
+    wrong_content_length, extra_bytes (a body longer than its Content-Range), shift_ranges (a 206 starting elsewhere than asked), total_unknown
     (`Content-Range: bytes a-b/*`), change_on_drop (the file changes, same size, other bytes,
     after a drop) with stale_validators (it keeps its old ETag and Last-Modified),
     validators (which of ETag / Last-Modified are sent), ignore_if_range, slow_first_byte,
@@ -203,7 +203,9 @@ class Faults:
     end_early: int = 0  # the body ends cleanly after end_early_after bytes (no Content-Length)
     end_early_after: int = 64 * 1024
     wrong_content_length: int = 0  # Content-Length off by this many bytes; the body is unchanged
-    range_shift: int = 0  # answers to a resume (a Range not from 0) start this many bytes off (and say so)
+    extra_bytes: int = 0  # bodies without Content-Length run this many bytes past their announced range
+    shift_ranges: int = 0  # answers to a resume (a Range not from 0) start elsewhere (and say so) ...
+    range_shift: int = 1000  # ... this many bytes off the asked start (negative: before it), same length
     total_unknown: bool = False  # 206 answers say `bytes a-b/*`
     change_on_drop: bool = False  # a drop also changes the file (same size, other bytes)
     stale_validators: bool = False  # a changed file keeps the ETag and Last-Modified it had
@@ -1049,8 +1051,7 @@ class Simulator:
                 status, (start, end) = 206, parsed
         headers = {"Accept-Ranges": "bytes", **validators}
         if status == 206:
-            if faults.range_shift and start > 0:  # the same length, from elsewhere; Content-Range says where
-                faults.note("range_shift")
+            if start > 0 and faults.consume("shift_ranges"):  # the same length, from elsewhere
                 span = end - start
                 start = min(max(0, start + faults.range_shift), max(0, length - 1))
                 end = min(length, start + span)
@@ -1063,8 +1064,9 @@ class Simulator:
             drop_at = faults.drop_after_bytes
         early = not head and drop_at is None and size > faults.end_early_after and faults.consume("end_early")
         declared = None if faults.chunked or early else max(0, size + faults.wrong_content_length)
-        for name in ("total_unknown", "chunked", "wrong_content_length", "throttle_bps"):
-            if getattr(faults, name) and (name != "total_unknown" or status == 206):
+        extra = faults.extra_bytes if declared is None and drop_at is None and not early else 0
+        for name in ("total_unknown", "chunked", "wrong_content_length", "throttle_bps", "extra_bytes"):
+            if getattr(faults, name) and (name != "total_unknown" or status == 206) and (name != "extra_bytes" or extra):
                 faults.note(name)
         h.start_body(status, declared, content_type, headers, chunked=faults.chunked)
         if head:
@@ -1073,7 +1075,7 @@ class Simulator:
             h.close_connection = True  # the client cannot know where this body ends
         stop = min(x for x in (size, drop_at, faults.end_early_after if early else None) if x is not None)
         chunk = max(1024, faults.throttle_bps // 20) if faults.throttle_bps > 0 else 1 << 20
-        h.stream(self._blocks.windows(recording_id, variant, start, start + stop, chunk), throttle_bps=faults.throttle_bps,
+        h.stream(self._blocks.windows(recording_id, variant, start, start + stop + extra, chunk), throttle_bps=faults.throttle_bps,
                  chunked=faults.chunked, cut=drop_at is not None)
         if drop_at is not None and faults.change_on_drop:
             faults.note("change_on_drop")

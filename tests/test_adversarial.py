@@ -158,10 +158,10 @@ def test_a_resume_answered_from_elsewhere_restarts_cleanly(sim, tmp_path):
     """Rule: "Broken transfers resume: a resumed body starts where it was asked to." A 206
     that starts 1000 bytes before the asked offset is not appended: the file restarts from 0."""
     rec = sim.add_recording(size=500_000)
-    sim.faults.set(drop_downloads=1, drop_after_bytes=200_000, range_shift=-1000)
+    sim.faults.set(drop_downloads=1, drop_after_bytes=200_000, shift_ranges=1, range_shift=-1000)
     result = archive(tmp_path, sim)
     answers = file_requests(sim)
-    shifted = fired(sim, "range_shift")
+    shifted = fired(sim, "shift_ranges")
     asked = 200_000 - RESUME_OVERLAP
     assert shifted and shifted[0].headers_sent["Content-Range"].startswith(f"bytes {asked - 1000}-")
     assert answers[-1].range == "bytes=0-"  # started again
@@ -178,16 +178,53 @@ def download_once(sim, rec: dict, spool: Path, **kwargs) -> Download:
 
 def test_the_content_range_start_check_alone_keeps_bytes_in_place(sim, tmp_path):
     """Rule: "a resumed body starts where it was asked to" (the Content-Range start check).
-    With the overlap comparison off, a resume answered 1000 bytes early with the right length
-    would otherwise be appended, giving a spliced file of exactly file_size bytes: only the
-    start check stands between it and the archive."""
+    With the overlap comparison off, a resume answered from 1000 bytes further on would be
+    written at the asked offset, the missing tail fetched next, and a file of exactly file_size
+    bytes, spliced, would reach the archive: only the start check stands in the way."""
     rec = sim.add_recording(size=500_000)
-    sim.faults.set(drop_downloads=1, drop_after_bytes=200_000, range_shift=-1000)
-    spool = tmp_path / "spool" / "f.part"
-    download = download_once(sim, rec, spool, overlap=0)
-    assert fired(sim, "range_shift")
-    assert download.hasher.checksums().sha256 == sim.expected_sha256(rec["id"])
-    assert download.offset == 500_000
+    sim.faults.set(drop_downloads=1, drop_after_bytes=200_000, shift_ranges=1, range_shift=+1000)
+    download = download_once(sim, rec, tmp_path / "spool" / "f.part", overlap=0)
+    answers = file_requests(sim)
+    assert "shift_ranges" in answers[1].faults and answers[1].headers_sent["Content-Range"].startswith("bytes 201000-")
+    assert answers[2].range == "bytes=0-"  # restarted, not continued
+    assert download.offset == 500_000 and download.hasher.checksums().sha256 == sim.expected_sha256(rec["id"])
+
+
+def test_the_etag_comparison_alone_catches_a_changed_file(sim, tmp_path):
+    """Rule: "a resume never splices two versions of a file" (the 206's validator compared with
+    the first answer's). A server that ignores If-Range answers the resume with the changed
+    file's bytes and new ETag; with the overlap comparison off, only the ETag shows it."""
+    rec = sim.add_recording(size=500_000)
+    sim.faults.set(drop_downloads=1, drop_after_bytes=200_000, change_on_drop=True, ignore_if_range=True)
+    download = download_once(sim, rec, tmp_path / "spool" / "f.part", overlap=0)
+    answers = file_requests(sim)
+    assert answers[1].status == 206 and answers[1].headers_sent["ETag"] != answers[0].headers_sent["ETag"]
+    assert answers[2].range == "bytes=0-"
+    assert download.hasher.checksums().sha256 == sim.expected_sha256(rec["id"], version=1)
+
+
+def test_a_body_running_past_its_content_range_is_refused(sim, tmp_path):
+    """Rule: "A download is complete and unaltered": an answer without Content-Length (chunked)
+    whose body runs 5000 bytes past the range its Content-Range announced. For a file with no
+    file_size (every audio file) nothing else would stop the extra bytes being archived."""
+    rec = sim.add_recording(size=200_000, file_size=None)
+    sim.faults.set(chunked=True, extra_bytes=5000)
+    result = archive(tmp_path, sim, archive={"download_attempts": 2})
+    over = fired(sim, "extra_bytes")
+    assert over and over[0].bytes_sent == 205_000 and over[0].headers_sent["Content-Range"] == "bytes 0-199999/200000"
+    assert_refused(tmp_path, rec["id"], result, "runs past the end its Content-Range announced")
+
+
+def test_an_endless_body_is_cut_off_at_file_size(sim, tmp_path):
+    """Rule: "a body longer than file_size is never archived", and it never fills the spool:
+    a body with no announced length that runs far past file_size is stopped as soon as it
+    passes it, not read to its end."""
+    rec = sim.add_recording(size=100_000)
+    sim.faults.set(chunked=True, total_unknown=True, size_mismatch={rec["id"]: 5_000_000})
+    result = archive(tmp_path, sim)
+    assert fired(sim, "size_mismatch")
+    assert_refused(tmp_path, rec["id"], result, "longer than the API's file_size")
+    assert result.summary.bytes_downloaded < 1_000_000  # well short of the 5.1 MB on offer
 
 
 def test_a_short_body_with_no_length_anywhere_is_refused_by_the_download_itself(sim, tmp_path):

@@ -166,6 +166,7 @@ def test_body_not_matching_file_size_is_never_archived(sim, tmp_path, extra):
     assert "file_size" in result.summary.problems[0]
     served = fired(file_requests(sim), "size_mismatch")
     assert served and served[0].headers_sent["Content-Length"] == str(100_000 + extra)
+    assert result.summary.bytes_downloaded == 0  # refused on the announced length, before the body
     assert not (tmp_path / "nas").exists() or not any((tmp_path / "nas").rglob("video-*"))
     row = ledger_rows(tmp_path / "ledger.db", "SELECT state, last_error FROM files")[0]
     assert row["state"] == "failed" and "file_size" in row["last_error"]
