@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,8 +35,9 @@ from urllib.parse import urlsplit
 import httpx
 import tenacity
 
-from pipeline.errors import ConfigError, DownloadError, FileUnavailable, Interrupted
+from pipeline.errors import DownloadError, FileUnavailable, Interrupted
 from pipeline.hashing import BackgroundHasher, Hasher, hash_file
+from pipeline.spool import SpoolSpace
 from storage.base import LocalFile
 
 log = logging.getLogger("rtk_archive.download")
@@ -99,33 +99,12 @@ class _Restart(_Retryable):
     """What the spool holds cannot be continued with this server's bytes: start again from 0."""
 
 
-class SpoolUnusable(ConfigError):
-    """The spool folder cannot be created or written: nothing can be downloaded."""
+class _NoSpace(_Retryable):
+    """The spool's file system is full for now: other downloads will give space back."""
 
 
 def host_of(url: str) -> str:
     return urlsplit(url).hostname or ""
-
-
-def prepare_spool(folder: Path) -> None:
-    """Create the spool folder (owner-only) and prove it takes a file, before anything is
-    downloaded: a spool that cannot be used is one line naming it, not a failure per file."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".rtk-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise SpoolUnusable(f"spool folder {folder} cannot be used: {_why_not(folder, exc)}; "
-                            "nothing was downloaded") from None
-
-
-def _why_not(folder: Path, exc: OSError) -> str:
-    if isinstance(exc, (FileExistsError, NotADirectoryError)):
-        for part in (folder, *folder.parents):  # the first part that exists: a file in the way
-            if part.exists() and not part.is_dir():
-                return f"{part} is a file, not a folder"
-    return exc.strerror or type(exc).__name__
 
 
 class Download:
@@ -137,7 +116,7 @@ class Download:
                  label: str, refresh_margin: timedelta = timedelta(minutes=5), attempts: int = 5,
                  max_seconds: float = 600.0, stop: threading.Event | None = None,
                  progress: Callable[[int], None] | None = None, backoff: float = 1.0, md5: bool = True,
-                 overlap: int = RESUME_OVERLAP):
+                 overlap: int = RESUME_OVERLAP, space: SpoolSpace | None = None):
         self.client = client
         self.urls = urls
         self.spool = spool
@@ -152,6 +131,7 @@ class Download:
         self.backoff = backoff
         self.md5 = md5
         self.overlap = overlap
+        self.space = space or SpoolSpace.of(spool.parent)
         self.hasher = Hasher(md5=md5)
         self.offset = 0  # bytes the spool holds, hashed
         self.fetched = 0
@@ -176,12 +156,17 @@ class Download:
     # ----------------------------------------------------------------- public
 
     def run(self) -> DownloadedFile:
+        with self.space.using(self.spool):
+            return self._run()
+
+    def _run(self) -> DownloadedFile:
         try:
             self.spool.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._resume_from_spool()
         except OSError as exc:
             failure = self._spool_failed(exc)
-            raise (failure if isinstance(failure, DownloadError) else DownloadError(f"{self.label}: {failure}")) from None
+            raise (failure if isinstance(failure, DownloadError) else
+                   DownloadError(f"{self.label}: {failure}", retryable=False)) from None
         self._progress_mark = self._refresh_mark = self.high_water = self.offset
         self._url = self._fresh_enough(self.urls(False))
         self._last_progress = time.monotonic()
@@ -197,8 +182,9 @@ class Download:
                 with attempt:
                     self._transfer()
         except _Retryable as exc:
-            raise DownloadError(f"{self.label}: gave up after {self._failures} attempts without progress: "
-                                f"{exc}") from None
+            # A spool that stayed full: its bytes are given back so the other files can go on.
+            raise DownloadError(f"{self.label}: gave up after {self._failures} attempts without getting past "
+                                f"byte {self.high_water}: {exc}", retryable=not isinstance(exc, _NoSpace)) from None
         self._check_complete()
         return DownloadedFile(
             path=self.spool, size=self.offset, checksums=self.hasher.checksums(), disposable=True,
@@ -232,8 +218,8 @@ class Download:
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        log.warning("%s: %s; retrying from byte %d (%d of %d attempts without progress)", self.label, exc,
-                    self.offset, self._failures, self.attempts)
+        log.warning("%s: %s; retrying from byte %d (attempt %d of %d since the last progress)", self.label, exc,
+                    self.offset, self._failures + 1, self.attempts)
 
     # ----------------------------------------------------------------- steps
 
@@ -541,26 +527,40 @@ class Download:
         spool file is gone, instead of filling the disk to fail anyway."""
         if needed is None:
             return
-        free, others = _spool_room(self.spool)
-        if needed - self.offset > free + others:
+        room = self.space.survey(self.spool)
+        if needed - self.offset > room.at_most:
             raise DownloadError(f"{self.label}: no space left on the spool file system at {self.spool.parent}: "
-                                f"the file is {needed} bytes, at most {self.offset + free + others} can be free "
+                                f"the file is {needed} bytes, at most {self.offset + room.at_most} can be free "
                                 "there; not archived", retryable=False)
 
     def _spool_failed(self, exc: OSError) -> Exception:
-        """A spool write that failed: a full disk waits for other downloads to free space when
-        they can, and fails this file alone otherwise; anything else fails this file."""
+        """A spool write that failed. A full disk: partial downloads earlier runs left are
+        removed to make room; else, while other downloads hold space, the one holding the most
+        keeps its bytes and waits, the others give theirs back and start again later (no two
+        wait on each other); a file that cannot fit even alone fails, its bytes removed.
+        Anything else fails this file."""
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             return DownloadError(f"{self.label}: the spool file {self.spool} cannot be written: "
                                  f"{exc.strerror or exc}", retryable=False)
         where = f"no space left on the spool file system at {self.spool.parent}"
-        free, others = _spool_room(self.spool)
+        room = self.space.survey(self.spool)
+        if room.leftovers:
+            removed = self.space.remove_leftovers(room)
+            return _NoSpace(f"{where}; removed {removed} partial download(s) an earlier run left, to make room")
         needed = self.content_total if self.content_total is not None else self.expected_size
-        if others and (needed is None or needed - self.offset <= free + others):
-            # Other downloads hold the space and give it back when done: keep these bytes, wait, resume.
-            return _Retryable(f"{where}; waiting for other downloads to free space")
-        size = f" (the file is {needed} bytes)" if needed is not None else ""
-        return DownloadError(f"{self.label}: {where}{size}; not archived", retryable=False)
+        if not room.in_flight or (needed is not None and needed - self.offset > room.free + room.held_by_others):
+            size = f" (the file is {needed} bytes)" if needed is not None else ""
+            return DownloadError(f"{self.label}: {where}{size}; not archived", retryable=False)
+        largest = max((size, path.name) for path, size in room.in_flight.items())
+        if (self.offset, self.spool.name) > largest:
+            return _NoSpace(f"{where}; waiting for other downloads to free space")
+        given = self.offset
+        try:
+            self._reset()
+        except OSError as reset_failed:
+            return DownloadError(f"{self.label}: {where}; the spool file cannot be reset either: "
+                                 f"{reset_failed.strerror or reset_failed}", retryable=False)
+        return _NoSpace(f"{where}; gave its {given} bytes to larger downloads and starts again when they finish")
 
 
 class _Checkpoints:
@@ -649,22 +649,6 @@ def _content_range(value: str | None) -> tuple[int | None, int | None, int | Non
         return first, last, total
     except (AttributeError, ValueError):
         return None, None, None
-
-
-def _spool_room(spool: Path) -> tuple[int, int]:
-    """(bytes free on the spool's file system now, bytes the other spool files hold: space they
-    give back when their downloads finish)."""
-    stats = os.statvfs(spool.parent)
-    free = (stats.f_bfree if os.geteuid() == 0 else stats.f_bavail) * stats.f_frsize
-    others = 0
-    with os.scandir(spool.parent) as entries:
-        for entry in entries:
-            if entry.name.startswith(spool.name) or not entry.is_file(follow_symlinks=False):
-                continue
-            info = entry.stat(follow_symlinks=False)
-            if info.st_nlink == 1:  # a file a target also links to frees nothing when removed
-                others += info.st_blocks * 512
-    return free, others
 
 
 def _read_marker(path: Path) -> tuple[int, Validator | None]:

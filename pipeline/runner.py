@@ -21,11 +21,11 @@ from pipeline.api import ApiAuthError, ApiError, RealtimeKitClient
 from pipeline.archive import Archiver, RunSummary
 from pipeline.audit import AuditLog
 from pipeline.config import Config
-from pipeline.download import prepare_spool
 from pipeline.errors import ConfigError
 from pipeline.hashing import hash_file
 from pipeline.ledger import Ledger, iso_utc
 from pipeline.lock import RunLock
+from pipeline.spool import prepare_spool
 from storage.base import LocalFile, StorageError, Target
 from storage.registry import build_target
 
