@@ -309,15 +309,16 @@ class Download:
             self._asked_from = self._resume_point()
             # Even from byte 0 a Range is asked: a 206 states the file's length in Content-Range,
             # a second witness beside Content-Length (files without file_size have no other).
-            headers["Range"] = f"bytes={self._asked_from}-"
+            if not self._whole_only:
+                headers["Range"] = f"bytes={self._asked_from}-"
             if self.offset:
                 headers["If-Range"] = self.validator.value
             with self.client.stream("GET", self._url.url, headers=headers) as response:
                 if response.status_code in (401, 403, 410):
                     raise _UrlExpired(f"HTTP {response.status_code}")
-                if self.offset and response.status_code == 416:
-                    raise _Restart("the file server refused the resume range (the file is shorter now); "
-                                   "restarting from byte 0")
+                if response.status_code == 416:
+                    self._range_not_satisfiable(response)
+                    return
                 self._check_status(response)
                 self._position(response)
                 self._receive(response)
@@ -348,6 +349,20 @@ class Download:
             self._reset()
             return 0
         return self.offset - min(self.overlap, self.offset)
+
+    def _range_not_satisfiable(self, response: httpx.Response) -> None:
+        """416: `bytes=0-` of an empty file (S3 answers so), or a resume past the end of a
+        file that is shorter now (start again)."""
+        _, _, total = _content_range(response.headers.get("content-range"), unsatisfied=True)
+        if not self.offset and total == 0:
+            self.content_total = 0
+            self._done = True
+            return
+        if self.offset:
+            raise _Restart("the file server refused the resume range (the file is shorter now); "
+                           "restarting from byte 0")
+        raise DownloadError(f"{self.label}: the file server refused to send the file from byte 0 "
+                            f"(HTTP 416, {response.headers.get('content-range')!r})", retryable=False)
 
     def _check_status(self, response: httpx.Response) -> None:
         status = response.status_code
@@ -636,12 +651,15 @@ def _int_header(response: httpx.Response, name: str) -> int | None:
         return None
 
 
-def _content_range(value: str | None) -> tuple[int | None, int | None, int | None]:
+def _content_range(value: str | None, *, unsatisfied: bool = False) -> tuple[int | None, int | None, int | None]:
     """"bytes 100-199/200" -> (100, 199, 200); the total is None for "*"; (None, None, None)
-    when the header is missing, malformed or impossible (a range past the total)."""
+    when the header is missing, malformed or impossible (a range past the total). A 416's
+    "bytes */200" (`unsatisfied`) -> (None, None, 200)."""
     try:
         unit, spec = value.split()
         span, total_text = spec.split("/")
+        if unsatisfied:
+            return None, None, int(total_text) if unit == "bytes" and span == "*" else None
         first, last = (int(n) for n in span.split("-"))
         total = None if total_text == "*" else int(total_text)
         if unit != "bytes" or first < 0 or last < first or (total is not None and last >= total):

@@ -338,3 +338,14 @@ def test_a_first_byte_slower_than_the_timeout_is_retried(sim, tmp_path):
     answers = file_requests(sim)
     assert len(answers) == 2 and "slow_first_byte" in answers[0].faults
     assert_archived_exactly(tmp_path, sim, rec["id"], result)
+
+
+def test_an_empty_file_is_archived_although_its_range_is_unsatisfiable(sim, tmp_path):
+    """A file of 0 bytes: `Range: bytes=0-` cannot be satisfied (S3 answers 416 with
+    `bytes */0`); that is the whole, empty file, not an error."""
+    rec = sim.add_recording(size=0)
+    result = archive(tmp_path, sim)
+    answers = file_requests(sim)
+    assert [(r.status, r.headers_sent.get("Content-Range")) for r in answers] == [(416, "bytes */0")]
+    assert result.exit_code == 0 and result.summary.archived == 1, result.summary.problems
+    assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
