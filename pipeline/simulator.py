@@ -1074,12 +1074,13 @@ class Simulator:
         if faults.wrong_content_length:
             h.close_connection = True  # the client cannot know where this body ends
         stop = min(x for x in (size, drop_at, faults.end_early_after if early else None) if x is not None)
+        if drop_at is not None and faults.change_on_drop:
+            # Changed before the cut (this answer keeps the old bytes): a retry always sees it.
+            faults.note("change_on_drop")
+            self.change_file(recording_id, kind)
         chunk = max(1024, faults.throttle_bps // 20) if faults.throttle_bps > 0 else 1 << 20
         h.stream(self._blocks.windows(recording_id, variant, start, start + stop + extra, chunk), throttle_bps=faults.throttle_bps,
                  chunked=faults.chunked, cut=drop_at is not None)
-        if drop_at is not None and faults.change_on_drop:
-            faults.note("change_on_drop")
-            self.change_file(recording_id, kind)
 
     def _send_gzip(self, h: _Handler, recording_id: str, variant: str, length: int, content_type: str,
                    validators: dict[str, str]) -> None:

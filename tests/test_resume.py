@@ -10,7 +10,6 @@ import json
 import signal
 import subprocess
 import threading
-import time
 
 import pytest
 
@@ -19,19 +18,11 @@ from pipeline.download import RESUME_OVERLAP
 from pipeline.runner import run_archive
 from tests.helpers import cli_command, cli_env, file_requests, ledger_rows, make_config, run_cli, stored_digest, \
     write_config
+from tests.test_crash import wait_for
 
 pytestmark = pytest.mark.slow
 
 MiB = 1 << 20
-
-
-def wait_for(predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 def sent(sim, rid: str) -> int:
