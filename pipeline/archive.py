@@ -75,7 +75,7 @@ class RunSummary:
     skipped: int = 0  # files already archived everywhere, or recordings that cannot be archived
     lost: int = 0  # files RealtimeKit no longer serves and no target holds
     at_risk: int = 0  # recordings within the deadline margin when the run started
-    bytes_downloaded: int = 0
+    bytes_downloaded: int = 0  # bytes fetched from the file server by this run (resumed spool bytes excluded)
     interrupted: bool = False
     problems: list[str] = field(default_factory=list)  # one line per failure, lost or skipped item
     at_risk_ids: list[str] = field(default_factory=list)
@@ -299,6 +299,9 @@ class Archiver:
             if not exc.retryable:
                 download.discard()  # a retryable failure keeps its bytes for the next run
             return
+        finally:
+            with self._summary_lock:  # what this run fetched, whatever became of it
+                self.summary.bytes_downloaded += download.fetched
         try:
             self._downloaded(rid, kind, local, file_plan)
             outcomes = {name: uploads.submit(self._store, rid, kind, self.targets[name], file_plan.keys[name], local)
@@ -340,13 +343,11 @@ class Archiver:
         sums = local.checksums
         self.ledger.record_download(rid, kind, size=local.size, sha256=sums.sha256, md5=sums.md5,
                                     crc32c=sums.crc32c, source_host=local.source_host)
-        with self._summary_lock:
-            self.summary.bytes_downloaded += local.size
         if file_plan.size_note:
             log.warning("recording %s %s: %s", rid, kind, file_plan.size_note)
         self._audit("downloaded", recording_id=rid, kind=kind, size=local.size, sha256=sums.sha256,
                     source_host=local.source_host, resumed=local.resumed, refreshed=local.refreshed,
-                    note=file_plan.size_note)
+                    fetched=local.fetched, note=file_plan.size_note)
 
     def _store(self, rid: str, kind: str, target: Target, key: str, local: LocalFile) -> str | None:
         """Put one file at one target, verify it there, record it. Returns the failure reason."""

@@ -25,6 +25,7 @@ from pipeline.errors import ConfigError
 from pipeline.hashing import hash_file
 from pipeline.ledger import Ledger, iso_utc
 from pipeline.lock import RunLock
+from pipeline.spool import prepare_spool
 from storage.base import LocalFile, StorageError, Target
 from storage.registry import build_target
 
@@ -154,13 +155,14 @@ def _run(archiver: Archiver, config: Config, ledger: Ledger, audit: AuditLog | N
         return RunResult(summary, errors.EXIT_OK, plans)
 
     ledger.start_run(archiver.run_id, command, socket.gethostname())
-    exit_code = errors.EXIT_API
+    exit_code = errors.EXIT_INTERNAL  # until the run decides otherwise: an unexpected error is a bug
     note = None
     failure: BaseException | None = None
     try:
         audit.event("run_started", command=command, since=iso_utc(since), until=iso_utc(until),
                     meeting_id=meeting_id, targets=sorted(targets), host=socket.gethostname())
         note_audit_head(config, ledger, audit, command=command, run_id=archiver.run_id)
+        prepare_spool(config.archive.spool_dir)  # before anything is downloaded
         # Before anything is downloaded: a target that fails its probe is left out of this run.
         preflight.leave_out_failing_targets(targets, archiver.leave_out)
         _sweep({name: t for name, t in targets.items() if name not in archiver.unavailable})
@@ -185,11 +187,10 @@ def _run(archiver: Archiver, config: Config, ledger: Ledger, audit: AuditLog | N
             exit_code = errors.EXIT_FAILURES if (summary.failed or summary.lost or archiver.unavailable) \
                 else errors.EXIT_OK
         return RunResult(summary, exit_code, plans)
-    except errors.BookkeepingError as exc:  # the ledger or audit log failed: nothing new was started
-        exit_code, note, failure = errors.EXIT_BOOKKEEPING, str(exc), exc
-        raise
-    except BaseException as exc:
+    except BaseException as exc:  # noted in the runs row as the CLI will exit; re-raised
         failure = exc
+        exit_code = _exit_code_for(exc)
+        note = note or (str(exc) if exit_code != errors.EXIT_INTERNAL else f"internal error: {type(exc).__name__}")
         raise
     finally:
         try:
@@ -229,6 +230,19 @@ def note_audit_head(config: Config, ledger: Ledger, audit: AuditLog, *, command:
         audit.sync()
     ledger.record_audit_head(audit_path=config.audit.path, lines=audit.lines, head=audit.head, command=command,
                              run_id=run_id)
+
+
+def _exit_code_for(exc: BaseException) -> int:
+    """The exit code the command line gives for an exception that ends a run."""
+    if isinstance(exc, errors.BookkeepingError):  # the ledger or audit log failed: nothing new was started
+        return errors.EXIT_BOOKKEEPING
+    if isinstance(exc, ApiError):
+        return errors.EXIT_API
+    if isinstance(exc, ConfigError):
+        return errors.EXIT_USAGE
+    if isinstance(exc, KeyboardInterrupt):
+        return errors.EXIT_INTERRUPTED
+    return errors.EXIT_INTERNAL
 
 
 def _sweep(targets: dict[str, Target]) -> None:
