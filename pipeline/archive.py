@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import httpx
 import tenacity
@@ -24,13 +25,16 @@ import pipeline
 from pipeline import keys, manifest
 from pipeline.api import RETENTION, ApiError, ApiNotFound
 from pipeline.audit import AuditLog
+from pipeline.comparison import compare_bytes, compare_copy, read_back
 from pipeline.config import Config
 from pipeline.download import Download, DownloadedFile, SignedUrl
-from pipeline.errors import DownloadError, FileUnavailable, Interrupted, VerificationError
-from pipeline.ledger import Ledger, iso_utc, utcnow
-from storage.base import LocalFile, ObjectConflict, StorageError, StoredObject, Target
+from pipeline.errors import DownloadError, FileUnavailable, Interrupted, VerificationError, os_reason
+from pipeline.ledger import CopyRow, Ledger, iso_utc, utcnow
+from storage.base import LocalFile, NotFound, ObjectConflict, StorageError, StoredObject, Target
 
 log = logging.getLogger("rtk_archive.archive")
+# Copy states `verify` records; only a deep verify or a fresh verified put clears them.
+PROBLEM_STATES = ("missing", "mismatch")
 
 
 
@@ -71,7 +75,7 @@ class RunSummary:
     skipped: int = 0  # files_skipped + recordings_skipped (the key scripts already read)
     lost: int = 0  # files_lost + recordings_lost
     at_risk: int = 0  # recordings near RealtimeKit's deletion and still not archived everywhere
-    bytes_downloaded: int = 0  # bytes fetched by this run (resumed bytes were fetched before)
+    bytes_downloaded: int = 0  # bytes fetched from the file server by this run (resumed spool bytes excluded)
     interrupted: bool = False
     problems: list[str] = field(default_factory=list)  # one line per failure, lost or skipped item
     at_risk_ids: list[str] = field(default_factory=list)
@@ -126,6 +130,8 @@ class Archiver:
         self.concurrency = concurrency or config.archive.concurrency
         self.progress = progress
         self.summary = RunSummary(run_id=self.run_id)
+        # Targets left out of this run by the preflight probe: name -> reason.
+        self.unavailable: dict[str, str] = {}
         # MD5, the slowest digest, only when a configured target checks it.
         self._md5 = any(target.uses_md5 for target in targets.values())
         self._summary_lock = threading.Lock()
@@ -138,6 +144,16 @@ class Archiver:
 
     def close(self) -> None:
         self._http.close()
+
+    def leave_out(self, name: str, reason: str) -> None:
+        """Leave a target out of this run (its probe failed): reported once, here; its copies
+        stay un-archived, so the next run does them."""
+        self.unavailable[name] = reason
+        self.problem(f"target '{name}' skipped for this run: {reason}")
+        self._audit("target_skipped", target=name, reason=reason)
+
+    def _reachable(self, file_plan: FilePlan) -> list[str]:
+        return [name for name in file_plan.needed if name not in self.unavailable]
 
     # -------------------------------------------------------------- listing and planning
 
@@ -192,7 +208,7 @@ class Archiver:
             self.summary.skipped += nothing_to_do
             self.summary.files_skipped += nothing_to_do
         if not plan.work and record:
-            self._complete_recording(plan)
+            self._complete_recording(plan.id)
         return plan
 
     def _plan_file(self, recording, kind: str, file_name: str, size: int | None, record: bool) -> FilePlan:
@@ -236,7 +252,7 @@ class Archiver:
     def execute(self, plans: list[RecordingPlan]) -> RunSummary:
         work = [p for p in plans if p.work]
         if self.progress:
-            self.progress.start([f.expected_size for p in work for f in p.work])
+            self.progress.start([f.expected_size for p in work for f in p.work if self._reachable(f)])
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="recording") as pool, \
                 ThreadPoolExecutor(max(1, self.concurrency * len(self.targets)), thread_name_prefix="upload") as uploads:
             futures: list[Future] = [pool.submit(self._archive_recording, plan, uploads) for plan in work]
@@ -259,15 +275,20 @@ class Archiver:
     def _archive_recording(self, plan: RecordingPlan, uploads: ThreadPoolExecutor) -> None:
         if self.stop.is_set():
             return
-        for file_plan in plan.work:
-            if self.stop.is_set():
-                return
-            self._archive_file(plan, file_plan, uploads)
-        if not self.stop.is_set():
-            self._complete_recording(plan)
+        try:
+            for file_plan in plan.work:
+                if self.stop.is_set():
+                    return
+                self._archive_file(plan, file_plan, uploads)
+            if not self.stop.is_set():
+                self._complete_recording(plan.id)
+        except BaseException:
+            self.stop.set()  # e.g. the ledger or the audit log failed: start nothing new
+            raise
 
     def _archive_file(self, plan: RecordingPlan, file_plan: FilePlan, uploads: ThreadPoolExecutor) -> None:
-        shown = self.progress.file(f"{plan.id} {file_plan.kind}", file_plan.expected_size) if self.progress else None
+        shown = self.progress.file(f"{plan.id} {file_plan.kind}", file_plan.expected_size) \
+            if self.progress and self._reachable(file_plan) else None
         archived = False
         try:
             archived = self._archive_one_file(plan, file_plan, uploads, shown)
@@ -278,12 +299,16 @@ class Archiver:
     def _archive_one_file(self, plan: RecordingPlan, file_plan: FilePlan, uploads: ThreadPoolExecutor,
                           shown) -> bool:
         rid, kind = plan.id, file_plan.kind
+        reachable = self._reachable(file_plan)
+        left_out = {name: f"target '{name}' skipped for this run: {self.unavailable[name]}"
+                    for name in file_plan.needed if name not in reachable}
+        if not reachable:  # nothing this run can store: no download (the skip was reported once)
+            self._not_everywhere(rid, kind, left_out)
+            return False
         label = f"recording {rid} {kind}"
         spool = self.config.archive.spool_dir / f"{keys.sanitise_component(rid, fallback='recording')}.{kind}.part"
 
         def received(n: int) -> None:
-            with self._summary_lock:
-                self.summary.bytes_downloaded += n
             if shown:
                 shown.update(n, download.offset, download.content_total)
 
@@ -306,23 +331,30 @@ class Archiver:
             if not exc.retryable:
                 download.discard()  # a retryable failure keeps its bytes for the next run
             return False
+        finally:
+            with self._summary_lock:  # what this run fetched, whatever became of it
+                self.summary.bytes_downloaded += download.fetched
         try:
             self._downloaded(rid, kind, local, file_plan)
             outcomes = {name: uploads.submit(self._store, rid, kind, self.targets[name], file_plan.keys[name], local)
-                        for name in file_plan.needed}
+                        for name in reachable}
             failures = {name: err for name, future in outcomes.items() if (err := future.result())}
         finally:
             download.discard()  # complete, and its copies verified or failed with a reason
-        if failures:
-            self.ledger.set_file_state(rid, kind, "failed", "; ".join(failures.values()))
-            with self._summary_lock:
-                self.summary.failed += 1
-                self.summary.files_failed += 1
+        if failures or left_out:
+            self._not_everywhere(rid, kind, {**failures, **left_out})
         else:
             self.ledger.set_file_state(rid, kind, "archived")
             with self._summary_lock:
                 self.summary.archived += 1
-        return not failures
+        return not (failures or left_out)
+
+    def _not_everywhere(self, rid: str, kind: str, reasons: dict[str, str]) -> None:
+        """A file still missing at some target after this run: failed, with every reason."""
+        self.ledger.set_file_state(rid, kind, "failed", "; ".join(reasons.values()))
+        with self._summary_lock:
+            self.summary.failed += 1
+            self.summary.files_failed += 1
 
     def _url_provider(self, plan: RecordingPlan, kind: str) -> Callable[[bool], SignedUrl]:
         def provide(refresh: bool) -> SignedUrl:
@@ -347,12 +379,13 @@ class Archiver:
             log.warning("recording %s %s: %s", rid, kind, file_plan.size_note)
         self._audit("downloaded", recording_id=rid, kind=kind, size=local.size, sha256=sums.sha256,
                     source_host=local.source_host, resumed=local.resumed, refreshed=local.refreshed,
-                    note=file_plan.size_note)
+                    fetched=local.fetched, note=file_plan.size_note)
 
     def _store(self, rid: str, kind: str, target: Target, key: str, local: LocalFile) -> str | None:
         """Put one file at one target, verify it there, record it. Returns the failure reason."""
         try:
             # put returns the object read back from the backend after the upload: verify that.
+            self._refuse_altered(target, rid, kind, key, local)
             stored = self.put_with_retries(target, key, local, {"rtk_recording_id": _ascii(rid), "rtk_kind": kind})
             self._audit("stored", recording_id=rid, kind=kind, target=target.name, key=key, uri=stored.uri)
             verified_by = verify_copy(local, stored, target.name, retention=target.settings.retention_mode)
@@ -364,6 +397,10 @@ class Archiver:
             with self._summary_lock:
                 self.summary.copies_failed += 1
             return reason
+        # The trail first: the ledger never says archived without the audit line that says so.
+        self._audit("verified", recording_id=rid, kind=kind, target=target.name, key=key,
+                    sha256=local.checksums.sha256, size=local.size, verified_by=verified_by,
+                    version=stored.version)
         retention = stored.retention
         self.ledger.record_copy(
             rid, kind, target.name, key=key, uri=stored.uri, size=stored.size, sha256=stored.sha256,
@@ -372,14 +409,31 @@ class Archiver:
             retention_until=retention.until if retention else None,
             legal_hold=bool(retention and retention.legal_hold), verified_by=verified_by,
         )
-        self._audit("verified", recording_id=rid, kind=kind, target=target.name, key=key,
-                    sha256=local.checksums.sha256, size=local.size, verified_by=verified_by,
-                    version=stored.version)
         with self._summary_lock:
             self.summary.copies_stored += 1
         log.info("archived recording %s %s -> %s %s (%d bytes, sha256 %s)", rid, kind, target.name, key,
                  local.size, local.checksums.sha256)
         return None
+
+    def _refuse_altered(self, target: Target, rid: str, kind: str, key: str, local: LocalFile) -> None:
+        """A copy `verify` found missing or altered: an object now under its key is taken as the
+        copy only if its bytes, re-read, are the file's (`put` alone would accept an object whose
+        size and checksums match, which is what an alteration that verify --deep found can do)."""
+        prior = self.ledger.copies(rid, kind).get((kind, target.name))
+        if prior is None or prior.state not in PROBLEM_STATES:
+            return
+        try:
+            existing = target.stat(key)
+        except NotFound:
+            return
+        if existing.size != local.size:  # plainly not the file: no need to read it
+            problems = [f"size is {existing.size}, expected {local.size}"]
+        else:
+            problems = compare_bytes(read_back(target, key), size=local.size, sha256=local.checksums.sha256)
+        if problems:
+            raise ObjectConflict(f"the object at {existing.uri}, found {prior.state} by verify, is still not the "
+                                 f"file: {problems[0]}; rtk-archive never overwrites: move it away",
+                                 target=target.name)
 
     def put_with_retries(self, target: Target, key: str, local: LocalFile, metadata: dict) -> StoredObject:
         retrying = tenacity.Retrying(
@@ -396,71 +450,109 @@ class Archiver:
 
     # -------------------------------------------------------------- completion
 
-    def _complete_recording(self, plan: RecordingPlan) -> None:
-        """When every file is archived at every target: manifests, then the recording's state."""
-        files = self.ledger.files(plan.id)
-        copies = self.ledger.copies(plan.id)
-        if self.config.archive.manifest:
-            for name, target in self.targets.items():
-                if all((f["kind"], name) in copies and copies[(f["kind"], name)].state == "archived" for f in files) \
-                        and (keys.MANIFEST, name) not in copies and files:
-                    self._write_manifest(plan, target, files, copies)
-            copies = self.ledger.copies(plan.id)
-        states = {f["state"] for f in files}
-        complete = files and all(
-            (f["kind"], name) in copies and copies[(f["kind"], name)].state == "archived"
-            for f in files for name in self.targets
-        )
-        if complete:
-            self.ledger.set_recording_state(plan.id, "archived")
-        elif "lost" in states:
-            self.ledger.set_recording_state(plan.id, "lost", "RealtimeKit no longer serves the files")
-        elif "failed" in states:
-            self.ledger.set_recording_state(plan.id, "failed", "see the files' errors")
+    def complete_from_ledger(self, *, done: set[str]) -> None:
+        """Revisit, from the ledger alone, the recordings this run did not plan (RealtimeKit may
+        no longer list them) that lack a verified manifest at a target: a manifest that is
+        missing there (deleted, or its put failed) is put back like any other copy."""
+        if self.stop.is_set() or not self.config.archive.manifest:
+            return
+        for rid in self.ledger.recordings_without_manifest():
+            if self.stop.is_set():
+                return
+            if rid not in done:
+                self._complete_recording(rid)
 
-    def _write_manifest(self, plan: RecordingPlan, target: Target, files: list[dict], copies) -> None:
-        record = self.ledger.recording(plan.id) or {}
+    def _complete_recording(self, rid: str) -> None:
+        """At each target that holds every file of the recording: its manifest, written or put
+        back (an altered one is reported, never overwritten); then the recording's state."""
+        files = self.ledger.files(rid)
+        copies = self.ledger.copies(rid)
+        if self.config.archive.manifest and files:
+            for name, target in self.targets.items():
+                if name in self.unavailable:
+                    continue
+                complete_here = all(_archived(copies, f["kind"], name) for f in files)
+                if complete_here and not _archived(copies, keys.MANIFEST, name):
+                    self._write_manifest(rid, target, files, copies, copies.get((keys.MANIFEST, name)))
+            copies = self.ledger.copies(rid)
+        states = {f["state"] for f in files}
+        complete = files and all(_archived(copies, f["kind"], name) for f in files for name in self.targets)
+        if complete:
+            self.ledger.set_recording_state(rid, "archived")
+        elif "lost" in states:
+            self.ledger.set_recording_state(rid, "lost", "RealtimeKit no longer serves the files")
+        elif "failed" in states:
+            self.ledger.set_recording_state(rid, "failed", "see the files' errors")
+
+    def _write_manifest(self, rid: str, target: Target, files: list[dict], copies, existing: CopyRow | None) -> None:
+        record = self.ledger.recording(rid) or {}
+        # Where it was (a missing or failed one goes back there), else where the template puts it.
+        key = existing.key if existing else self._manifest_key(target, record)
+        if existing is not None and existing.state in PROBLEM_STATES and not self._manifest_gone(target, existing):
+            return
         meta = json.loads(record.get("metadata") or "{}")
         body = manifest.build_manifest(recording=meta, files=files, copies=copies,
                                        target_types={n: t.type for n, t in self.targets.items()},
                                        run_id=self.run_id)
-        rec = plan.recording
-        key = self._manifest_key(target, rec)
-        spool = self.config.archive.spool_dir / f"{keys.sanitise_component(plan.id, fallback='r')}.{target.name}.manifest"
+        spool = self.config.archive.spool_dir / f"{keys.sanitise_component(rid, fallback='r')}.{target.name}.manifest"
         try:
-            local = manifest.write_local(body, spool)
-            try:
-                stored = self.put_with_retries(target, key, local, {"rtk_recording_id": _ascii(plan.id),
-                                                                      "rtk_kind": keys.MANIFEST})
-                verified_by = verify_copy(local, stored, target.name)
-            except ObjectConflict:
-                # A killed run may have stored it without noting it: accept it if it lists the same files.
-                with target.open_read(key) as stream:
-                    existing = json.loads(stream.read())
-                if not manifest.manifest_files_match(existing, body):
-                    raise
-                stored, verified_by = target.stat(key), "existing manifest lists the same files"
-        except (StorageError, VerificationError, ValueError) as exc:
-            reason = f"manifest: {exc}"
+            local = _spool_manifest(body, spool)
+            stored, verified_by = self._put_manifest(target, key, local, body, rid)
+        except (StorageError, VerificationError, ValueError, OSError) as exc:
+            detail = str(exc)
+            if isinstance(exc, OSError) and not isinstance(exc, StorageError):  # the spool cannot take it
+                detail = f"cannot write it in the spool folder {spool.parent}: {os_reason(exc)}"
+            reason = f"manifest: {detail}"
             with self._summary_lock:
                 self.summary.copies_failed += 1
-            self.ledger.record_copy_failure(plan.id, keys.MANIFEST, target.name, key=key, error=reason)
-            self.problem(f"recording {plan.id} manifest -> {target.name}: {exc}")
-            self._audit("failed", recording_id=plan.id, kind=keys.MANIFEST, target=target.name, reason=reason)
+            self._audit("failed", recording_id=rid, kind=keys.MANIFEST, target=target.name, reason=reason)
+            self.ledger.record_copy_failure(rid, keys.MANIFEST, target.name, key=key, error=reason)
+            self.problem(f"recording {rid} manifest -> {target.name}: {detail}")
             return
         finally:
             spool.unlink(missing_ok=True)
-        self.ledger.record_copy(plan.id, keys.MANIFEST, target.name, key=key, uri=stored.uri, size=stored.size,
+        # The trail first: the ledger never says archived without the audit line that says so.
+        self._audit("manifest_stored", recording_id=rid, target=target.name, key=key, uri=stored.uri,
+                    sha256=stored.sha256)
+        self.ledger.record_copy(rid, keys.MANIFEST, target.name, key=key, uri=stored.uri, size=stored.size,
                                 sha256=stored.sha256, native=dict(stored.native), version=stored.version,
                                 retention_mode=None, retention_until=None, legal_hold=False,
                                 verified_by=verified_by)
-        self._audit("manifest_stored", recording_id=plan.id, target=target.name, key=key, uri=stored.uri,
-                    sha256=stored.sha256)
 
-    def _manifest_key(self, target: Target, rec) -> str:
+    def _put_manifest(self, target: Target, key: str, local: LocalFile, body: dict, rid: str
+                      ) -> tuple[StoredObject, str]:
+        try:
+            stored = self.put_with_retries(target, key, local, {"rtk_recording_id": _ascii(rid),
+                                                                  "rtk_kind": keys.MANIFEST})
+            return stored, verify_copy(local, stored, target.name)
+        except ObjectConflict:
+            # A killed run may have stored it without noting it: accept it if it lists the same files.
+            with target.open_read(key) as stream:
+                found = json.loads(stream.read())
+            if not manifest.manifest_files_match(found, body):
+                raise
+            return target.stat(key), "existing manifest lists the same files"
+
+    def _manifest_gone(self, target: Target, existing: CopyRow) -> bool:
+        """A manifest `verify` found missing or altered is written again only where nothing is
+        under its key any more; an object there is left as found and reported."""
+        try:
+            found = target.stat(existing.key)
+        except NotFound:
+            return True
+        except StorageError as exc:
+            self.problem(f"recording {existing.recording_id} manifest -> {target.name}: {exc}")
+            return False
+        self.problem(f"recording {existing.recording_id} manifest -> {target.name}: {found.uri} was found "
+                     f"{existing.state} by verify ({existing.verify_result}); it is left as found, never overwritten: "
+                     "`verify --deep` clears it if it is the original again; move it away to have a new one written")
+        return False
+
+    def _manifest_key(self, target: Target, record: dict) -> str:
         template = target.settings.key_template or self.config.archive.key_template
-        return keys.manifest_key(template, recording_id=rec.id, meeting_id=rec.meeting_id,
-                                 session_id=rec.session_id, when=rec.invoked_time)
+        when = datetime.fromisoformat(record["invoked_time"]) if record.get("invoked_time") else None
+        return keys.manifest_key(template, recording_id=record["id"], meeting_id=record.get("meeting_id"),
+                                 session_id=record.get("session_id"), when=when)
 
     def _mark_lost_past_deadline(self) -> None:
         """A recording the ledger knows, not archived, whose 7 days are over, is lost: say so."""
@@ -523,27 +615,24 @@ def verify_copy(local: LocalFile, stored: StoredObject, target_name: str, *, ret
     """Compare a stored copy with the file it came from (and, when the target asks for
     write-once protection, check the copy carries it); returns what was compared.
     Raises VerificationError on any difference. Written once, for every backend."""
-    problems = []
-    if retention and (stored.retention is None or stored.retention.mode != retention):
-        found = stored.retention.mode if stored.retention else "none"
-        problems.append(f"retention {retention} was requested but the object carries {found}")
-    if stored.size != local.size:
-        problems.append(f"size {stored.size} != {local.size}")
-    compared = ["size"]
-    if stored.sha256 is not None:
-        compared.append("sha256(metadata)")
-        if stored.sha256 != local.checksums.sha256:
-            problems.append("the stored SHA-256 differs")
-    expected = local.checksums.as_dict()  # only the digests that were computed
-    for name, value in sorted(stored.native.items()):
-        if name in expected:
-            compared.append(f"{name}(backend)")
-            if value.lower() != expected[name]:
-                problems.append(f"the backend's {name} differs")
+    problems, compared = compare_copy(stored, size=local.size, digests=local.checksums.as_dict(),
+                                      retention=retention)
     if problems:
         raise VerificationError(f"target '{target_name}': copy at {stored.uri} does not match the download: "
-                                + ", ".join(problems) + "; it was not marked archived")
+                                + "; ".join(problems) + "; it was not marked archived")
     return "+".join(compared)
+
+
+def _archived(copies: dict, kind: str, target: str) -> bool:
+    copy = copies.get((kind, target))
+    return copy is not None and copy.state == "archived"
+
+
+def _spool_manifest(body: dict, spool: Path) -> LocalFile:
+    """The manifest as a private spool file (the spool folder may not exist yet when this run
+    downloaded nothing)."""
+    spool.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return manifest.write_local(body, spool)
 
 
 def _ascii(value: str) -> str:

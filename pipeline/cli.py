@@ -3,7 +3,8 @@
 Exit codes (pipeline.errors, README "Exit codes"): 0 all done; 1 some items failed, are lost,
 or a check found a problem; 2 bad configuration or usage; 3 another run holds the ledger;
 4 the RealtimeKit API refused or could not be reached; 70 internal error (a bug: one line, the
-details in a private crash file); 130 interrupted by SIGINT/SIGTERM.
+details in a private crash file); 74 the ledger, its lock or the audit log cannot be used;
+130 interrupted by SIGINT/SIGTERM.
 
 Output: each command returns an `Outcome`; `main` prints it once, at the end: text, or with
 `--json` exactly one JSON object whatever happened (the README's `--json` contract). Every
@@ -37,7 +38,7 @@ log = logging.getLogger("rtk_archive")
 # only at -vvv (and their records pass through the same redacting handler as ours).
 THIRD_PARTY_LOGGERS = ("httpx", "httpcore", "botocore", "boto3", "s3transfer", "urllib3", "azure", "paramiko",
                        "google", "filelock")
-COMMANDS = ("run", "backfill", "status", "list", "verify", "report", "audit", "simulate", "demo")
+COMMANDS = ("run", "backfill", "check", "status", "list", "verify", "report", "audit", "simulate", "demo")
 MAX_CONCURRENCY = 64  # as [archive] concurrency
 
 
@@ -70,6 +71,7 @@ COUNTS = {
     "verify": {**BASE_COUNTS, "copies_checked": 0, "copies_ok": 0, "copies_problems": 0},
     "report": {**BASE_COUNTS, "rows_count": 0},
     "audit verify": {**BASE_COUNTS, "audit_lines": 0},
+    "check": {**BASE_COUNTS, "passed": 0},
 }
 
 
@@ -171,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(backfill)
     window(backfill, since_required=True)
     archiving(backfill)
+
+    check = sub.add_parser("check", help="preflight: config, API token, spool, ledger and every target "
+                                         "(reachable, credentials, retention, writable); changes nothing")
+    common(check)
 
     status = sub.add_parser("status", help="counts per state, the last run, failures with reasons, deadlines at risk")
     common(status)
@@ -377,6 +383,8 @@ def _run_command(args, argv: list[str]) -> Outcome:
         return failure(errors.EXIT_USAGE, str(exc))
     except errors.LockedError as exc:
         return failure(errors.EXIT_LOCKED, str(exc))
+    except errors.BookkeepingError as exc:
+        return failure(errors.EXIT_BOOKKEEPING, str(exc))
     except ApiError as exc:
         return failure(errors.EXIT_API, f"RealtimeKit API: {exc}")
     except (KeyboardInterrupt, errors.Interrupted):

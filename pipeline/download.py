@@ -1,17 +1,32 @@
 """Download one recording file to a spool file: streamed (memory stays flat whatever the
 size), hashed as the bytes arrive, resumed with `Range` after a break, refreshed when the
-presigned URL expires, and checked against `file_size` and Content-Length.
+presigned URL expires, and checked against `file_size` and what the server announced.
 
-A spool file survives a killed run: the next run resumes it. Bytes are fsynced every
-`SYNC_EVERY` and the durable length noted in a `.ok` sidecar, so after a power cut only bytes
-known to be on disk are trusted."""
+A resume never splices two versions of a file. The first answer's validator (a strong ETag,
+else Last-Modified) is remembered and sent as `If-Range`: a server whose file changed answers
+with the whole new file. A 206 must carry the same validator and start where it was asked to,
+and it must repeat the last `RESUME_OVERLAP` bytes the spool already holds, byte for byte (this
+catches a changed file even behind an unchanged ETag). Anything else restarts from byte 0. A
+server that gives no validator at all is never resumed: a break restarts the file.
+
+A spool file survives a killed run: the next run resumes it. Durable checkpoints (fdatasync,
+then a `.ok` marker noting the length and the validator) are taken every `SYNC_EVERY` bytes or
+`SYNC_SECONDS`, whichever comes first, so after a kill or a power cut only bytes known to be on
+disk are trusted, and little is fetched twice whatever the file's size.
+
+Retries, and URL refreshes, are budgeted per lack of progress: a long transfer that keeps
+advancing through breaks and expiring URLs is never abandoned; one that stops advancing is."""
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import os
+import random
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,12 +37,17 @@ import tenacity
 
 from pipeline.errors import DownloadError, FileUnavailable, Interrupted
 from pipeline.hashing import BackgroundHasher, Hasher, hash_file
+from pipeline.spool import SpoolSpace
 from storage.base import LocalFile
 
 log = logging.getLogger("rtk_archive.download")
 
-SYNC_EVERY = 256 << 20
-MAX_URL_REFRESHES = 3
+SYNC_EVERY = 256 << 20  # a durable checkpoint at least every this many bytes ...
+SYNC_SECONDS = 2.0  # ... and at least this often while bytes flow ...
+SYNC_MIN = 1 << 20  # ... once this many arrived (tiny files are not synced per chunk)
+RESUME_OVERLAP = 64 << 10  # bytes before the resume point fetched again and compared
+MAX_URL_REFRESHES = 3  # refreshes in a row without progress before the URL counts as dead
+DECODABLE = ("gzip", "x-gzip", "deflate")  # Content-Encodings httpx decodes with the stdlib
 
 
 @dataclass(frozen=True)
@@ -45,6 +65,26 @@ class DownloadedFile(LocalFile):
     source_host: str = ""
     resumed: int = 0
     refreshed: int = 0
+    fetched: int = 0  # bytes received from the network by this run (bytes resumed from the spool excluded)
+
+
+@dataclass(frozen=True)
+class Validator:
+    """What identifies one version of the file at the server: a strong ETag, else Last-Modified."""
+
+    header: str  # "etag" or "last-modified"
+    value: str
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> Validator | None:
+        etag = response.headers.get("etag")
+        if etag and not etag.startswith("W/"):  # a weak ETag may not be used for ranges (RFC 9110 13.1.5)
+            return cls("etag", etag)
+        modified = response.headers.get("last-modified")
+        return cls("last-modified", modified) if modified else None
+
+    def matches(self, response: httpx.Response) -> bool:
+        return response.headers.get(self.header) == self.value
 
 
 class _UrlExpired(Exception):
@@ -55,18 +95,28 @@ class _Retryable(Exception):
     """A transfer broke in a way that trying again (from the same offset) can fix."""
 
 
+class _Restart(_Retryable):
+    """What the spool holds cannot be continued with this server's bytes: start again from 0."""
+
+
+class _NoSpace(_Retryable):
+    """The spool's file system is full for now: other downloads will give space back."""
+
+
 def host_of(url: str) -> str:
     return urlsplit(url).hostname or ""
 
 
 class Download:
     """One file's transfer. `run()` returns the finished spool file, or raises DownloadError
-    (FileUnavailable when RealtimeKit no longer serves it)."""
+    (FileUnavailable when RealtimeKit no longer serves it). `fetched` counts the bytes this
+    run received, whatever the outcome."""
 
     def __init__(self, client: httpx.Client, urls: UrlProvider, spool: Path, *, expected_size: int | None,
                  label: str, refresh_margin: timedelta = timedelta(minutes=5), attempts: int = 5,
                  max_seconds: float = 600.0, stop: threading.Event | None = None,
-                 progress: Callable[[int], None] | None = None, backoff: float = 1.0, md5: bool = True):
+                 progress: Callable[[int], None] | None = None, backoff: float = 1.0, md5: bool = True,
+                 overlap: int = RESUME_OVERLAP, space: SpoolSpace | None = None):
         self.client = client
         self.urls = urls
         self.spool = spool
@@ -80,22 +130,49 @@ class Download:
         self.progress = progress or (lambda n: None)
         self.backoff = backoff
         self.md5 = md5
+        self.overlap = overlap
+        self.space = space or SpoolSpace.of(spool.parent)
         self.hasher = Hasher(md5=md5)
-        self.offset = 0
+        self.offset = 0  # bytes the spool holds, hashed
+        self.fetched = 0
+        self.high_water = 0  # the furthest offset reached: passing it is progress
+        self.written = 0  # bytes written to the spool by this run
         self.resumed = 0
         self.refreshed = 0
-        self.content_total: int | None = None  # the size the file server announced
+        self.validator: Validator | None = None
+        self.content_total: int | None = None  # the file's length as the server announced it
+        self._body_end: int | None = None  # where the current answer's body must end
+        self._asked_from = 0  # where the current answer must start
+        self._decoding = False  # the current answer is Content-Encoded: read it decoded
+        self._whole_only = False  # the server encodes bodies: a break restarts from byte 0
+        self._done = False
+        self._failures = 0  # failed attempts since the last progress
+        self._progress_mark = 0
+        self._last_progress = time.monotonic()
+        self._refreshes_in_a_row = 0  # URL refreshes since the last progress
+        self._refresh_mark = 0
         self._url: SignedUrl | None = None
 
     # ----------------------------------------------------------------- public
 
     def run(self) -> DownloadedFile:
-        self.spool.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._resume_from_spool()
+        with self.space.using(self.spool):
+            return self._run()
+
+    def _run(self) -> DownloadedFile:
+        try:
+            self.spool.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._resume_from_spool()
+        except OSError as exc:
+            failure = self._spool_failed(exc)
+            raise (failure if isinstance(failure, DownloadError) else
+                   DownloadError(f"{self.label}: {failure}", retryable=False)) from None
+        self._progress_mark = self._refresh_mark = self.high_water = self.offset
         self._url = self._fresh_enough(self.urls(False))
+        self._last_progress = time.monotonic()
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_after_delay(self.max_seconds),
-            wait=tenacity.wait_exponential_jitter(initial=self.backoff, max=30),
+            stop=self._give_up,
+            wait=self._pause,
             retry=tenacity.retry_if_exception_type(_Retryable),
             before_sleep=self._log_retry,
             reraise=True,
@@ -105,11 +182,14 @@ class Download:
                 with attempt:
                     self._transfer()
         except _Retryable as exc:
-            raise DownloadError(f"{self.label}: gave up after {self.attempts} attempts: {exc}") from None
+            # A spool that stayed full: its bytes are given back so the other files can go on.
+            raise DownloadError(f"{self.label}: gave up after {self._failures} attempts without getting past "
+                                f"byte {self.high_water}: {exc}", retryable=not isinstance(exc, _NoSpace)) from None
         self._check_complete()
         return DownloadedFile(
             path=self.spool, size=self.offset, checksums=self.hasher.checksums(), disposable=True,
             source_host=host_of(self._url.url), resumed=self.resumed, refreshed=self.refreshed,
+            fetched=self.fetched,
         )
 
     def discard(self) -> None:
@@ -118,22 +198,50 @@ class Download:
         for path in (self.spool, self.marker):
             path.unlink(missing_ok=True)
 
+    # ----------------------------------------------------------------- budgets
+
+    def _give_up(self, state: tenacity.RetryCallState) -> bool:
+        """After a failed attempt: give up after `attempts` failures, or `max_seconds`, in a
+        row without progress. Progress (passing the furthest byte reached so far) renews both,
+        so a long file is never abandoned while it advances; restarting from 0 is no progress."""
+        now = time.monotonic()
+        if self.high_water > self._progress_mark:
+            self._progress_mark = self.high_water
+            self._failures = 0
+            self._last_progress = now
+        self._failures += 1
+        return self._failures >= self.attempts or now - self._last_progress >= self.max_seconds
+
+    def _pause(self, state: tenacity.RetryCallState) -> float:
+        """Exponential backoff with jitter, counted from the last progress."""
+        return min(30.0, self.backoff * 2 ** (self._failures - 1) + random.uniform(0, self.backoff))
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("%s: %s; retrying from byte %d (attempt %d of %d since the last progress)", self.label, exc,
+                    self.offset, self._failures + 1, self.attempts)
+
     # ----------------------------------------------------------------- steps
 
     def _resume_from_spool(self) -> None:
-        """Continue a spool file a previous (killed) run left, trusting only synced bytes."""
-        durable = _read_marker(self.marker)
+        """Continue a spool file a previous (killed) run left, trusting only synced bytes, and
+        only with the validator that identifies the file version they belong to."""
+        durable, validator = _read_marker(self.marker)
         if not self.spool.exists() or durable <= 0 or self.spool.stat().st_nlink > 1:
             # (A spool with other links was already taken by a local target: never write to it.)
             self._reset()
             return
-        if self.expected_size is not None and durable > self.expected_size:
+        if (self.expected_size is not None and durable > self.expected_size) or validator is None:
+            if validator is None:
+                log.info("%s: a previous run's bytes carry no ETag or Last-Modified to check a resume "
+                         "against; starting again from byte 0", self.label)
             self._reset()
             return
         with open(self.spool, "r+b") as fh:
             fh.truncate(durable)
         self.hasher = hash_file(self.spool, md5=self.md5)
         self.offset = self.hasher.size
+        self.validator = validator
         self.resumed += 1
         log.info("%s: resuming a previous run's download at byte %d", self.label, self.offset)
 
@@ -146,6 +254,7 @@ class Download:
         self.marker.unlink(missing_ok=True)
         self.hasher = Hasher(md5=self.md5)
         self.offset = 0
+        self.validator = None
 
     def _fresh_enough(self, signed: SignedUrl) -> SignedUrl:
         """Refresh a URL that expires within the margin; a fresh one already expired means
@@ -158,9 +267,13 @@ class Download:
         return signed
 
     def _refresh(self, why: str) -> SignedUrl:
-        if self.refreshed >= MAX_URL_REFRESHES:
+        if self.high_water > self._refresh_mark:  # bytes arrived since the last refresh: a new budget
+            self._refresh_mark = self.high_water
+            self._refreshes_in_a_row = 0
+        if self._refreshes_in_a_row >= MAX_URL_REFRESHES:
             raise DownloadError(f"{self.label}: the download URL keeps being refused after "
-                                f"{self.refreshed} refreshes ({why})")
+                                f"{self._refreshes_in_a_row} refreshes without progress ({why})")
+        self._refreshes_in_a_row += 1
         self.refreshed += 1
         log.info("%s: fetching the recording again for a fresh URL (%s)", self.label, why)
         signed = self.urls(True)
@@ -175,34 +288,81 @@ class Download:
         return signed
 
     def _transfer(self) -> None:
-        """Transfer from the current offset to the end; a refused URL is refreshed and used at
-        once (no backoff: a short-lived fresh URL must not expire while we wait)."""
-        while True:
+        """Request from the current offset until the file is complete. A refused URL is
+        refreshed and used at once (no backoff: a short-lived fresh URL must not expire while
+        we wait); an answer that covers only part of what was asked is continued at once."""
+        self._done = False
+        while not self._done:
+            before = self.written
             try:
                 self._request()
-                return
             except _UrlExpired as exc:
                 self._url = self._refresh(f"the file server refused the URL ({exc})")
+                continue
+            if not self._done and self.written == before:
+                raise _Retryable(f"the file server's answer brought nothing past byte {self.offset}")
 
     def _request(self) -> None:
         """One request from the current offset to the end (or until it breaks)."""
         headers = {"Accept-Encoding": "identity"}
-        if self.offset:
-            headers["Range"] = f"bytes={self.offset}-"
         try:
+            self._asked_from = self._resume_point()
+            # Even from byte 0 a Range is asked: a 206 states the file's length in Content-Range,
+            # a second witness beside Content-Length (files without file_size have no other).
+            if not self._whole_only:
+                headers["Range"] = f"bytes={self._asked_from}-"
+            if self.offset:
+                headers["If-Range"] = self.validator.value
             with self.client.stream("GET", self._url.url, headers=headers) as response:
                 if response.status_code in (401, 403, 410):
                     raise _UrlExpired(f"HTTP {response.status_code}")
-                if self.offset and response.status_code == 416:
+                if response.status_code == 416:
                     self._range_not_satisfiable(response)
                     return
                 self._check_status(response)
                 self._position(response)
                 self._receive(response)
+        except _Restart:
+            try:
+                self._reset()
+            except OSError as exc:
+                raise self._spool_failed(exc) from None
+            raise
         except httpx.TimeoutException as exc:
             raise _Retryable(f"timed out ({type(exc).__name__}) at byte {self.offset}") from None
         except (httpx.TransportError, httpx.StreamError) as exc:
             raise _Retryable(f"connection broke at byte {self.offset} ({type(exc).__name__})") from None
+        except httpx.DecodingError:
+            raise _Restart("the compressed body could not be decoded; restarting from byte 0") from None
+        except OSError as exc:  # httpx turns network OSErrors into its own: this is the spool
+            raise self._spool_failed(exc) from None
+
+    def _resume_point(self) -> int:
+        """Where to ask the next answer to start. A resume asks again for the last `overlap`
+        bytes the spool holds, to compare them; without a validator it starts again from 0."""
+        if not self.offset:
+            return 0
+        if self._whole_only or self.validator is None:
+            why = ("the server compresses its answers, which cannot be resumed" if self._whole_only else
+                   "the server gives no ETag or Last-Modified, so a resume could not be checked")
+            log.info("%s: restarting from byte 0: %s", self.label, why)
+            self._reset()
+            return 0
+        return self.offset - min(self.overlap, self.offset)
+
+    def _range_not_satisfiable(self, response: httpx.Response) -> None:
+        """416: `bytes=0-` of an empty file (S3 answers so), or a resume past the end of a
+        file that is shorter now (start again)."""
+        _, _, total = _content_range(response.headers.get("content-range"), unsatisfied=True)
+        if not self.offset and total == 0:
+            self.content_total = 0
+            self._done = True
+            return
+        if self.offset:
+            raise _Restart("the file server refused the resume range (the file is shorter now); "
+                           "restarting from byte 0")
+        raise DownloadError(f"{self.label}: the file server refused to send the file from byte 0 "
+                            f"(HTTP 416, {response.headers.get('content-range')!r})", retryable=False)
 
     def _check_status(self, response: httpx.Response) -> None:
         status = response.status_code
@@ -215,26 +375,68 @@ class Download:
         raise DownloadError(f"{self.label}: the file server answered HTTP {status}", retryable=False)
 
     def _position(self, response: httpx.Response) -> None:
-        """Line the response up with what the spool already holds."""
-        length = _int_header(response, "content-length")
-        if self.offset and response.status_code == 200:
-            # The server ignored Range: start over cleanly rather than append a second copy.
-            log.info("%s: the file server ignored Range; restarting from byte 0", self.label)
-            self._reset()
-        elif response.status_code == 206:
-            start = _content_range_start(response.headers.get("content-range"))
-            if start != self.offset:
+        """Line the answer up with what the spool holds, or start again; learn the file's length."""
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        self._decoding = encoding not in ("", "identity")
+        if self._decoding:
+            self._accept_encoding(encoding, response.status_code)
+        if response.status_code == 200:
+            if self.offset:
+                # Range ignored, or If-Range found another version: the whole file, from byte 0.
+                log.info("%s: the file server answered with the whole file (it ignored Range, or the file "
+                         "changed since the download began); restarting from byte 0", self.label)
                 self._reset()
-                raise _Retryable(f"server resumed at byte {start}, expected {self.offset}; restarting")
-            self.resumed += 1
-        self.content_total = self.offset + length if length is not None else None
-        if self.content_total is not None and self.expected_size is not None \
-                and self.content_total != self.expected_size:
+            self.validator = Validator.of(response)
+            length = None if self._decoding else _int_header(response, "content-length")
+            self._body_end = self.content_total = length
+        else:
+            self._position_partial(response)
+        total = self.content_total
+        if total is not None and self.expected_size is not None and total != self.expected_size:
             raise DownloadError(
-                f"{self.label}: the file server announces {self.content_total} bytes but the API's "
-                f"file_size is {self.expected_size}; not archived",
+                f"{self.label}: the file server announces {total} bytes but the API's file_size is "
+                f"{self.expected_size}; not archived",
                 retryable=False,
             )
+        self._check_room(total if total is not None else self.expected_size)
+
+    def _position_partial(self, response: httpx.Response) -> None:
+        """A 206 continues the spool only if it is the same file version and starts where asked."""
+        start, end, total = _content_range(response.headers.get("content-range"))
+        if start is None:
+            raise _Restart(f"the file server's 206 has no usable Content-Range "
+                           f"({response.headers.get('content-range')!r}); restarting from byte 0")
+        if start != self._asked_from:
+            raise _Restart(f"the file server resumed at byte {start}, not at byte {self._asked_from} as "
+                           "asked; restarting from byte 0")
+        length = _int_header(response, "content-length")
+        if length is not None and not self._decoding and length != end + 1 - start:
+            raise DownloadError(f"{self.label}: the file server's answer contradicts itself: Content-Length {length}, "
+                                f"but its Content-Range covers {end + 1 - start} bytes; not archived", retryable=False)
+        if not self.offset:
+            self.validator = Validator.of(response)
+        elif not self.validator.matches(response):
+            found = response.headers.get(self.validator.header)
+            raise _Restart(f"the file changed since the download began (its {self.validator.header} was "
+                           f"{self.validator.value}, now {found}); restarting from byte 0")
+        else:
+            self.resumed += 1
+        self._body_end = end + 1
+        if total is not None:
+            self.content_total = total
+
+    def _accept_encoding(self, encoding: str, status: int) -> None:
+        """A server that compresses despite `Accept-Encoding: identity`: decode what can be
+        decoded (the length is then checked on the decoded bytes); refuse the rest."""
+        if encoding not in DECODABLE:
+            raise DownloadError(f"{self.label}: the file server sent Content-Encoding {encoding!r}, which "
+                                "cannot be decoded into the recording's bytes; not archived", retryable=False)
+        if not self._whole_only:
+            log.warning("%s: the file server compressed the body (Content-Encoding: %s) although identity "
+                        "was asked; decoding it", self.label, encoding)
+        self._whole_only = True
+        if status == 206:
+            raise _Restart("a compressed answer cannot continue a transfer; restarting from byte 0")
 
     def _receive(self, response: httpx.Response) -> None:
         hasher = BackgroundHasher(self.hasher)
@@ -244,52 +446,67 @@ class Download:
             hasher.finish()  # the digests cover exactly the bytes written, whatever happened
 
     def _receive_into(self, response: httpx.Response, hasher: BackgroundHasher) -> None:
-        requested = self.offset
-        with open(self.spool, "r+b") as fh, _Syncer(fh, self.marker) as syncer:
+        overlap = self._spool_bytes(self._asked_from, self.offset)  # what the answer must repeat first
+        chunks: Iterator[bytes] = response.iter_bytes() if self._decoding else response.iter_raw()
+        # Unbuffered: a write that fails (a full disk) has written exactly what it reports.
+        with open(self.spool, "r+b", buffering=0) as fh, _Checkpoints(fh, self._note_durable, self.offset) as checkpoints:
             fh.seek(self.offset)
             fh.truncate()
             # No chunk_size: httpx would hold bytes back until a chunk fills, and lose them
             # when the connection breaks; as received, every byte that arrived is kept.
-            for chunk in response.iter_raw():
+            for chunk in chunks:
                 if self.stop.is_set():
-                    self._sync(fh)  # what arrived is kept: the next run resumes from here
+                    checkpoints.halt()
+                    self._sync_on_stop(fh)  # what arrived is kept: the next run resumes from here
                     raise Interrupted(f"{self.label}: stopped at byte {self.offset}")
-                fh.write(chunk)
-                hasher.update(chunk)
-                self.offset += len(chunk)
-                self.progress(len(chunk))
-                if self.expected_size is not None and self.offset > self.expected_size:
-                    raise DownloadError(
-                        f"{self.label}: the body is longer than the API's file_size "
-                        f"({self.expected_size} bytes); not archived",
-                        retryable=False,
-                    )
-                if self.offset - requested >= SYNC_EVERY:
-                    fh.flush()
-                    syncer.request(self.offset)
-                    requested = self.offset
-            syncer.close()
+                self.fetched += len(chunk)
+                if overlap:
+                    chunk, overlap = self._compare_overlap(chunk, overlap)
+                self._write(fh, chunk, hasher)
+                self._check_not_longer()
+                checkpoints.progress(self.offset)
+            checkpoints.close()
             self._sync(fh)
-        if self.content_total is not None and self.offset < self.content_total:
-            raise _Retryable(f"body ended at byte {self.offset} of {self.content_total}")
+        if overlap:
+            raise _Retryable(f"the answer ended before byte {self.offset}, inside the bytes asked again")
+        # The body must reach the end its answer announced; short of it, resume from here.
+        if self._body_end is not None and self.offset < self._body_end:
+            raise _Retryable(f"body ended at byte {self.offset} of {self._body_end}")
+        self._done = self.content_total is None or self.offset >= self.content_total
 
-    def _sync(self, fh) -> int:
-        fh.flush()
-        os.fdatasync(fh.fileno())
-        _write_marker(self.marker, self.offset)
-        return self.offset
+    def _compare_overlap(self, chunk: bytes, expected: bytes) -> tuple[bytes, bytes]:
+        """The first bytes of a resumed answer repeat the spool's last ones: compare, drop them."""
+        n = min(len(chunk), len(expected))
+        if chunk[:n] != expected[:n]:
+            raise _Restart(f"the file changed since the download began: the bytes before byte {self.offset} "
+                           "are not the ones received before; restarting from byte 0")
+        return chunk[n:], expected[n:]
 
-    def _range_not_satisfiable(self, response: httpx.Response) -> None:
-        total = _content_range_total(response.headers.get("content-range"))
-        if total is not None and total == self.offset:
-            return  # the spool already holds the whole file
-        self._reset()
-        raise _Retryable("the server refused the resume range; restarting from byte 0")
+    def _write(self, fh, chunk: bytes, hasher: BackgroundHasher) -> None:
+        written = 0
+        try:
+            while written < len(chunk):
+                written += fh.write(chunk[written:] if written else chunk)
+        finally:
+            if written:  # exactly the bytes now in the file are hashed and counted
+                hasher.update(chunk if written == len(chunk) else chunk[:written])
+                self.offset += written
+                self.written += written
+                self.high_water = max(self.high_water, self.offset)
+                self.progress(written)
+
+    def _check_not_longer(self) -> None:
+        """Stop a body at once when it runs past its answer's end or the file's size: an endless
+        body never fills the spool."""
+        if self._body_end is not None and self.offset > self._body_end:
+            raise _Restart(f"the answer runs past the end its Content-Range announced ({self._body_end}); "
+                           "restarting from byte 0")
+        if self.expected_size is not None and self.offset > self.expected_size:
+            raise DownloadError(f"{self.label}: the body is longer than the API's file_size "
+                                f"({self.expected_size} bytes); not archived", retryable=False)
 
     def _check_complete(self) -> None:
-        if self.content_total is not None and self.offset != self.content_total:
-            raise DownloadError(f"{self.label}: received {self.offset} bytes, the server announced "
-                                f"{self.content_total}")
+        """The last gate: the file as received has the API's file_size, whatever the answers said."""
         if self.expected_size is not None and self.offset != self.expected_size:
             raise DownloadError(
                 f"{self.label}: received {self.offset} bytes but the API's file_size is "
@@ -297,20 +514,81 @@ class Download:
                 retryable=False,
             )
 
-    def _log_retry(self, state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        log.warning("%s: %s; retrying from byte %d (attempt %d of %d)", self.label, exc, self.offset,
-                    state.attempt_number + 1, self.attempts)
+    # ----------------------------------------------------------------- the spool on disk
+
+    def _spool_bytes(self, start: int, end: int) -> bytes:
+        if start >= end:
+            return b""
+        with open(self.spool, "rb") as fh:
+            fh.seek(start)
+            return fh.read(end - start)
+
+    def _sync(self, fh) -> None:
+        os.fdatasync(fh.fileno())
+        self._note_durable(self.offset)
+
+    def _sync_on_stop(self, fh) -> None:
+        try:
+            self._sync(fh)
+        except OSError as exc:  # the marker keeps the last durable length: nothing wrong is trusted
+            log.warning("%s: could not sync the spool file on stop (%s); the next run resumes from the last "
+                        "checkpoint", self.label, exc.strerror or exc)
+
+    def _note_durable(self, offset: int) -> None:
+        _write_marker(self.marker, offset, self.validator)
+
+    def _check_room(self, needed: int | None) -> None:
+        """Refuse at once a file the spool's file system cannot hold even when every other
+        spool file is gone, instead of filling the disk to fail anyway."""
+        if needed is None:
+            return
+        room = self.space.survey(self.spool)
+        if needed - self.offset > room.at_most:
+            raise DownloadError(f"{self.label}: no space left on the spool file system at {self.spool.parent}: "
+                                f"the file is {needed} bytes, at most {self.offset + room.at_most} can be free "
+                                "there; not archived", retryable=False)
+
+    def _spool_failed(self, exc: OSError) -> Exception:
+        """A spool write that failed. A full disk: partial downloads earlier runs left are
+        removed to make room; else, while other downloads hold space, the one holding the most
+        keeps its bytes and waits, the others give theirs back and start again later (no two
+        wait on each other); a file that cannot fit even alone fails, its bytes removed.
+        Anything else fails this file."""
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return DownloadError(f"{self.label}: the spool file {self.spool} cannot be written: "
+                                 f"{exc.strerror or exc}", retryable=False)
+        where = f"no space left on the spool file system at {self.spool.parent}"
+        room = self.space.survey(self.spool)
+        if room.leftovers:
+            removed = self.space.remove_leftovers(room)
+            return _NoSpace(f"{where}; removed {removed} partial download(s) an earlier run left, to make room")
+        needed = self.content_total if self.content_total is not None else self.expected_size
+        if not room.in_flight or (needed is not None and needed - self.offset > room.free + room.held_by_others):
+            size = f" (the file is {needed} bytes)" if needed is not None else ""
+            return DownloadError(f"{self.label}: {where}{size}; not archived", retryable=False)
+        largest = max((size, path.name) for path, size in room.in_flight.items())
+        if (self.offset, self.spool.name) > largest:
+            return _NoSpace(f"{where}; waiting for other downloads to free space")
+        given = self.offset
+        try:
+            self._reset()
+        except OSError as reset_failed:
+            return DownloadError(f"{self.label}: {where}; the spool file cannot be reset either: "
+                                 f"{reset_failed.strerror or reset_failed}", retryable=False)
+        return _NoSpace(f"{where}; gave its {given} bytes to larger downloads and starts again when they finish")
 
 
-class _Syncer:
-    """fdatasync in the background: the download goes on while earlier bytes reach the disk.
-    The marker records only offsets whose bytes a finished sync covered. Requests arriving
-    while a sync runs are merged into the next one."""
+class _Checkpoints:
+    """Durable checkpoints in the background: fdatasync, then the marker notes the length, so
+    a killed run resumes close to where it stopped while the download goes on. One is due every
+    SYNC_EVERY bytes, or every SYNC_SECONDS once SYNC_MIN bytes arrived; requests arriving while
+    a sync runs are merged into the next one."""
 
-    def __init__(self, fh, marker: Path):
+    def __init__(self, fh, note_durable: Callable[[int], None], start: int):
         self._fd = fh.fileno()
-        self._marker = marker
+        self._note_durable = note_durable
+        self._last = start
+        self._last_at = time.monotonic()
         self._wanted: int | None = None
         self._cond = threading.Condition()
         self._closed = False
@@ -318,10 +596,13 @@ class _Syncer:
         self._thread = threading.Thread(target=self._work, name="spool-sync", daemon=True)
         self._thread.start()
 
-    def request(self, offset: int) -> None:
-        with self._cond:
-            self._wanted = offset
-            self._cond.notify()
+    def progress(self, offset: int) -> None:
+        moved = offset - self._last
+        if moved >= SYNC_EVERY or (moved >= SYNC_MIN and time.monotonic() - self._last_at >= SYNC_SECONDS):
+            self._last, self._last_at = offset, time.monotonic()
+            with self._cond:
+                self._wanted = offset
+                self._cond.notify()
 
     def _work(self) -> None:
         while True:
@@ -333,8 +614,8 @@ class _Syncer:
                     return
             try:
                 os.fdatasync(self._fd)
-                _write_marker(self._marker, offset)
-            except OSError as exc:
+                self._note_durable(offset)
+            except OSError as exc:  # handed to the download by close()
                 self._error = exc
                 return
 
@@ -346,16 +627,20 @@ class _Syncer:
         if self._error is not None:
             raise self._error
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info) -> None:
+    def halt(self) -> None:
+        """Stop without a last sync (pending requests are dropped) and without raising."""
         if not self._closed:
             with self._cond:
                 self._closed = True
                 self._wanted = None
                 self._cond.notify()
             self._thread.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.halt()
 
 
 def _int_header(response: httpx.Response, name: str) -> int | None:
@@ -366,34 +651,50 @@ def _int_header(response: httpx.Response, name: str) -> int | None:
         return None
 
 
-def _content_range_start(value: str | None) -> int | None:
-    # "bytes 100-199/200"
+def _content_range(value: str | None, *, unsatisfied: bool = False) -> tuple[int | None, int | None, int | None]:
+    """"bytes 100-199/200" -> (100, 199, 200); the total is None for "*"; (None, None, None)
+    when the header is missing, malformed or impossible (a range past the total). A 416's
+    "bytes */200" (`unsatisfied`) -> (None, None, 200)."""
     try:
-        return int(value.split()[1].split("-")[0]) if value else None
-    except (IndexError, ValueError):
-        return None
+        unit, spec = value.split()
+        span, total_text = spec.split("/")
+        if unsatisfied:
+            return None, None, int(total_text) if unit == "bytes" and span == "*" else None
+        first, last = (int(n) for n in span.split("-"))
+        total = None if total_text == "*" else int(total_text)
+        if unit != "bytes" or first < 0 or last < first or (total is not None and last >= total):
+            raise ValueError
+        return first, last, total
+    except (AttributeError, ValueError):
+        return None, None, None
 
 
-def _content_range_total(value: str | None) -> int | None:
-    # "bytes */200"
+def _read_marker(path: Path) -> tuple[int, Validator | None]:
+    """(durable length, validator); a marker of an older version (a bare number) has no validator."""
     try:
-        return int(value.rsplit("/", 1)[1]) if value else None
-    except (IndexError, ValueError):
-        return None
-
-
-def _read_marker(path: Path) -> int:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return 0, None
     try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return 0
+        data = json.loads(text)
+    except ValueError:
+        return 0, None
+    if isinstance(data, int):
+        return data, None
+    try:
+        header, value = data.get("validator") or (None, None)
+        validator = Validator(header, value) if header in ("etag", "last-modified") and value else None
+        return int(data["offset"]), validator
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return 0, None
 
 
-def _write_marker(path: Path, offset: int) -> None:
+def _write_marker(path: Path, offset: int, validator: Validator | None) -> None:
     temp = path.with_name(path.name + ".tmp")
+    record = {"offset": offset, "validator": [validator.header, validator.value] if validator else None}
     fd = os.open(temp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(str(offset))
+        fh.write(json.dumps(record))
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(temp, path)

@@ -1,5 +1,8 @@
 """One run per ledger at a time. An advisory `flock` on `<ledger>.lock`: the kernel drops it
-when the holder dies, so a lock left by a killed run never blocks the next one."""
+when the holder dies, so a lock left by a killed run never blocks the next one. Only commands
+that record take it; read-only commands neither take it nor create the file. A lock file that
+cannot be created or opened for writing (a directory in its place, a read-only mount) is one
+line naming it (`BookkeepingError`)."""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ import os
 import socket
 from pathlib import Path
 
-from pipeline.errors import LockedError
-from pipeline.ledger import utcnow
+from pipeline.errors import LockedError, path_error
+from pipeline.ledger import READ_ONLY_HINT, utcnow
 
 
 class RunLock:
@@ -19,8 +22,16 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self, command: str) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise path_error(f"lock file {self.path}: cannot create its folder", self.path.parent, exc,
+                             read_only_hint=READ_ONLY_HINT) from None
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError as exc:
+            raise path_error(f"lock file {self.path}: cannot open it for writing", self.path, exc,
+                             read_only_hint=READ_ONLY_HINT) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -30,10 +41,14 @@ class RunLock:
                 f"another rtk-archive run ({holder}) is using the ledger {self.path.with_suffix('')}; "
                 "nothing was done. Wait for it to finish; overlapping runs are refused on purpose"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-                                 "started_at": utcnow()}).encode())
         self._fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+                                     "started_at": utcnow()}).encode())
+        except OSError as exc:
+            self.release()
+            raise path_error(f"lock file {self.path}: cannot write who holds it", self.path, exc) from None
         return self
 
     def held_by(self) -> str | None:

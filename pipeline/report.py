@@ -3,6 +3,9 @@ archived, its SHA-256, its retention and its last verification. The document an 
 
 from __future__ import annotations
 
+import posixpath
+
+from pipeline.keys import MANIFEST
 from pipeline.ledger import Ledger
 
 COLUMNS = ("recording_id", "meeting_id", "meeting_title", "invoked_time", "recording_state", "kind", "file_name",
@@ -21,6 +24,10 @@ def report_rows(ledger: Ledger, *, since: str | None = None, until: str | None =
             file_copies = [c for (kind, _t), c in sorted(copies.items()) if kind == file["kind"]]
             for copy in file_copies or [None]:
                 rows.append(_row(base, file, copy))
+        for (kind, _t), copy in sorted(copies.items()):  # manifests are copies an auditor checks too
+            if kind == MANIFEST:
+                rows.append(_row(base, {"kind": kind, "file_name": posixpath.basename(copy.key), "size": copy.size,
+                                        "sha256": copy.sha256, "state": copy.state, "last_error": None}, copy))
         if not files:
             rows.append(_row(base, None, None, note=rec["reason"]))
     return rows

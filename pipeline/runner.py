@@ -16,15 +16,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from pipeline import errors
+from pipeline import errors, preflight
 from pipeline.api import ApiAuthError, ApiError, RealtimeKitClient
-from pipeline.archive import Archiver, RunSummary
+from pipeline.archive import Archiver, RunSummary, verify_copy
 from pipeline.audit import AuditLog
 from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.hashing import hash_file
 from pipeline.ledger import Ledger, iso_utc
 from pipeline.lock import RunLock
+from pipeline.spool import prepare_spool
 from storage.base import LocalFile, StorageError, Target
 from storage.registry import build_target
 
@@ -91,32 +92,59 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def run_archive(config: Config, *, command: str, since: datetime | None = None, until: datetime | None = None,
-                meeting_id: str | None = None, dry_run: bool = False, concurrency: int | None = None,
-                progress=None, redact=lambda s: s, stop: threading.Event | None = None) -> RunResult:
-    stop = stop or threading.Event()
-    run_id = uuid.uuid4().hex
-    lock = RunLock(config.ledger.path)
-    if not dry_run:
-        lock.acquire(command)
+@contextlib.contextmanager
+def bookkeeping(config: Config, command: str, run_id: str, *, redact=lambda s: s, read_only: bool = False,
+                refusal_is_a_run: bool = False) -> Iterator[tuple[Ledger, AuditLog | None]]:
+    """The ledger and audit log of one command, opened in this order. To record: the lock,
+    the ledger (created, owner-only, if missing), then the audit log; an audit log that cannot
+    be opened refuses the command (noted in the ledger as a failed run when `refusal_is_a_run`):
+    nothing is archived without its trail. Read-only: the ledger opened for reading only, no
+    lock, no audit log, nothing created. Each failure is one line (`BookkeepingError`)."""
+    if read_only:
+        ledger = Ledger(config.ledger.path, read_only=True)
+        try:
+            yield ledger, None
+        finally:
+            ledger.close()
+        return
+    lock = RunLock(config.ledger.path).acquire(command)
     try:
         ledger = Ledger(config.ledger.path)
-        audit = None if dry_run else AuditLog(config.audit.path, run_id, redact=redact)
         try:
-            with open_targets(config) as targets, make_client(config) as api:
-                archiver = Archiver(config, api=api, ledger=ledger, targets=targets, audit=audit, run_id=run_id,
-                                    stop=stop, concurrency=concurrency, progress=progress)
-                try:
-                    return _run(archiver, config, ledger, audit, targets, command=command, since=since,
-                                until=until, meeting_id=meeting_id, dry_run=dry_run, stop=stop)
-                finally:
-                    archiver.close()
-        finally:
-            if audit is not None:
+            try:
+                audit = AuditLog(config.audit.path, run_id, redact=redact)
+            except errors.BookkeepingError as exc:
+                if refusal_is_a_run:
+                    ledger.start_run(run_id, command, socket.gethostname())
+                    ledger.finish_run(run_id, counts={}, exit_code=errors.EXIT_BOOKKEEPING,
+                                      note=f"{exc}; nothing was done")
+                raise
+            try:
+                yield ledger, audit
+            finally:
                 audit.close()
+        finally:
             ledger.close()
     finally:
         lock.release()
+
+
+def run_archive(config: Config, *, command: str, since: datetime | None = None, until: datetime | None = None,
+                meeting_id: str | None = None, dry_run: bool = False, concurrency: int | None = None,
+                progress=None, redact=lambda s: s, stop: threading.Event | None = None) -> RunResult:
+    """An archive run; `dry_run` reads the ledger only and creates and changes nothing."""
+    stop = stop or threading.Event()
+    run_id = uuid.uuid4().hex
+    with bookkeeping(config, command, run_id, redact=redact, read_only=dry_run, refusal_is_a_run=True) \
+            as (ledger, audit):
+        with open_targets(config) as targets, make_client(config) as api:
+            archiver = Archiver(config, api=api, ledger=ledger, targets=targets, audit=audit, run_id=run_id,
+                                stop=stop, concurrency=concurrency, progress=progress)
+            try:
+                return _run(archiver, config, ledger, audit, targets, command=command, since=since,
+                            until=until, meeting_id=meeting_id, dry_run=dry_run, stop=stop)
+            finally:
+                archiver.close()
 
 
 def _run(archiver: Archiver, config: Config, ledger: Ledger, audit: AuditLog | None, targets, *, command: str,
@@ -127,44 +155,94 @@ def _run(archiver: Archiver, config: Config, ledger: Ledger, audit: AuditLog | N
         return RunResult(summary, errors.EXIT_OK, plans)
 
     ledger.start_run(archiver.run_id, command, socket.gethostname())
-    audit.event("run_started", command=command, since=iso_utc(since), until=iso_utc(until), meeting_id=meeting_id,
-                targets=sorted(targets), host=socket.gethostname())
-    exit_code = errors.EXIT_INTERNAL  # until the run says otherwise: an unexpected error is a bug
+    exit_code = errors.EXIT_INTERNAL  # until the run decides otherwise: an unexpected error is a bug
     note = None
+    failure: BaseException | None = None
     try:
-        _sweep(targets)
+        audit.event("run_started", command=command, since=iso_utc(since), until=iso_utc(until),
+                    meeting_id=meeting_id, targets=sorted(targets), host=socket.gethostname())
+        note_audit_head(config, ledger, audit, command=command, run_id=archiver.run_id)
+        prepare_spool(config.archive.spool_dir)  # before anything is downloaded
+        # Before anything is downloaded: a target that fails its probe is left out of this run.
+        preflight.leave_out_failing_targets(targets, archiver.leave_out)
+        _sweep({name: t for name, t in targets.items() if name not in archiver.unavailable})
         with stop_on_signals(stop):
             try:
                 recordings = archiver.list_recordings(since=since, until=until, meeting_id=meeting_id)
             except ApiAuthError as exc:
-                note, exit_code = str(exc), errors.EXIT_API
+                note = str(exc)
                 raise
             except ApiError as exc:
-                note, exit_code = f"listing recordings failed: {exc}", errors.EXIT_API
+                note = f"listing recordings failed: {exc}"
                 raise
             plans = archiver.plan(recordings)
             archiver.execute(plans)
+            archiver.complete_from_ledger(done={plan.id for plan in plans})
         if summary.interrupted:
             exit_code = errors.EXIT_INTERRUPTED
             note = "interrupted; in-flight downloads were abandoned and resume on the next run"
         else:
             _clear_spool(config.archive.spool_dir)
             _ship_audit_log(config, audit, targets, archiver)
-            exit_code = errors.EXIT_FAILURES if (summary.failed or summary.lost or summary.copies_failed) \
-                else errors.EXIT_OK
+            exit_code = errors.EXIT_FAILURES \
+                if (summary.failed or summary.lost or summary.copies_failed or archiver.unavailable) else errors.EXIT_OK
         return RunResult(summary, exit_code, plans)
-    except KeyboardInterrupt:
-        exit_code, note = errors.EXIT_INTERRUPTED, "interrupted"
-        raise
-    except Exception as exc:
-        if exit_code == errors.EXIT_INTERNAL:
-            note = audit.redact(f"internal error: {type(exc).__name__}: {exc}")
+    except BaseException as exc:  # noted in the runs row as the CLI will exit; re-raised
+        failure = exc
+        exit_code = _exit_code_for(exc)
+        note = note or (str(exc) if exit_code != errors.EXIT_INTERNAL else f"internal error: {type(exc).__name__}")
         raise
     finally:
-        audit.event("run_finished", exit_code=exit_code, note=note, **summary.counts())
+        try:
+            _finish_run(config, ledger, audit, archiver, command=command, exit_code=exit_code, note=note)
+        except errors.BookkeepingError as exc:
+            if failure is None:
+                raise
+            if str(exc) != str(failure):  # the run already failed (reported); its end cannot be recorded either
+                log.error("%s", exc)
+
+
+def _finish_run(config: Config, ledger: Ledger, audit: AuditLog, archiver: Archiver, *, command: str,
+                exit_code: int, note: str | None) -> None:
+    """The run's last audit line, synced, then its outcome and the log's head in the ledger.
+    An audit log that cannot take that line makes the run a failure (exit 74) with the reason,
+    recorded in the ledger, then raised."""
+    counts = archiver.summary.counts()
+    trail_error = None
+    try:
+        if audit.failure is None:
+            audit.event("run_finished", exit_code=exit_code, note=note, **counts)
+            audit.sync()  # before the ledger says how the run ended
+    except errors.BookkeepingError as exc:
+        trail_error = exc
+    if audit.failure is not None and exit_code != errors.EXIT_BOOKKEEPING:
+        exit_code, note = errors.EXIT_BOOKKEEPING, audit.failure
+    ledger.finish_run(archiver.run_id, counts=counts, exit_code=exit_code, note=note, audit_head=audit.head)
+    note_audit_head(config, ledger, audit, command=command, run_id=archiver.run_id)
+    if trail_error is not None:
+        raise trail_error
+
+
+def note_audit_head(config: Config, ledger: Ledger, audit: AuditLog, *, command: str, run_id: str) -> None:
+    """Sync the audit log and record in the ledger where it ends now (its last whole line,
+    also after a write failed), so `audit verify` catches a log cut short after this command."""
+    if audit.failure is None:
         audit.sync()
-        ledger.finish_run(archiver.run_id, counts=summary.counts(), exit_code=exit_code, note=note,
-                          audit_head=audit.head)
+    ledger.record_audit_head(audit_path=config.audit.path, lines=audit.lines, head=audit.head, command=command,
+                             run_id=run_id)
+
+
+def _exit_code_for(exc: BaseException) -> int:
+    """The exit code the command line gives for an exception that ends a run."""
+    if isinstance(exc, errors.BookkeepingError):  # the ledger or audit log failed: nothing new was started
+        return errors.EXIT_BOOKKEEPING
+    if isinstance(exc, ApiError):
+        return errors.EXIT_API
+    if isinstance(exc, ConfigError):
+        return errors.EXIT_USAGE
+    if isinstance(exc, KeyboardInterrupt):
+        return errors.EXIT_INTERRUPTED
+    return errors.EXIT_INTERNAL
 
 
 def _sweep(targets: dict[str, Target]) -> None:
@@ -190,23 +268,28 @@ def _clear_spool(spool_dir: Path) -> None:
 
 
 def _ship_audit_log(config: Config, audit: AuditLog, targets: dict[str, Target], archiver: Archiver) -> None:
-    """Copy the audit log, as it stands, to the targets named in [audit] ship_to."""
+    """Copy the audit log, as it stands, to the targets named in [audit] ship_to, verified there
+    like any copy."""
     if not config.audit.ship_to:
         return
     audit.sync()
     snapshot = config.archive.spool_dir / f"audit-{archiver.run_id}.jsonl"
-    snapshot.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    shutil.copyfile(config.audit.path, snapshot)
-    os.chmod(snapshot, 0o600)
     try:
-        hasher = hash_file(snapshot)
-        local = LocalFile(path=snapshot, size=hasher.size, checksums=hasher.checksums())
+        try:
+            local = _snapshot(config.audit.path, snapshot)
+        except OSError as exc:
+            archiver.problem(f"audit log: cannot copy it to {snapshot} to ship it: {errors.os_reason(exc)}")
+            archiver.summary.failed += 1
+            return
         day = datetime.now().strftime("%Y/%m/%d")
         key = f"audit/{day}/rtk-archive-audit-{archiver.run_id}.jsonl"
         for name in config.audit.ship_to:
+            if name in archiver.unavailable:
+                continue  # left out of this run, reported once already
             try:
                 stored = archiver.put_with_retries(targets[name], key, local, {"rtk_kind": "audit"})
-            except StorageError as exc:
+                verify_copy(local, stored, name)
+            except (StorageError, errors.VerificationError) as exc:
                 archiver.problem(f"audit log -> {name}: {exc}")
                 archiver.summary.failed += 1
                 archiver.summary.copies_failed += 1
@@ -216,3 +299,12 @@ def _ship_audit_log(config: Config, audit: AuditLog, targets: dict[str, Target],
     finally:
         snapshot.unlink(missing_ok=True)
 
+
+def _snapshot(source: Path, snapshot: Path) -> LocalFile:
+    """A private copy of the log in the spool (the log keeps growing while it is shipped)."""
+    snapshot.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(source, "rb") as src, os.fdopen(os.open(snapshot, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600),
+                                              "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    hasher = hash_file(snapshot)
+    return LocalFile(path=snapshot, size=hasher.size, checksums=hasher.checksums())

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import email.utils
+import gzip
 import hashlib
 import hmac
 import json
@@ -30,7 +32,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -166,6 +168,14 @@ class Faults:
     File faults: file_server_errors, drop_downloads, throttle_bps, ignore_range, size_mismatch.
     URL faults: expired_list_urls (list answers sign already-expired URLs), url_lifetime
     (a lifetime in seconds overriding the simulator's, e.g. to expire mid-transfer).
+
+    Adversarial file server (what object stores and CDNs sometimes do): chunked (no
+    Content-Length), end_early (a body that stops short with no error the client could see),
+    wrong_content_length, extra_bytes (a body longer than its Content-Range), shift_ranges (a 206 starting elsewhere than asked), total_unknown
+    (`Content-Range: bytes a-b/*`), change_on_drop (the file changes, same size, other bytes,
+    after a drop) with stale_validators (it keeps its old ETag and Last-Modified),
+    validators (which of ETag / Last-Modified are sent), ignore_if_range, slow_first_byte,
+    gzip_bodies (Content-Encoding: gzip whatever Accept-Encoding asked).
     """
 
     forbidden: int = 0  # 403, token lacks permission
@@ -189,20 +199,46 @@ class Faults:
     throttle_bps: int = 0  # file bytes per second, 0 = unlimited
     ignore_range: bool = False  # file server answers 200 with the whole body whatever Range says
     size_mismatch: dict[str, int] = dataclasses.field(default_factory=dict)  # id -> extra bytes (+/-)
+    chunked: bool = False  # file bodies in chunked transfer coding, without Content-Length
+    end_early: int = 0  # the body ends cleanly after end_early_after bytes (no Content-Length)
+    end_early_after: int = 64 * 1024
+    wrong_content_length: int = 0  # Content-Length off by this many bytes; the body is unchanged
+    extra_bytes: int = 0  # bodies without Content-Length run this many bytes past their announced range
+    shift_ranges: int = 0  # answers to a resume (a Range not from 0) start elsewhere (and say so) ...
+    range_shift: int = 1000  # ... this many bytes off the asked start (negative: before it), same length
+    total_unknown: bool = False  # 206 answers say `bytes a-b/*`
+    change_on_drop: bool = False  # a drop also changes the file (same size, other bytes)
+    stale_validators: bool = False  # a changed file keeps the ETag and Last-Modified it had
+    validators: str = "both"  # which validators files carry: both, etag, last-modified, none
+    ignore_if_range: bool = False  # serve the Range even when If-Range does not match
+    slow_first_byte: int = 0  # file answers wait first_byte_seconds before their first byte
+    first_byte_seconds: float = 2.0
+    gzip_bodies: bool = False  # Content-Encoding: gzip (whole body, 200) despite identity asked
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._answering = threading.local()  # the request this thread is answering
+
+    def answering(self, entry: SimRequest | None) -> None:
+        """Faults applied on this thread from now on are noted in `entry.faults`."""
+        self._answering.entry = entry
+
+    def note(self, name: str) -> None:
+        """Record that the fault `name` shaped the answer being sent (the request log shows it)."""
+        entry = getattr(self._answering, "entry", None)
+        if entry is not None:
+            entry.faults.append(name)
 
     def consume(self, name: str) -> bool:
-        """True if the fault `name` applies to this request (and count it)."""
+        """True if the fault `name` applies to this request (and count it, and note it)."""
         with self._lock:
             left = getattr(self, name)
-            if left == FOREVER:
-                return True
+            fired = left == FOREVER or left > 0
             if left > 0:
                 setattr(self, name, left - 1)
-                return True
-            return False
+        if fired:
+            self.note(name)
+        return fired
 
     def set(self, **values: Any) -> None:
         names = {f.name for f in dataclasses.fields(self)}
@@ -238,6 +274,10 @@ class SimRequest:
     status: int | None = None
     bytes_sent: int = 0
     authorization: bool = False  # whether an Authorization header came (never its value)
+    if_range: str | None = None  # the If-Range header a file request carried
+    headers_sent: dict[str, str] = dataclasses.field(default_factory=dict)  # the answer's headers
+    cut: bool = False  # the connection was cut with the body incomplete (a drop)
+    faults: list[str] = dataclasses.field(default_factory=list)  # the faults that shaped this answer
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,6 +406,7 @@ class Simulator:
         self._url_key = secrets.token_bytes(32)
         self._blocks = _Blocks()
         self._sha_cache: dict[tuple[str, str, int], str] = {}
+        self._versions: dict[tuple[str, str], int] = {}  # files changed since created (change_file)
         self._time_offset = 0.0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -471,28 +512,51 @@ class Simulator:
         with self._lock:
             return self._recs[recording_id].file_length(kind)
 
-    def expected_sha256(self, recording_id: str, kind: str = "video") -> str:
-        """SHA-256 of the true file (file_size bytes, whatever size_mismatch serves)."""
+    def expected_sha256(self, recording_id: str, kind: str = "video", version: int | None = None) -> str:
+        """SHA-256 of the true file (file_size bytes, whatever size_mismatch serves) as it is now
+        (or as it was at `version`: 0 is the file as created; see change_file)."""
         length = self.file_size(recording_id, kind)
-        key = (recording_id, kind, length)
+        variant = self._variant(recording_id, kind, version)
+        key = (recording_id, variant, length)
         with self._lock:
             cached = self._sha_cache.get(key)
         if cached is None:
             digest = hashlib.sha256()
-            for window in self._blocks.windows(recording_id, kind, 0, length, 1 << 20):
+            for window in self._blocks.windows(recording_id, variant, 0, length, 1 << 20):
                 digest.update(window)
             cached = digest.hexdigest()
             with self._lock:
                 self._sha_cache[key] = cached
         return cached
 
-    def file_bytes(self, recording_id: str, kind: str = "video", start: int = 0, end: int | None = None) -> bytes:
-        """Bytes [start, end) of the true file. For tests: at most 64 MiB."""
+    def file_bytes(self, recording_id: str, kind: str = "video", start: int = 0, end: int | None = None,
+                   version: int | None = None) -> bytes:
+        """Bytes [start, end) of the true file (now, or at `version`). For tests: at most 64 MiB."""
         length = self.file_size(recording_id, kind)
         end = length if end is None else min(end, length)
         if end - start > FILE_BYTES_LIMIT:
             raise ValueError("file_bytes() is for small files; use expected_sha256() for big ones")
-        return b"".join(bytes(w) for w in self._blocks.windows(recording_id, kind, start, end, 1 << 20))
+        variant = self._variant(recording_id, kind, version)
+        return b"".join(bytes(w) for w in self._blocks.windows(recording_id, variant, start, end, 1 << 20))
+
+    def change_file(self, recording_id: str, kind: str = "video") -> int:
+        """Replace the file's bytes under the same URL (same size, other bytes), as an overwritten
+        object or a CDN serving another origin would; its ETag and Last-Modified change too
+        unless the stale_validators fault is on. Returns the new version."""
+        with self._lock:
+            version = self._versions.get((recording_id, kind), 0) + 1
+            self._versions[(recording_id, kind)] = version
+        return version
+
+    def file_version(self, recording_id: str, kind: str = "video") -> int:
+        with self._lock:
+            return self._versions.get((recording_id, kind), 0)
+
+    def _variant(self, recording_id: str, kind: str, version: int | None = None) -> str:
+        """The content key of a file version (version 0 keeps the original bytes)."""
+        if version is None:
+            version = self.file_version(recording_id, kind)
+        return kind if version == 0 else f"{kind}#v{version}"
 
     # -- generation ----------------------------------------------------------------------------
 
@@ -689,10 +753,11 @@ class Simulator:
         query = parse_qs(split.query, keep_blank_values=True)
         kind = "file" if path.startswith("/files/") else "control" if path.startswith("/__sim__/") else "api"
         entry = SimRequest(method, path, query, h.headers.get("Range"), kind,
-                           authorization="Authorization" in h.headers)
+                           authorization="Authorization" in h.headers, if_range=h.headers.get("If-Range"))
         with self._lock:
             self.requests.append(entry)
         h.sim_entry = entry
+        self.faults.answering(entry)
         body = h.read_body()
         if kind == "file":
             self._serve_file(h, method, path, query)
@@ -930,39 +995,106 @@ class Simulator:
         with self._lock:
             rec = self._recs.get(recording_id)
             available = rec is not None and rec.has_file(kind)
-            length = max(0, rec.file_length(kind) + self.faults.size_mismatch.get(recording_id, 0)) if rec and available else 0
+            mismatch = self.faults.size_mismatch.get(recording_id, 0) if rec and available else 0
+            length = max(0, rec.file_length(kind) + mismatch) if rec and available else 0
+            created = (rec.stopped or rec.invoked) if rec and available else None
         if not available:
             h.send_xml(404, "NoSuchKey", "The specified key does not exist.", head=head)
             return
+        if mismatch:
+            self.faults.note("size_mismatch")
         if not head and self.faults.consume("file_server_errors"):
             h.send_xml(503, "SlowDown", "Please reduce your request rate.", head=head)
             return
-        self._send_file(h, recording_id, kind, length, head)
+        if not head and self.faults.consume("slow_first_byte"):
+            time.sleep(self.faults.first_byte_seconds)  # nothing at all is sent meanwhile
+        self._send_file(h, recording_id, kind, length, created, head)
 
-    def _send_file(self, h: _Handler, recording_id: str, kind: str, length: int, head: bool) -> None:
+    def _validators(self, recording_id: str, kind: str, length: int, created: datetime, version: int) -> dict[str, str]:
+        """ETag and Last-Modified as an object store gives them: both change when the file does."""
+        faults = self.faults
+        if faults.stale_validators:
+            version = 0
+        tag = hashlib.md5(f"{recording_id}/{kind}/{length}/{version}".encode(), usedforsecurity=False).hexdigest()
+        modified = created + timedelta(minutes=version)
+        headers = {"ETag": f'"{tag}"', "Last-Modified": email.utils.format_datetime(modified.astimezone(timezone.utc), usegmt=True)}
+        wanted = {"both": ("ETag", "Last-Modified"), "etag": ("ETag",), "last-modified": ("Last-Modified",), "none": ()}
+        return {name: headers[name] for name in wanted[faults.validators]}
+
+    def _send_file(self, h: _Handler, recording_id: str, kind: str, length: int, created: datetime, head: bool) -> None:
+        faults = self.faults
+        version = self.file_version(recording_id, kind)
+        variant = self._variant(recording_id, kind, version)
+        validators = self._validators(recording_id, kind, length, created, version)
+        content_type = "video/mp4" if kind == "video" else "audio/mpeg"
+        if version and faults.stale_validators:
+            faults.note("stale_validators")
+        if faults.gzip_bodies and not head:
+            faults.note("gzip_bodies")
+            self._send_gzip(h, recording_id, variant, length, content_type, validators)
+            return
         status, start, end = 200, 0, length
-        range_header = None if self.faults.ignore_range else h.headers.get("Range")
-        if range_header:
+        range_header = h.headers.get("Range")
+        if range_header and faults.ignore_range:
+            faults.note("ignore_range")
+            range_header = None
+        # If-Range: the Range holds only while the file is the one the client began (RFC 9110 13.1.5).
+        if_range_holds = _if_range_holds(h.headers.get("If-Range"), validators)
+        if range_header and not if_range_holds and faults.ignore_if_range:
+            faults.note("ignore_if_range")
+        if range_header and (faults.ignore_if_range or if_range_holds):
             parsed = _parse_range(range_header, length)
             if parsed == "unsatisfiable":
                 h.send_xml(416, "InvalidRange", "The requested range is not satisfiable", head=head, headers={"Content-Range": f"bytes */{length}"})
                 return
             if isinstance(parsed, tuple):
                 status, (start, end) = 206, parsed
-        headers = {
-            "Accept-Ranges": "bytes",
-            "ETag": '"' + hashlib.md5(f"{recording_id}/{kind}/{length}".encode(), usedforsecurity=False).hexdigest() + '"',
-        }
+        headers = {"Accept-Ranges": "bytes", **validators}
         if status == 206:
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{length}"
-        content_type = "video/mp4" if kind == "video" else "audio/mpeg"
-        h.start_body(status, end - start, content_type, headers)
+            if start > 0 and faults.consume("shift_ranges"):  # the same length, from elsewhere
+                span = end - start
+                start = min(max(0, start + faults.range_shift), max(0, length - 1))
+                end = min(length, start + span)
+            total = "*" if faults.total_unknown else str(length)
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
+        size = end - start
+        # One fault per answer: a drop, or else a clean early end.
+        drop_at = None
+        if not head and size > faults.drop_after_bytes and faults.consume("drop_downloads"):
+            drop_at = faults.drop_after_bytes
+        early = not head and drop_at is None and size > faults.end_early_after and faults.consume("end_early")
+        declared = None if faults.chunked or early else max(0, size + faults.wrong_content_length)
+        extra = faults.extra_bytes if declared is None and drop_at is None and not early else 0
+        for name in ("total_unknown", "chunked", "wrong_content_length", "throttle_bps", "extra_bytes"):
+            if getattr(faults, name) and (name != "total_unknown" or status == 206) and (name != "extra_bytes" or extra):
+                faults.note(name)
+        h.start_body(status, declared, content_type, headers, chunked=faults.chunked)
         if head:
             return
-        drop_at = None
-        if end - start > self.faults.drop_after_bytes and self.faults.consume("drop_downloads"):
-            drop_at = self.faults.drop_after_bytes
-        h.stream(self._blocks, recording_id, kind, start, end, throttle_bps=self.faults.throttle_bps, drop_after=drop_at)
+        if faults.wrong_content_length:
+            h.close_connection = True  # the client cannot know where this body ends
+        stop = min(x for x in (size, drop_at, faults.end_early_after if early else None) if x is not None)
+        if drop_at is not None and faults.change_on_drop:
+            # Changed before the cut (this answer keeps the old bytes): a retry always sees it.
+            faults.note("change_on_drop")
+            self.change_file(recording_id, kind)
+        chunk = max(1024, faults.throttle_bps // 20) if faults.throttle_bps > 0 else 1 << 20
+        h.stream(self._blocks.windows(recording_id, variant, start, start + stop + extra, chunk), throttle_bps=faults.throttle_bps,
+                 chunked=faults.chunked, cut=drop_at is not None)
+
+    def _send_gzip(self, h: _Handler, recording_id: str, variant: str, length: int, content_type: str,
+                   validators: dict[str, str]) -> None:
+        """The whole file gzip-encoded (200, Range ignored), as a misconfigured CDN sends it."""
+        if length > FILE_BYTES_LIMIT:
+            raise ValueError("gzip_bodies is for small files")
+        raw = b"".join(bytes(w) for w in self._blocks.windows(recording_id, variant, 0, length, 1 << 20))
+        body = gzip.compress(raw, compresslevel=1, mtime=0)
+        headers = {"Accept-Ranges": "bytes", "Content-Encoding": "gzip", "Vary": "Accept-Encoding", **validators}
+        h.start_body(200, None if self.faults.chunked else len(body), content_type, headers, chunked=self.faults.chunked)
+        chunk = max(1024, self.faults.throttle_bps // 20) if self.faults.throttle_bps > 0 else 1 << 20
+        view = memoryview(body)
+        h.stream((view[i : i + chunk] for i in range(0, len(body), chunk)), throttle_bps=self.faults.throttle_bps,
+                 chunked=self.faults.chunked, cut=False)
 
     # -- control endpoints -----------------------------------------------------------------------
 
@@ -1108,6 +1240,17 @@ def _parse_range(header: str, length: int) -> tuple[int, int] | str | None:
     return start, end
 
 
+def _if_range_holds(value: str | None, validators: dict[str, str]) -> bool:
+    """True when there is no If-Range, or it names the file as it is now (a strong ETag, or the
+    exact Last-Modified date); a weak ETag never matches."""
+    if value is None:
+        return True
+    value = value.strip()
+    if value.startswith(("W/", '"')):
+        return not value.startswith("W/") and value == validators.get("ETag")
+    return value == validators.get("Last-Modified")
+
+
 def _size_from_override(file_size: Any) -> int | None:
     """The true size when a test only gave the JSON file_size (number or numeric string)."""
     if isinstance(file_size, bool):
@@ -1228,14 +1371,25 @@ class _Handler(BaseHTTPRequestHandler):
             self.sim_entry.status = status
             self.sim_entry.bytes_sent += sent
 
-    def start_body(self, status: int, length: int, content_type: str, headers: dict[str, str] | None = None) -> None:
+    def start_body(self, status: int, length: int | None, content_type: str, headers: dict[str, str] | None = None,
+                   *, chunked: bool = False) -> None:
+        """Status and headers. The body is framed by Content-Length, by chunked coding, or (length
+        None, not chunked) by closing the connection after it."""
+        sent = {"Content-Type": content_type, **(headers or {})}
+        if chunked:
+            sent["Transfer-Encoding"] = "chunked"
+        elif length is None:
+            sent["Connection"] = "close"
+            self.close_connection = True
+        else:
+            sent["Content-Length"] = str(length)
         self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(length))
-        for name, value in (headers or {}).items():
+        for name, value in sent.items():
             self.send_header(name, value)
         self.end_headers()
         self._note(status)
+        if self.sim_entry is not None:
+            self.sim_entry.headers_sent = sent
 
     def send_bytes(self, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None, *, drop_after: int | None = None, head: bool = False) -> None:
         self.start_body(status, len(data), content_type, headers)
@@ -1261,22 +1415,28 @@ class _Handler(BaseHTTPRequestHandler):
         ).encode()
         self.send_bytes(status, body, "application/xml", headers, head=head)
 
-    def stream(self, blocks: _Blocks, recording_id: str, kind: str, start: int, end: int, *, throttle_bps: int, drop_after: int | None) -> None:
-        """Write bytes [start, end) of the file; optionally throttled or cut after drop_after bytes."""
-        stop = end if drop_after is None else min(end, start + drop_after)
-        chunk = max(1024, throttle_bps // 20) if throttle_bps > 0 else 1 << 20
+    def stream(self, buffers: Iterable[memoryview | bytes], *, throttle_bps: int, chunked: bool, cut: bool) -> None:
+        """Write the body's buffers, optionally throttled and in chunked coding; `cut`: then cut the
+        connection as if it broke (the chunked terminator is never sent)."""
         status = self.sim_entry.status if self.sim_entry and self.sim_entry.status else 200
-        for window in blocks.windows(recording_id, kind, start, stop, chunk):
-            self.wfile.write(window)
+        for window in buffers:
+            if chunked:
+                self.wfile.write(b"%x\r\n" % len(window) + bytes(window) + b"\r\n")
+            else:
+                self.wfile.write(window)
             self._note(status, len(window))
             if throttle_bps > 0:
                 time.sleep(len(window) / throttle_bps)
-        if stop < end:
+        if cut:
             self._drop()
+        elif chunked:
+            self.wfile.write(b"0\r\n\r\n")
 
     def _drop(self) -> None:
         """Cut the connection with the body incomplete: the client sees a broken read."""
         self.close_connection = True
+        if self.sim_entry is not None:
+            self.sim_entry.cut = True
         # The peer may already be gone; either way the socket is finished.
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)

@@ -1,26 +1,36 @@
-"""`rtk-archive verify`: check every archived copy in the ledger at its target, by size and
-stored SHA-256 (and the backend's own checksums), or with `deep` by re-reading and re-hashing
-the bytes. Results go to the ledger (a missing or altered copy is no longer `archived`, so the
-next run deals with it) and to the audit log."""
+"""`rtk-archive verify`: check every copy the ledger knows at its target, by size and the
+stored and backend checksums, or with `deep` also by re-reading and re-hashing the bytes.
+
+Copies in every state are checked: archived ones, and recorded problems (missing, mismatch,
+and failed copies that have an object at the target) again. A recorded problem stays one until
+it is resolved: only a deep verification that re-reads the bytes and finds them identical (or
+a fresh verified copy put by `run`) clears it; a shallow check that finds the size and checksums
+right again says so and leaves the problem recorded, since an alteration that keeps them is
+exactly what a shallow check cannot see.
+
+Results go to the audit log, then to the ledger (a missing or altered copy is no longer
+`archived`, so the next run deals with it). When they cannot be recorded (a read-only ledger,
+an audit log that cannot be written), verify still checks and reports, says so in one warning
+line, and exits by what it found."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from pipeline.audit import AuditLog
+from pipeline.comparison import compare_bytes, compare_copy, read_back
 from pipeline.config import Config
+from pipeline.errors import BookkeepingError
 from pipeline.ledger import CopyRow, Ledger, iso_utc
-from pipeline.lock import RunLock
-from pipeline.runner import open_targets
-from storage.base import NotFound, StorageError, Target
+from pipeline.runner import bookkeeping, note_audit_head, open_targets
+from storage.base import NotFound, StorageError, StoredObject, Target
 
 log = logging.getLogger("rtk_archive.verify")
-READ_CHUNK = 1 << 20
 
 
 @dataclass
@@ -28,63 +38,107 @@ class VerifyOutcome:
     checked: int = 0
     ok: int = 0
     problems: list[dict] = field(default_factory=list)
+    recorded: bool = True  # False: the results could not be recorded (see the warning line)
 
 
 def verify_archive(config: Config, *, target: str | None, since, until, deep: bool,
                    redact=lambda s: s) -> VerifyOutcome:
     outcome = VerifyOutcome()
-    lock = RunLock(config.ledger.path).acquire("verify")
-    try:
-        ledger = Ledger(config.ledger.path)
-        audit = AuditLog(config.audit.path, uuid.uuid4().hex, redact=redact)
+    run_id = uuid.uuid4().hex
+    with ExitStack() as stack:
+        ledger, audit = _open(stack, config, run_id, redact, outcome)
+        failure: BaseException | None = None
         try:
-            rows = ledger.archived_copies(target=target, since=iso_utc(since), until=iso_utc(until))
+            if audit is not None:
+                audit.event("verify_started", deep=deep, target=target, since=iso_utc(since), until=iso_utc(until))
+            rows = ledger.copies_to_verify(target=target, since=iso_utc(since), until=iso_utc(until))
             with open_targets(config, only=target) as targets:
                 checker = _Checker(ledger, audit, targets, deep, outcome)
                 with ThreadPoolExecutor(config.archive.concurrency) as pool:
                     list(pool.map(checker.check, rows))
+            if audit is not None:
+                audit.event("verify_finished", deep=deep, checked=outcome.checked, ok=outcome.ok,
+                            problems=len(outcome.problems))
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
-            audit.close()
-            ledger.close()
-    finally:
-        lock.release()
+            if audit is not None:
+                try:
+                    note_audit_head(config, ledger, audit, command="verify", run_id=run_id)
+                except BookkeepingError as exc:
+                    if failure is None:
+                        raise
+                    log.error("%s", exc)  # verify already failed (reported above)
     return outcome
 
 
+def _open(stack: ExitStack, config: Config, run_id: str, redact, outcome: VerifyOutcome
+          ) -> tuple[Ledger, AuditLog | None]:
+    """The ledger and audit log to record results in; failing that (a read-only ledger or
+    folder, an audit log that cannot be written), the ledger read-only: check and report only.
+    A ledger that cannot even be read, or a lock held by a run, still stops verify."""
+    if not config.ledger.path.exists():  # nothing archived: nothing to check, nothing to create
+        outcome.recorded = False
+        return stack.enter_context(bookkeeping(config, "verify", run_id, read_only=True))
+    try:
+        return stack.enter_context(bookkeeping(config, "verify", run_id, redact=redact))
+    except BookkeepingError as exc:
+        log.warning("verify cannot record its results (%s): checking and reporting only", exc)
+        outcome.recorded = False
+        return stack.enter_context(bookkeeping(config, "verify", run_id, read_only=True))
+
+
 class _Checker:
-    def __init__(self, ledger: Ledger, audit: AuditLog, targets: dict[str, Target], deep: bool,
+    def __init__(self, ledger: Ledger, audit: AuditLog | None, targets: dict[str, Target], deep: bool,
                  outcome: VerifyOutcome):
         self.ledger, self.audit, self.targets, self.deep, self.outcome = ledger, audit, targets, deep, outcome
         self._lock = threading.Lock()
+        self._halted = threading.Event()  # recording failed: start no further check
 
     def check(self, row: CopyRow) -> None:
+        if self._halted.is_set():
+            return
+        try:
+            self._check(row)
+        except BookkeepingError:
+            self._halted.set()
+            raise
+
+    def _check(self, row: CopyRow) -> None:
         target = self.targets.get(row.target)
         if target is None:
-            self._report(row, "unchecked", f"target '{row.target}' is no longer in the configuration", record=False)
+            self._problem(row, "unchecked", f"target '{row.target}' is no longer in the configuration", record=False)
             return
-        expected_size, expected = self._expected(row)
+        size, digests = self._expected(row)
+        if size is None and not digests.get("sha256"):  # a manifest whose put failed: nothing to compare
+            self._problem(row, row.state, row.last_error or row.verify_result or "nothing recorded to compare with",
+                          record=False)
+            return
         try:
             stored = target.stat(row.key)
-            problems = _compare(stored, expected_size, expected)
-            if self.deep and not problems:
-                problems = self._rehash(target, row.key, expected_size, expected["sha256"])
+            problems, _compared = compare_copy(stored, size=size, digests=digests)
+            if self.deep:
+                problems += compare_bytes(read_back(target, row.key), size=size, sha256=digests.get("sha256"))
         except NotFound:
-            self._report(row, "missing", "the object is gone from the target")
+            if row.state == "failed":
+                self._problem(row, "failed", f"not at the target; the run's error: {row.last_error}", record=False)
+            else:
+                self._problem(row, "missing", "the object is gone from the target")
             return
         except StorageError as exc:
-            self._report(row, "unchecked", f"could not check: {exc}", record=False)
+            self._problem(row, "unchecked", f"could not check: {exc}", record=False)
             return
         if problems:
-            self._report(row, "mismatch", "; ".join(problems))
+            self._problem(row, "mismatch", "; ".join(problems))
+        elif row.state == "archived":
+            self._ok(row, f"ok ({'deep: bytes re-read' if self.deep else 'size and stored checksums'})")
+        elif self.deep:
+            self._clear(row, target, stored, size, digests)
         else:
-            with self._lock:
-                self.outcome.checked += 1
-                self.outcome.ok += 1
-            how = "deep: bytes re-hashed" if self.deep else "size and stored checksums"
-            self.ledger.record_verification(row.recording_id, row.kind, row.target, state="archived",
-                                            result=f"ok ({how})")
-            self.audit.event("verify_ok", recording_id=row.recording_id, kind=row.kind, target=row.target,
-                             key=row.key, deep=self.deep)
+            was = row.verify_result if row.state != "failed" else row.last_error
+            self._problem(row, row.state, f"recorded {row.state} ({was}); its size and checksums match now, but "
+                          "only `verify --deep` (re-reading the bytes) clears it", record=False)
 
     def _expected(self, row: CopyRow) -> tuple[int | None, dict]:
         """What the copy must be: the downloaded file's size and digests (for a manifest, the
@@ -94,40 +148,52 @@ class _Checker:
             return file["size"], {"sha256": file["sha256"], "md5": file["md5"], "crc32c": file["crc32c"]}
         return row.size, {"sha256": row.sha256, **{k: v for k, v in row.native.items() if k != "sha256"}}
 
-    def _rehash(self, target: Target, key: str, size: int | None, sha256: str | None) -> list[str]:
-        digest = hashlib.sha256()
-        count = 0
-        with target.open_read(key) as stream:
-            while chunk := stream.read(READ_CHUNK):
-                digest.update(chunk)
-                count += len(chunk)
-        problems = []
-        if size is not None and count != size:
-            problems.append(f"read {count} bytes, expected {size}")
-        if sha256 and digest.hexdigest() != sha256:
-            problems.append("the bytes' SHA-256 differs from the archived file's (content altered)")
-        return problems
+    def _clear(self, row: CopyRow, target: Target, stored: StoredObject, size, digests) -> None:
+        """A recorded problem whose object, re-read, is the archived file's exact bytes: archived
+        again, as found, if it also carries the write-once protection a fresh put would need."""
+        retention_problems, _ = compare_copy(stored, size=size, digests=digests,
+                                             retention=target.settings.retention_mode)
+        if retention_problems:
+            self._problem(row, "mismatch", "; ".join(retention_problems))
+            return
+        was = row.verify_result if row.state != "failed" else row.last_error
+        result = f"ok (deep: bytes re-read); clears {row.state} ({was})"
+        self._count(ok=True)
+        if self.audit is None:
+            return
+        self.audit.event("verify_ok", recording_id=row.recording_id, kind=row.kind, target=row.target,
+                         key=row.key, deep=True, cleared=row.state)
+        retention = stored.retention
+        self.ledger.clear_problem(row.recording_id, row.kind, row.target, uri=stored.uri, size=stored.size,
+                                  sha256=stored.sha256, native=dict(stored.native), version=stored.version,
+                                  retention_mode=retention.mode if retention else None,
+                                  retention_until=retention.until if retention else None,
+                                  legal_hold=bool(retention and retention.legal_hold), result=result)
 
-    def _report(self, row: CopyRow, state: str, detail: str, *, record: bool = True) -> None:
-        with self._lock:
-            self.outcome.checked += 1
-            self.outcome.problems.append({"recording_id": row.recording_id, "kind": row.kind, "target": row.target,
-                                          "key": row.key, "state": state, "detail": detail})
+    def _ok(self, row: CopyRow, result: str) -> None:
+        self._count(ok=True)
+        if self.audit is None:
+            return
+        self.audit.event("verify_ok", recording_id=row.recording_id, kind=row.kind, target=row.target,
+                         key=row.key, deep=self.deep)
+        self.ledger.record_verification(row.recording_id, row.kind, row.target, state="archived", result=result)
+
+    def _problem(self, row: CopyRow, state: str, detail: str, *, record: bool = True) -> None:
+        self._count(ok=False, problem={"recording_id": row.recording_id, "kind": row.kind, "target": row.target,
+                                       "key": row.key, "state": state, "detail": detail})
         log.error("%s %s at %s: %s", state, row.key, row.target, detail)
+        if self.audit is None:
+            return
+        # The trail first: the ledger never holds a result the audit log does not.
+        self.audit.event("verify_failed", recording_id=row.recording_id, kind=row.kind, target=row.target,
+                         key=row.key, state=state, reason=detail, deep=self.deep)
         if record:
             self.ledger.record_verification(row.recording_id, row.kind, row.target, state=state, result=detail)
-        self.audit.event("verify_failed", recording_id=row.recording_id, kind=row.kind, target=row.target,
-                         key=row.key, state=state, reason=detail)
 
-
-def _compare(stored, expected_size: int | None, expected: dict) -> list[str]:
-    problems = []
-    if expected_size is not None and stored.size != expected_size:
-        problems.append(f"size is {stored.size}, archived file had {expected_size}")
-    if stored.sha256 and expected.get("sha256") and stored.sha256 != expected["sha256"]:
-        problems.append("the stored SHA-256 differs from the archived file's")
-    for name, value in stored.native.items():
-        if expected.get(name) and value.lower() != expected[name]:
-            problems.append(f"the backend's {name} differs from the archived file's (content altered)")
-    return problems
-
+    def _count(self, *, ok: bool, problem: dict | None = None) -> None:
+        with self._lock:
+            self.outcome.checked += 1
+            if ok:
+                self.outcome.ok += 1
+            if problem:
+                self.outcome.problems.append(problem)

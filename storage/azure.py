@@ -29,7 +29,9 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from storage.base import (
     unused_field,
+    PROBE_BYTES,
     SHA256_METADATA_KEY,
+    BucketRetention,
     LocalFile,
     NotFound,
     ObjectConflict,
@@ -51,6 +53,10 @@ MAX_SINGLE_PUT = 5000 * MiB
 CONTAINER_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 # Modes Azure can enforce (version-level immutability policies); the others belong to S3/local.
 AZURE_RETENTION_MODES = ("LOCKED", "UNLOCKED")
+# The SDK's own retries cover one request; the pipeline retries a whole put on top of that.
+# Its default waits 15 s, then 18 s, then 24 s: a server that is down cost a minute and a half
+# per request (and per preflight probe) before the pipeline even heard of it.
+SDK_RETRIES = {"retry_total": 3, "initial_backoff": 1, "increment_base": 2}
 # HTTP statuses where the same request may succeed later. 501 (not implemented) is permanent.
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 AUTH_ERROR_CODES = {"AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",
@@ -241,6 +247,7 @@ class AzureTarget(Target):
                 self.settings.access_key.get_secret_value().strip(),
                 max_single_put_size=self.settings.max_single_put_size,
                 max_block_size=self.settings.block_size,
+                **SDK_RETRIES,
                 **self._client_kwargs(),
             )
         except ValueError:
@@ -358,6 +365,37 @@ class AzureTarget(Target):
             version=props.version_id or (props.etag or "").strip('"') or None,
             retention=_retention(props),
         )
+
+    def _delete(self, full_key: str) -> None:
+        self._blob(full_key).delete_blob()
+
+    def _bucket_retention(self) -> BucketRetention:
+        """Immutability as the container reports it. A container-level policy or legal hold
+        keeps every blob written now, so the probe writes nothing there."""
+        props = self._container().get_container_properties()
+        versioned = bool(getattr(props, "immutable_storage_with_versioning_enabled", False))
+        policy = bool(getattr(props, "has_immutability_policy", False))
+        hold = bool(getattr(props, "has_legal_hold", False))
+        parts = [f"version-level immutability {'enabled' if versioned else 'not enabled'}"]
+        if policy:
+            parts.append("a container immutability policy is set")
+        if hold:
+            parts.append("a container legal hold is set")
+        needs = self._protection_needs()
+        problem = None
+        if needs and not versioned:
+            problem = (f"{needs} version-level immutability on container {self.settings.bucket}, which "
+                       "it does not have: every upload would be refused; enable it, or remove those "
+                       "settings")
+        return BucketRetention(summary="container " + ", ".join(parts), locks_new_objects=policy or hold,
+                               problem=problem)
+
+    def _probe_write_nothing(self, full_key: str) -> str:
+        """A staged block needs write permission but never becomes a blob unless a block list
+        is committed; Azure discards uncommitted blocks after a week."""
+        block_id = base64.b64encode(b"rtk-archive-probe").decode()
+        self._blob(full_key).stage_block(block_id, PROBE_BYTES, length=len(PROBE_BYTES))
+        return "a block was staged and never committed"
 
     @contextlib.contextmanager
     def _open_read(self, full_key: str):

@@ -13,12 +13,17 @@ import base64
 import contextlib
 import hashlib
 import importlib
+import os
 import posixpath
+import tempfile
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, ClassVar, Literal
+
+import google_crc32c
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -155,6 +160,31 @@ class StoredObject:
     retention: Retention | None = None
 
 
+@dataclass(frozen=True)
+class ProbeResult:
+    """One check of a target before any file is sent to it (see `Target.probe`)."""
+
+    check: str  # access | retention | write
+    status: Literal["ok", "warn", "fail"]
+    detail: str  # one line, built from safe facts only (never a credential)
+    retryable: bool = False  # a failure that may pass when tried again (a busy server, a full disk)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "fail"
+
+
+@dataclass(frozen=True)
+class BucketRetention:
+    """Write-once protection as the bucket (container, folder) itself reports it."""
+
+    summary: str  # one line, e.g. "Object Lock: enabled, default GOVERNANCE 30d"
+    # An object written now might never be removable (a default retention, a retention policy,
+    # a container-level hold): the write check must then store nothing.
+    locks_new_objects: bool = False
+    problem: str | None = None  # a configured setting this bucket cannot honour
+
+
 # --------------------------------------------------------------------------- settings
 
 
@@ -242,15 +272,21 @@ def check_endpoint(value: str | None) -> str | None:
 # --------------------------------------------------------------------------- the adapter
 
 
-def check_key(key: str) -> str:
+def check_key(key: str, *, target: str | None = None) -> str:
     """Refuse keys that could leave the target's prefix. The pipeline already builds safe keys;
     this is the last line of defence, so a bug upstream can never write outside the prefix."""
-    if not key or key.startswith("/") or "\x00" in key or "\\" in key:
-        raise PermanentStorageError(f"unsafe object key {key!r}")
+    if not isinstance(key, str) or not key or key.startswith("/") or "\x00" in key or "\\" in key:
+        raise PermanentStorageError(f"unsafe object key {key!r}", target=target)
     parts = key.split("/")
     if any(part in ("", ".", "..") for part in parts):
-        raise PermanentStorageError(f"unsafe object key {key!r}")
+        raise PermanentStorageError(f"unsafe object key {key!r}", target=target)
     return key
+
+
+# Where `probe` writes its probe objects, under the target's prefix: one place a bucket policy
+# can allow deletes for, or a lifecycle rule can clean.
+PROBE_PREFIX = ".rtk-archive-probe"
+PROBE_BYTES = b"rtk-archive probe object: written to check that this target accepts files, then removed.\n"
 
 
 class Target(ABC):
@@ -262,6 +298,10 @@ class Target(ABC):
     # Whether the backend checks the file's MD5 on the way in (the pipeline computes MD5,
     # the slowest digest, only when a configured target does).
     uses_md5: ClassVar[bool] = False
+    # Whether an object stored with this target's retention settings can still be removed by
+    # the tool (READ_ONLY files can; Object Lock, immutability policies and holds cannot). When
+    # not, `probe` proves write permission without storing anything.
+    retained_objects_removable: ClassVar[bool] = False
 
     def __init__(self, settings: TargetSettings):
         self.settings = settings
@@ -271,7 +311,7 @@ class Target(ABC):
 
     def full_key(self, key: str) -> str:
         """The key inside the bucket / under the folder: the target's `path` prefix + key."""
-        check_key(key)
+        check_key(key, target=self.name)
         return posixpath.join(self.settings.path, key) if self.settings.path else key
 
     def put(self, file: LocalFile, key: str, metadata: Mapping[str, str] | None = None) -> StoredObject:
@@ -342,6 +382,106 @@ class Target(ABC):
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    # -- the preflight probe, written once ---------------------------------------------------
+
+    def probe(self) -> list[ProbeResult]:
+        """Check this target before any file is sent to it, in three steps:
+        access (reachable, credentials accepted: a stat of a key that cannot exist must answer
+        "not found"), retention (as the bucket itself reports it, against what this target
+        asks for) and write (the tool's own create-only put of a small probe object under
+        PROBE_PREFIX, read back and removed). Where an object might not be removable (retention
+        configured, or a bucket that locks new objects), write permission is proven without
+        storing anything. One attempt per step, no retries: the pipeline decides about retries
+        and time limits. A failed access step ends the probe (nothing else can work)."""
+        key = f"{PROBE_PREFIX}/{uuid.uuid4().hex}"
+        access = self._probe_step("access", lambda: self._probe_access(key))
+        if not access.ok:
+            return [access]
+        try:
+            with self._errors("reading the retention settings"):
+                bucket = self._bucket_retention()
+        except StorageError as exc:
+            # Often only a missing read permission: say so, and store nothing to be safe.
+            bucket = BucketRetention(summary=f"could not be read ({_reason(exc, self.name)})",
+                                     locks_new_objects=True)
+            retention = ProbeResult("retention", "warn", bucket.summary + "; the write check "
+                                    "stores nothing permanent")
+        else:
+            retention = (ProbeResult("retention", "fail", f"{bucket.summary}; {bucket.problem}")
+                         if bucket.problem else ProbeResult("retention", "ok", bucket.summary))
+        protected = self._protection_needs() is not None
+        locked = bucket.locks_new_objects or (protected and not self.retained_objects_removable)
+        write = self._probe_step("write", lambda: self._probe_write(key, locked))
+        return [access, retention, write]
+
+    def _probe_step(self, check: str, step) -> ProbeResult:
+        try:
+            status, detail = step()
+        except StorageError as exc:
+            return ProbeResult(check, "fail", _reason(exc, self.name), retryable=exc.retryable)
+        return ProbeResult(check, status, detail)
+
+    def _probe_access(self, key: str) -> tuple[str, str]:
+        full = self.full_key(key)
+        try:
+            with self._errors("reaching the target"):
+                found = self._stat(full)
+        except NotFound:
+            return "ok", f"{self.describe()}: reached, access granted"
+        raise PermanentStorageError(f"{found.uri} exists although its name is random: this target "
+                                    "does not answer \"not found\" for a missing key", target=self.name)
+
+    def _probe_write(self, key: str, locked: bool) -> tuple[str, str]:
+        full = self.full_key(key)
+        if locked:
+            with self._errors(f"trial upload of {full}"):
+                how = self._probe_write_nothing(full)
+            return "ok", f"writable: {how}; nothing was stored (objects here may not be removable)"
+        with _probe_file() as file:
+            stored = self.put(file, key)
+            with self.open_read(key) as stream:
+                back = stream.read(len(PROBE_BYTES) + 1)
+        try:
+            with self._errors(f"removal of {stored.uri}"):
+                self._delete(full)
+        except StorageError as exc:
+            removal = (f"the probe object could not be removed: {_reason(exc, self.name)}; remove it "
+                       f"by hand, or allow deletes under {PROBE_PREFIX}/")
+        else:
+            removal = None
+        if back != PROBE_BYTES:
+            return "fail", (f"the probe object {stored.uri} read back {len(back)} bytes that differ from "
+                            f"the {len(PROBE_BYTES)} written" + (f"; {removal}" if removal else ""))
+        if removal:
+            return "warn", f"writable (create-only put, read back), but {removal}"
+        return "ok", "writable: a probe object was created (create-only), read back and removed"
+
+    def _bucket_retention(self) -> BucketRetention:
+        """The bucket's own write-once settings. A folder or SFTP server has none: what this
+        target asks for is all there is to report."""
+        mode = self.settings.retention_mode
+        if mode is None:
+            return BucketRetention(summary="no retention configured")
+        return BucketRetention(summary=f"retention_mode {mode}: each file is made read-only after it is "
+                                       "written (the owner can undo it)")
+
+    def _protection_needs(self) -> str | None:
+        """"retention_mode needs" / "legal_hold needs" / "retention_mode and legal_hold need", for
+        a bucket that cannot provide them; None when neither is configured."""
+        wanted = [name for name, on in (("retention_mode", self.settings.retention_mode is not None),
+                                        ("legal_hold", self.settings.legal_hold)) if on]
+        if not wanted:
+            return None
+        return " and ".join(wanted) + (" need" if len(wanted) > 1 else " needs")
+
+    def _probe_write_nothing(self, full_key: str) -> str:
+        """Prove that an object could be created under `full_key` without creating one (a
+        multipart upload started and aborted, a block staged and never committed, an upload
+        session opened and cancelled). Returns what was done, for the report. Backends whose
+        objects can be locked implement it."""
+        raise PermanentStorageError(f"{self.type} targets cannot check write permission without "
+                                    "writing", target=self.name)
+
     # -- backend hooks ----------------------------------------------------------------------
 
     @abstractmethod
@@ -360,6 +500,11 @@ class Target(ABC):
         """A context manager yielding a readable binary stream of the object."""
 
     @abstractmethod
+    def _delete(self, full_key: str) -> None:
+        """Remove the object (every trace of it: a versioned store deletes that version). Only
+        the probe uses it: archived copies are never deleted by the tool."""
+
+    @abstractmethod
     def _classify(self, exc: Exception, action: str) -> StorageError:
         """Map an SDK exception to Retryable/Permanent/NotFound with a safe, helpful message
         naming what to fix (never str() of an exception that may echo a credential)."""
@@ -375,3 +520,26 @@ class Target(ABC):
             raise
         except Exception as exc:  # every SDK failure is classified, none escapes raw
             raise self._classify(exc, action) from exc
+
+
+def _reason(exc: StorageError, target: str) -> str:
+    """The message of a storage error without its "target 'x': " lead (the caller names it)."""
+    text = str(exc)
+    lead = f"target '{target}': "
+    return text[len(lead):] if text.startswith(lead) else text
+
+
+@contextlib.contextmanager
+def _probe_file() -> Iterator[LocalFile]:
+    """PROBE_BYTES as a LocalFile with all three digests, in a private temporary file."""
+    crc = google_crc32c.Checksum()
+    crc.update(PROBE_BYTES)
+    checksums = Checksums(sha256=hashlib.sha256(PROBE_BYTES).hexdigest(),
+                          md5=hashlib.md5(PROBE_BYTES, usedforsecurity=False).hexdigest(), crc32c=crc.digest().hex())
+    fd, name = tempfile.mkstemp(prefix="rtk-archive-probe-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(PROBE_BYTES)
+        yield LocalFile(path=Path(name), size=len(PROBE_BYTES), checksums=checksums)
+    finally:
+        os.unlink(name)

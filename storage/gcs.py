@@ -27,6 +27,8 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator
 from storage.base import (
     unused_field,
     check_endpoint,
+    PROBE_BYTES,
+    BucketRetention,
     LocalFile,
     NotFound,
     ObjectConflict,
@@ -220,12 +222,15 @@ class GCSTarget(Target):
         blob.md5_hash = file.checksums.md5_base64
         blob.crc32c = file.checksums.crc32c_base64
         blob.content_type = mimetypes.guess_type(full_key)[0] or "application/octet-stream"
+        self._set_retention(blob)
+        return blob
+
+    def _set_retention(self, blob) -> None:
         mode = self.settings.retention_mode
         if mode is not None:
             blob.retention.mode = GCS_RETENTION_MODES[mode]
             blob.retention.retain_until_time = (datetime.now(timezone.utc)
                                                 + timedelta(days=self.settings.retention_days))
-        return blob
 
     def _send(self, blob, source, file: LocalFile) -> None:
         api = require_sdk("google.api_core.exceptions", SDK_PACKAGE, target=self.name)
@@ -318,6 +323,57 @@ class GCSTarget(Target):
             version=str(blob.generation) if blob.generation is not None else None,
             retention=retention_of(blob),
         )
+
+    def _delete(self, full_key: str) -> None:
+        # That generation only: on a versioned bucket this removes it for good.
+        blob = self._new_blob(full_key)
+        self._reload(blob)
+        self._bucket().delete_blob(full_key, generation=blob.generation)
+
+    def _bucket_retention(self) -> BucketRetention:
+        """Retention as the bucket reports it. A bucket retention policy or a default
+        event-based hold keeps every object written now, so the probe writes nothing there."""
+        api = require_sdk("google.api_core.exceptions", SDK_PACKAGE, target=self.name)
+        try:
+            bucket = self.client().get_bucket(self.settings.bucket)
+        except api.NotFound as exc:
+            raise self._no_bucket("reading the bucket's settings") from exc
+        period = bucket.retention_period
+        event_hold = bool(bucket.default_event_based_hold)
+        object_retention = (bucket._properties.get("objectRetention") or {}).get("mode") == "Enabled"
+        parts = []
+        if period:
+            locked = " (locked)" if bucket.retention_policy_locked else ""
+            parts.append(f"retention policy {int(period) // 86400}d{locked}")
+        else:
+            parts.append("no retention policy")
+        parts.append(f"object retention {'enabled' if object_retention else 'not enabled'}")
+        if event_hold:
+            parts.append("default event-based hold")
+        problem = None
+        if self.settings.retention_mode is not None and not object_retention:
+            problem = (f"retention_mode {self.settings.retention_mode} needs object retention, which "
+                       f"bucket {self.settings.bucket} does not have enabled: every upload would be "
+                       "refused; enable it, or remove retention_mode")
+        return BucketRetention(summary=", ".join(parts), locks_new_objects=bool(period) or event_hold,
+                               problem=problem)
+
+    def _probe_write_nothing(self, full_key: str) -> str:
+        """Opening a resumable upload session needs storage.objects.create and carries this
+        target's retention; cancelling it (DELETE on the session URL) leaves no object."""
+        blob = self._new_blob(full_key)
+        self._set_retention(blob)
+        api = require_sdk("google.api_core.exceptions", SDK_PACKAGE, target=self.name)
+        try:
+            session = blob.create_resumable_upload_session(size=len(PROBE_BYTES), if_generation_match=0)
+        except api.NotFound as exc:  # creating an object: only the bucket can be missing
+            raise self._no_bucket(f"trial upload of {full_key}") from exc
+        response = self.client()._http.delete(session)  # the client's authorised session
+        if response.status_code not in (200, 204, 499):  # GCS answers 499 to a cancelled session
+            # Not a permission problem: an unfinished session never becomes an object.
+            return (f"a resumable upload session was opened; cancelling it was answered HTTP "
+                    f"{response.status_code}, and GCS forgets the unfinished session within a week")
+        return "a resumable upload session was opened and cancelled"
 
     @contextlib.contextmanager
     def _open_read(self, full_key: str):

@@ -19,12 +19,14 @@ import google_crc32c
 from pydantic import Field, field_validator
 
 from storage.base import (
+    PROBE_PREFIX,
     check_key,
     SHA256_METADATA_KEY,
     LocalFile,
     NotFound,
     ObjectConflict,
     PermanentStorageError,
+    ProbeResult,
     Retention,
     RetryableStorageError,
     StorageError,
@@ -34,7 +36,9 @@ from storage.base import (
 )
 
 PARTIAL_MARKER = ".rtk-partial-"
-COPY_BUFFER = 1 << 20
+COPY_BUFFER = 8 << 20  # large: one read and one write per 8 MiB across file systems
+HASH_BUFFER = 2 << 20
+LOW_SPACE = 1 << 30  # below this, the probe warns: one recording can be larger
 # The file's SHA-256 is kept in an extended attribute where the file system allows it.
 XATTR = f"user.{SHA256_METADATA_KEY}"
 
@@ -56,22 +60,45 @@ class LocalSettings(TargetSettings):
 class LocalTarget(Target):
     type = "local"
     settings_model = LocalSettings
+    retained_objects_removable = True  # READ_ONLY is a chmod: the folder's owner can still unlink
 
     def __init__(self, settings: LocalSettings):
         super().__init__(settings)
         self.root = Path(settings.path).resolve()
 
     def full_key(self, key: str) -> str:
-        return check_key(key)  # the folder is the root: keys are relative to it
+        return check_key(key, target=self.name)  # the folder is the root: keys are relative to it
 
     def describe(self) -> str:
         return f"file://{self.root}"
 
     def _path(self, full_key: str) -> Path:
+        # resolve() follows symbolic links: a link inside the folder that points elsewhere must
+        # not carry a copy out of it any more than a `..` in the key.
         path = (self.root / full_key).resolve()
         if self.root != path and self.root not in path.parents:
-            raise PermanentStorageError(f"key {full_key!r} resolves outside {self.root}")
+            raise PermanentStorageError(f"key {full_key!r} resolves outside {self.root}", target=self.name)
         return path
+
+    def probe(self) -> list[ProbeResult]:
+        """The common probe, plus the free space where files will land. Folders the probe had
+        to create (the target folder on a first check, the probe folder) are removed again,
+        so a `check` leaves the disk as it found it."""
+        probe_folder = self.root / PROBE_PREFIX
+        created = [p for p in (probe_folder, self.root, *self.root.parents) if not p.exists()]
+        try:
+            results = super().probe()
+        finally:
+            _remove_empty(created)
+        if all(result.ok for result in results):
+            results.append(self._probe_space())
+        return results
+
+    def _probe_space(self) -> ProbeResult:
+        free = shutil.disk_usage(nearest_existing(self.root)).free
+        text = f"{free / 1e9:.1f} GB free under {self.root}"
+        return ProbeResult("space", "warn" if free < LOW_SPACE else "ok",
+                           text + ("; recordings are often larger" if free < LOW_SPACE else ""))
 
     def _upload(self, file: LocalFile, full_key: str, metadata: Mapping[str, str]) -> StoredObject:
         final = self._path(full_key)
@@ -129,6 +156,14 @@ class LocalTarget(Target):
         except FileNotFoundError:
             raise NotFound(f"{full_key} not found in {self.root}", target=self.name) from None
 
+    def _delete(self, full_key: str) -> None:
+        path = self._path(full_key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        _fsync_dir(path.parent)
+
     def sweep_partials(self) -> int:
         removed = 0
         if not self.root.is_dir():
@@ -149,12 +184,49 @@ class LocalTarget(Target):
             )
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return RetryableStorageError(f"{action}: no space left under {self.root}", target=self.name)
-        if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.ENOTDIR, errno.ENAMETOOLONG):
+        if isinstance(exc, OSError) and exc.errno == errno.ENOTDIR:
+            blocker = _file_in_the_way(Path(exc.filename) if exc.filename else self.root)
+            return PermanentStorageError(
+                f"{action}: {blocker} is a file, not a folder; fix `path` or move the file away",
+                target=self.name)
+        if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+            return PermanentStorageError(f"{action}: {self.root} is on a read-only file system",
+                                         target=self.name)
+        if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
             return PermanentStorageError(f"{action}: {os.strerror(exc.errno)}", target=self.name)
         if isinstance(exc, OSError):
             reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
             return RetryableStorageError(f"{action}: {reason}", target=self.name)
         return RetryableStorageError(f"{action}: {type(exc).__name__}", target=self.name)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove these folders, deepest first, while they are empty (another writer's file keeps
+    a folder and every folder above it)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue  # never created
+        except OSError:
+            return  # not empty (or not ours to remove): leave it and its parents
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path` or its closest existing ancestor (the folder is created on the first write)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path("/")
+
+
+def _file_in_the_way(path: Path) -> Path:
+    """The first component of `path` that exists and is not a folder (ENOTDIR names only the
+    whole path)."""
+    for candidate in reversed((path, *path.parents)):
+        if candidate.exists() and not candidate.is_dir():
+            return candidate
+    return path
 
 
 def _retention(info: os.stat_result) -> Retention | None:
@@ -186,25 +258,57 @@ def _take_by_link(source: Path, temp: Path) -> bool:
 
 
 def _copy(src, dst, size: int) -> None:
-    """Copy in the kernel (copy_file_range: no bytes through Python, a reflink on file
-    systems that can) when the source is a real file; through a buffer otherwise."""
+    """Copy `size` bytes in the kernel (copy_file_range: no bytes through Python, a reflink on
+    file systems that can) when both ends are real files on one file system; through a large
+    buffer otherwise. A target on another file system than the spool (a NAS mount, a second
+    disk) is the common case: the kernel refuses with EXDEV there, and the buffer takes over
+    from where the kernel stopped."""
     try:
         src_fd, dst_fd = src.fileno(), dst.fileno()
     except (AttributeError, OSError, ValueError):
-        shutil.copyfileobj(src, dst, COPY_BUFFER)
+        _copy_through_buffer(src, dst, size, 0)
         return
     copied = 0
     while copied < size:
-        n = os.copy_file_range(src_fd, dst_fd, size - copied)
+        try:
+            n = os.copy_file_range(src_fd, dst_fd, size - copied)
+        except OSError as exc:
+            if exc.errno not in _NO_KERNEL_COPY:
+                raise
+            _copy_through_buffer(src, dst, size, copied)
+            return
         if n == 0:
             raise OSError(errno.EIO, f"source ended after {copied} of {size} bytes")
         copied += n
 
 
+# copy_file_range's answers for "not between these two files": another file system (EXDEV),
+# no such call (ENOSYS, seccomp filters), a file system without it (EOPNOTSUPP; EINVAL from
+# some FUSE and network file systems), a descriptor it cannot use (EBADF).
+_NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL,
+                             errno.EBADF})
+
+
+def _copy_through_buffer(src, dst, size: int, start: int) -> None:
+    """Plain read/write of bytes [start, size) in COPY_BUFFER pieces; a source shorter than
+    `size` is an error, never a short copy. Both streams are positioned at `start` first (the
+    kernel moved their offsets as far as it got)."""
+    if start:
+        src.seek(start)
+        dst.seek(start)
+    left = size - start
+    while left > 0:
+        chunk = src.read(min(COPY_BUFFER, left))
+        if not chunk:
+            raise OSError(errno.EIO, f"source ended after {size - left} of {size} bytes")
+        dst.write(chunk)
+        left -= len(chunk)
+
+
 def _crc32c_of(path: Path) -> str:
     checksum = google_crc32c.Checksum()
     with open(path, "rb", buffering=0) as fh:
-        while chunk := fh.read(COPY_BUFFER * 2):
+        while chunk := fh.read(HASH_BUFFER):
             checksum.update(chunk)
     return checksum.digest().hex()
 

@@ -40,6 +40,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from storage.base import (
     check_endpoint,
     SHA256_METADATA_KEY,
+    BucketRetention,
     LocalFile,
     NotFound,
     ObjectConflict,
@@ -318,6 +319,51 @@ class S3Target(Target):
             raise
         self._bucket_checked = True
 
+    def _delete(self, full_key: str) -> None:
+        # On a versioned bucket a plain delete only hides the object behind a delete marker:
+        # delete the very version the probe wrote.
+        client = self._s3()
+        version = client.head_object(Bucket=self.bucket, Key=full_key).get("VersionId")
+        if version and version != "null":
+            client.delete_object(Bucket=self.bucket, Key=full_key, VersionId=version)
+        else:
+            client.delete_object(Bucket=self.bucket, Key=full_key)
+
+    def _bucket_retention(self) -> BucketRetention:
+        """Object Lock as the bucket reports it. A bucket with Object Lock keeps every version
+        it holds (a default retention locks even objects written without one), so the probe
+        writes nothing there."""
+        try:
+            answer = self._s3().get_object_lock_configuration(Bucket=self.bucket)
+        except Exception as exc:
+            if _error_code(exc) != "ObjectLockConfigurationNotFoundError":
+                raise
+            answer = {}
+        config = answer.get("ObjectLockConfiguration") or {}
+        enabled = config.get("ObjectLockEnabled") == "Enabled"
+        if not enabled:
+            needs = self._protection_needs()
+            problem = (f"{needs} Object Lock, which bucket {self.bucket!r} does not have: every upload "
+                       "would be refused; use a bucket created with Object Lock, or remove those "
+                       "settings") if needs else None
+            return BucketRetention(summary="Object Lock: not enabled", problem=problem)
+        rule = (config.get("Rule") or {}).get("DefaultRetention") or {}
+        if rule:
+            period = f"{rule['Days']}d" if rule.get("Days") else f"{rule.get('Years')}y"
+            summary = f"Object Lock: enabled, default {rule.get('Mode')} {period}"
+        else:
+            summary = "Object Lock: enabled, no default retention"
+        return BucketRetention(summary=summary, locks_new_objects=True)
+
+    def _probe_write_nothing(self, full_key: str) -> str:
+        """CreateMultipartUpload needs s3:PutObject and takes the same Object Lock headers as an
+        upload (refused by a bucket without Object Lock); aborting it leaves nothing behind."""
+        client = self._s3()
+        extra = self._extra_args({SHA256_METADATA_KEY: "0" * 64})
+        upload = client.create_multipart_upload(Bucket=self.bucket, Key=full_key, **extra)
+        client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload["UploadId"])
+        return "a multipart upload with this target's settings was started and aborted"
+
     @contextlib.contextmanager
     def _open_read(self, full_key: str):
         response = self._s3().get_object(Bucket=self.bucket, Key=full_key)
@@ -519,6 +565,13 @@ def _wire_name(name: str) -> str:
 def _stored_sha256(metadata: Mapping[str, str]) -> str | None:
     # Objects written with the underscore spelling (by another tool, or directly) count too.
     return metadata.get(_wire_name(SHA256_METADATA_KEY)) or metadata.get(SHA256_METADATA_KEY)
+
+
+def _error_code(exc: Exception) -> str | None:
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    return response.get("Error", {}).get("Code")
 
 
 def _http_status(exc: Exception) -> int | None:

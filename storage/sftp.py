@@ -46,6 +46,7 @@ from pydantic import (
 )
 
 from storage.base import (
+    PROBE_PREFIX,
     LocalFile,
     NotFound,
     ObjectConflict,
@@ -398,6 +399,7 @@ def _at(path: str) -> Iterator[None]:
 class SFTPTarget(Target):
     type = "sftp"
     settings_model = SFTPSettings
+    retained_objects_removable = True  # READ_ONLY is a chmod: the folder's owner can still remove
 
     def __init__(self, settings: SFTPSettings):
         super().__init__(settings)
@@ -650,6 +652,18 @@ class SFTPTarget(Target):
             self._checksum_unavailable = True
             log.warning("target '%s': remote sha256sum unavailable (%s); stored files are checked "
                         "by size only. Set remote_checksum = false to skip trying.", self.name, reason)
+
+    def _delete(self, full_key: str) -> None:
+        def remove(session: _Session) -> None:
+            path = session.absolute(full_key)
+            with _at(path):
+                session.sftp.remove(path)
+            folder = posixpath.dirname(path)
+            if posixpath.basename(folder) == PROBE_PREFIX:
+                # The probe's own folder goes too, once empty; another probe's file keeps it.
+                with contextlib.suppress(OSError):
+                    session.sftp.rmdir(folder)
+        self._call(remove)
 
     @contextlib.contextmanager
     def _open_read(self, full_key: str) -> Iterator[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -115,3 +116,10 @@ def past_retention_files(sim) -> int:
     return sum(1 for raw in sim.recordings for kind in ("video", "audio")
                if raw["status"] == "UPLOADED" and sim.has_file(raw["id"], kind)
                and sim.retention_end(raw["id"]) <= now)
+
+
+def stored_digest(root: Path, rid: str, kind: str = "video") -> str | None:
+    """SHA-256 of the one file a local target holds for (recording, kind), or None."""
+    matches = [p for p in root.rglob(f"{kind}-*") if rid in str(p)]
+    assert len(matches) <= 1, matches
+    return hashlib.sha256(matches[0].read_bytes()).hexdigest() if matches else None

@@ -21,7 +21,7 @@ from tests.inprocess import run_main
 # Every command with --json, with the arguments it needs besides --config.
 JSON_COMMANDS = {
     "run": ("run",), "backfill": ("backfill", "--since", "7d"), "status": ("status",), "list": ("list",),
-    "verify": ("verify",), "report": ("report",), "audit verify": ("audit", "verify"),
+    "verify": ("verify",), "report": ("report",), "audit verify": ("audit", "verify"), "check": ("check",),
 }
 
 
@@ -54,7 +54,7 @@ def test_exit_0_for_every_command(archived):
     """README --json contract, exit 0: one object with error null and the counts."""
     for command, words in JSON_COMMANDS.items():
         payload = check_contract(run_main(*words, "--config", str(archived), "--json"), command, 0)
-        expected = {"status": 1, "report": 1, "verify": 2}.get(command)  # verify: the file and its manifest
+        expected = {"status": 1, "report": 2, "verify": 2}.get(command)  # copies: the file and its manifest
         if expected:
             assert payload["archived"] == expected, command
 
@@ -76,6 +76,19 @@ def test_exit_1_for_every_command_that_finds_problems(sim, archived, tmp_path):
     log.write_text(log.read_text().replace('"action":"listed"', '"action":"skipped"', 1))
     payload = check_contract(run_main("audit", "verify", "--config", str(archived), "--json"), "audit verify", 1)
     assert payload["error"].startswith("broken at line ")
+    broken = check_contract(run_main("check", "--config", str(tmp_path / "absent.toml"), "--json"), "check", 1)
+    assert "no such configuration file" in broken["error"]
+
+
+def test_exit_74_when_the_ledger_cannot_be_used(sim, tmp_path):
+    """README --json contract, exit 74: a ledger path that is a folder stops every command
+    that needs the ledger with one line and the object."""
+    (tmp_path / "ledger.db").mkdir()
+    sim.add_recording(size=10_000)
+    config = write_config(tmp_path, sim)
+    for command in ("run", "backfill", "status", "list", "verify", "report", "audit verify"):
+        payload = check_contract(run_main(*JSON_COMMANDS[command], "--config", str(config), "--json"), command, 74)
+        assert str(tmp_path / "ledger.db") in payload["error"], command
 
 
 @pytest.mark.parametrize("command", [*JSON_COMMANDS, "demo"])
@@ -87,7 +100,7 @@ def test_exit_2_for_usage_and_configuration_errors(command, tmp_path):
     bad_argument = run_main(*words, *config, "--json", "--no-such-option")
     payload = check_contract(bad_argument, command if command != "demo" else "demo", 2)
     assert "--no-such-option" in payload["error"] and bad_argument.stderr.count("\n") == 1
-    if command != "demo":
+    if command not in ("demo", "check"):  # (check reports a bad configuration as a failed check: exit 1)
         missing = check_contract(run_main(*words, *config, "--json"), command, 2)
         assert missing["error"] == f"{tmp_path / 'absent.toml'}: no such configuration file"
     assert not (tmp_path / "d").exists()

@@ -495,6 +495,104 @@ def test_file_server_errors_fault(sim):
     assert web.get(item["download_url"]).status_code == 200
 
 
+def test_files_carry_validators_and_honour_if_range(sim):
+    """ETag and Last-Modified as S3/R2 send them; If-Range keeps a Range only while the file is
+    the one it names (a strong ETag or the exact date), else the whole file comes back (200)."""
+    item = uploaded(sim)
+    rid, url, size = item["id"], item["download_url"], item["file_size"]
+    first = web.get(url, headers={"Range": "bytes=0-9"})
+    etag, modified = first.headers["etag"], first.headers["last-modified"]
+    assert etag.startswith('"') and modified.endswith("GMT")
+    for validator in (etag, modified):
+        kept = web.get(url, headers={"Range": "bytes=10-19", "If-Range": validator})
+        assert kept.status_code == 206 and kept.content == sim.file_bytes(rid, start=10, end=20)
+    for stale in ('"not-it"', "W/" + etag, "Mon, 01 Jan 2001 00:00:00 GMT"):
+        whole = web.get(url, headers={"Range": "bytes=10-19", "If-Range": stale})
+        assert whole.status_code == 200 and len(whole.content) == size
+    log = [r for r in sim.requests if r.kind == "file"]
+    assert log[-1].if_range == "Mon, 01 Jan 2001 00:00:00 GMT" and log[-1].headers_sent["ETag"] == etag
+
+
+def test_change_file_serves_other_bytes_under_the_same_url(sim):
+    """change_file: same URL, same size, other bytes, new validators (unless stale_validators)."""
+    item = uploaded(sim)
+    rid, url = item["id"], item["download_url"]
+    before = web.get(url)
+    assert sim.change_file(rid) == 1 and sim.file_version(rid) == 1
+    after = web.get(url)
+    assert len(after.content) == len(before.content) and after.content != before.content
+    assert after.content == sim.file_bytes(rid) == sim.file_bytes(rid, version=1)
+    assert before.content == sim.file_bytes(rid, version=0)
+    assert hashlib.sha256(after.content).hexdigest() == sim.expected_sha256(rid) != sim.expected_sha256(rid, version=0)
+    assert after.headers["etag"] != before.headers["etag"]
+    assert after.headers["last-modified"] != before.headers["last-modified"]
+    sim.faults.set(stale_validators=True)
+    lying = web.get(url)
+    assert lying.content == after.content and lying.headers["etag"] == before.headers["etag"]
+    sim.faults.set(validators="none")
+    assert not {"etag", "last-modified"} & set(web.get(url).headers)
+
+
+def test_change_on_drop_changes_the_file_after_the_cut(sim):
+    item = uploaded(sim)
+    sim.faults.set(drop_downloads=1, drop_after_bytes=1000, change_on_drop=True)
+    with pytest.raises(httpx.RemoteProtocolError):
+        web.get(item["download_url"])
+    assert sim.file_version(item["id"]) == 1
+    assert [r.faults for r in sim.requests if r.kind == "file"] == [["drop_downloads", "change_on_drop"]]
+
+
+def test_framing_faults_seen_raw(sim):
+    """chunked, end_early (a clean early end), wrong_content_length, extra_bytes, total_unknown."""
+    item = uploaded(sim)
+    rid, url, size = item["id"], item["download_url"], item["file_size"]
+    sim.faults.set(chunked=True)
+    chunked = web.get(url)
+    assert chunked.headers["transfer-encoding"] == "chunked" and "content-length" not in chunked.headers
+    assert chunked.content == sim.file_bytes(rid)
+
+    sim.faults.set(chunked=False, end_early=1, end_early_after=1000)
+    early = web.get(url)  # no error: the connection closes where a normal body would end
+    assert early.content == sim.file_bytes(rid, end=1000) and "content-length" not in early.headers
+    assert early.headers["connection"] == "close"
+
+    sim.faults.set(wrong_content_length=-10)
+    with httpx.Client(timeout=10) as fresh:  # the lying answer closes its connection
+        short = fresh.get(url)
+    assert short.headers["content-length"] == str(size - 10) and short.content == sim.file_bytes(rid, end=size - 10)
+
+    sim.faults.set(wrong_content_length=0, chunked=True, extra_bytes=7, total_unknown=True)
+    longer = web.get(url, headers={"Range": "bytes=0-"})
+    assert longer.headers["content-range"] == f"bytes 0-{size - 1}/*" and len(longer.content) == size + 7
+    assert [r.faults for r in sim.requests if r.kind == "file"][-1] == ["total_unknown", "chunked", "extra_bytes"]
+
+
+def test_shift_ranges_answers_a_resume_from_elsewhere(sim):
+    item = uploaded(sim)
+    rid, url, size = item["id"], item["download_url"], item["file_size"]
+    sim.faults.set(shift_ranges=1, range_shift=-100)
+    assert web.get(url, headers={"Range": "bytes=0-9"}).headers["content-range"] == f"bytes 0-9/{size}"  # not a resume
+    shifted = web.get(url, headers={"Range": "bytes=1000-1009"})
+    assert shifted.headers["content-range"] == f"bytes 900-909/{size}"
+    assert shifted.content == sim.file_bytes(rid, start=900, end=910)
+    assert web.get(url, headers={"Range": "bytes=1000-1009"}).headers["content-range"] == f"bytes 1000-1009/{size}"
+
+
+def test_gzip_bodies_and_a_slow_first_byte(sim):
+    item = uploaded(sim)
+    rid, url = item["id"], item["download_url"]
+    sim.faults.set(gzip_bodies=True)
+    with httpx.Client(timeout=10) as client:
+        answer = client.get(url, headers={"Accept-Encoding": "identity", "Range": "bytes=5-"})
+    assert answer.status_code == 200 and answer.headers["content-encoding"] == "gzip"
+    assert answer.content == sim.file_bytes(rid)  # httpx decodes it: the whole file
+    sim.faults.set(gzip_bodies=False, slow_first_byte=1, first_byte_seconds=1.0)
+    with httpx.Client(timeout=0.2) as impatient:
+        with pytest.raises(httpx.ReadTimeout):
+            impatient.get(url)
+        assert impatient.get(url).status_code == 200
+
+
 def test_api_faults_seen_raw(sim, http):
     sim.faults.set(rate_limit=1, retry_after=3)
     limited = http.get(rec_url(sim))

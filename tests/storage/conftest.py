@@ -24,9 +24,26 @@ for _type in target_types():
     globals()[f"rig_{_type}"] = getattr(_module, f"rig_{_type}")
 
 
-@pytest.fixture(params=target_types())
-def rig(request):
-    return request.getfixturevalue(f"rig_{request.param}")
+# A second server for a type, where one server cannot decide every case (see its rig module).
+EXTRA_RIGS = {"gcs-fake-gcs-server": "rig_gcs_fake"}
+globals()["rig_gcs_fake"] = importlib.import_module("tests.storage.rig_gcs").rig_gcs_fake
+RIG_FIXTURES = {**{t: f"rig_{t}" for t in target_types() if t not in MISSING_RIGS}, **EXTRA_RIGS}
+
+
+def _rig_fixture(name: str, params: list[str]):
+    @pytest.fixture(name=name, params=params)
+    def fixture(request):
+        return request.getfixturevalue(RIG_FIXTURES[request.param])
+    return fixture
+
+
+# Every server of every registered type.
+rig = _rig_fixture("rig", list(RIG_FIXTURES))
+# Types with credentials a server can refuse: a local folder has none (test_conformance checks that).
+credentialed_rig = _rig_fixture("credentialed_rig", [p for p in RIG_FIXTURES if p != "local"])
+# Servers that enforce create-only writes. gcp-storage-emulator ignores ifGenerationMatch, so
+# GCS's create-only write is decided on fake-gcs-server.
+create_only_rig = _rig_fixture("create_only_rig", [p for p in RIG_FIXTURES if p != "gcs"])
 
 
 @pytest.fixture

@@ -42,3 +42,14 @@ class Rig(ABC):
 
     @abstractmethod
     def raw_delete(self, full_key: str) -> None: ...
+
+    @abstractmethod
+    def plant(self, full_key: str, data: bytes) -> None:
+        """Create an object behind the adapter's back, as another writer would (folders made
+        as needed)."""
+
+    @abstractmethod
+    def everything(self) -> set[str]:
+        """Every object (and, where they exist, folder) the server holds in the rig's whole
+        area, not only under one prefix: what a test compares before and after to prove that
+        nothing was written anywhere."""

@@ -64,6 +64,12 @@ class S3Rig(Rig):
     def raw_delete(self, full_key: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=full_key)
 
+    def plant(self, full_key: str, data: bytes) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=full_key, Body=data)
+
+    def everything(self) -> set[str]:
+        return set(self.list_keys(""))
+
 
 @pytest.fixture
 def rig_aws(request, tmp_path_factory):

@@ -53,6 +53,14 @@ class AzureRig(Rig):
     def raw_delete(self, full_key: str) -> None:
         self.container.get_blob_client(full_key).delete_blob()
 
+    def plant(self, full_key: str, data: bytes) -> None:
+        self.container.get_blob_client(full_key).upload_blob(data)
+
+    def everything(self) -> set[str]:
+        # Committed blobs: staged, uncommitted blocks are invisible to readers and Azure discards
+        # them after a week (test_probe checks what the write probe leaves there).
+        return {blob.name for blob in self.container.list_blobs()}
+
     def close(self) -> None:
         self.service.close()
 

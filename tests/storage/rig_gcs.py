@@ -1,4 +1,6 @@
-"""The gcs rig: one gcp-storage-emulator per test session, one bucket, a prefix per test.
+"""The gcs rigs: one gcp-storage-emulator (`rig_gcs`) and one fake-gcs-server (`rig_gcs_fake`)
+per test session, one bucket each, a prefix per test. The conformance suite runs against both:
+gcp-storage-emulator checks declared digests, fake-gcs-server enforces create-only uploads.
 
 Wrong credentials: the emulator checks none, so the rig hands out a real service-account key
 (fresh RSA key) whose `token_uri` is a loopback endpoint that refuses every grant: google-auth
@@ -11,8 +13,8 @@ import contextlib
 
 import pytest
 
+from tests.servers.fake_gcs import start_fake_gcs
 from tests.servers.gcs_emulator import (
-    GCSEmulator,
     TokenEndpoint,
     refusing_token_endpoint,
     service_account_json,
@@ -33,8 +35,9 @@ def emulator_client(endpoint: str):
 
 class GCSRig(Rig):
     type = "gcs"
+    server_name = "gcp-storage-emulator"
 
-    def __init__(self, server: GCSEmulator, token_endpoint: TokenEndpoint):
+    def __init__(self, server, token_endpoint: TokenEndpoint):
         self.server = server
         self.token_endpoint = token_endpoint
         self.client = emulator_client(server.endpoint)
@@ -75,19 +78,42 @@ class GCSRig(Rig):
     def raw_delete(self, full_key: str) -> None:
         self.bucket.blob(full_key).delete()
 
+    def plant(self, full_key: str, data: bytes) -> None:
+        self.bucket.blob(full_key).upload_from_string(data)
+
+    def everything(self) -> set[str]:
+        return set(self.list_keys(""))
+
     def close(self) -> None:
         self.client.close()
 
 
-@pytest.fixture(scope="session")
-def rig_gcs(tmp_path_factory):
+class FakeGCSRig(GCSRig):
+    """The same rig on fake-gcs-server, which enforces `ifGenerationMatch=0` on single-request
+    uploads (gcp-storage-emulator ignores it): where dropping the create-only precondition
+    shows. Its resumable uploads ignore the precondition, so the race cases use small files."""
+
+    server_name = "fake-gcs-server"
+
+
+def _serve(tmp_path_factory, start, rig_class, label: str):
     with contextlib.ExitStack() as stack:
         try:
-            server = start_gcs_emulator(tmp_path_factory.mktemp("gcs-emulator"))
+            server = start(tmp_path_factory.mktemp(label))
         except RuntimeError as exc:
-            pytest.fail(f"the GCS emulator could not start: {exc}", pytrace=False)
+            pytest.fail(f"{label} could not start: {exc}", pytrace=False)
         stack.callback(server.stop)
         token_endpoint = stack.enter_context(refusing_token_endpoint())
-        rig = GCSRig(server, token_endpoint)
+        rig = rig_class(server, token_endpoint)
         stack.callback(rig.close)
         yield rig
+
+
+@pytest.fixture(scope="session")
+def rig_gcs_fake(tmp_path_factory):
+    yield from _serve(tmp_path_factory, start_fake_gcs, FakeGCSRig, "fake-gcs-server")
+
+
+@pytest.fixture(scope="session")
+def rig_gcs(tmp_path_factory):
+    yield from _serve(tmp_path_factory, start_gcs_emulator, GCSRig, "gcp-storage-emulator")

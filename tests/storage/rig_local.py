@@ -43,6 +43,18 @@ class LocalRig(Rig):
     def raw_delete(self, full_key: str) -> None:
         (self.folder / full_key).unlink()
 
+    def plant(self, full_key: str, data: bytes) -> None:
+        path = self.folder / full_key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def everything(self) -> set[str]:
+        """Files and folders under the rig's root, the folder above every target's."""
+        found = set()
+        for dirpath, dirs, files in os.walk(self.root):
+            found.update(str(Path(dirpath, name).relative_to(self.root)) for name in dirs + files)
+        return found
+
 
 @pytest.fixture
 def rig_local(tmp_path_factory) -> LocalRig:

@@ -84,6 +84,13 @@ class SFTPRig(Rig):
             os.chown(created, owner.st_uid, owner.st_gid)
         return path
 
+    def everything(self) -> set[str]:
+        """Files and folders in the test user's whole home."""
+        found = set()
+        for dirpath, dirs, files in os.walk(self.server.home):
+            found.update(str(Path(dirpath, name).relative_to(self.server.home)) for name in dirs + files)
+        return found
+
     def cleanup(self) -> None:
         shutil.rmtree(self.server.home / self.base, ignore_errors=True)
 

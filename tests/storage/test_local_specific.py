@@ -1,0 +1,104 @@
+"""What only the `local` adapter does: the final link that never overwrites, the path guard
+that keeps a key inside the folder even through a symbolic link, and the copy that works
+whatever the two file systems are."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+import storage.local as local_module
+from storage import LocalFile, ObjectConflict, PermanentStorageError, build_target, settings_model
+from storage.local import PARTIAL_MARKER
+from tests.storage.test_conformance import local_file, write
+
+
+def target_at(folder: Path):
+    return build_target(settings_model("local").model_validate({"name": "nas", "type": "local", "path": str(folder)}))
+
+
+@pytest.mark.parametrize("disposable", [False, True], ids=["copied", "taken-by-link"])
+def test_a_name_taken_at_the_moment_of_linking_is_never_overwritten(tmp_path, monkeypatch, disposable):
+    """README "a local copy never overwrites" (Targets: "hard link to the final name (atomic,
+    never overwrites)"): another writer creates the final name after the temporary file is
+    complete and fsynced, right before the final step. link(2) refuses the taken name, so the
+    other file stays byte for byte and the put raises ObjectConflict. With rename/replace in
+    that step, this test fails."""
+    folder = tmp_path / "nas"
+    source = write(tmp_path, "ours.bin", os.urandom(64_000))
+    if disposable:  # the spool file, taken by hard link on the same file system
+        source = LocalFile(path=source.path, size=source.size, checksums=source.checksums, disposable=True)
+    theirs = os.urandom(10_000)
+    final = folder / "rec" / "video.mp4"
+    real_fsync = os.fsync
+    fired = []
+
+    def fsync_then_someone_writes(fd: int) -> None:
+        real_fsync(fd)
+        if not fired and PARTIAL_MARKER in os.readlink(f"/proc/self/fd/{fd}"):
+            fired.append(fd)  # our temporary is complete: the very last moment before linking
+            final.write_bytes(theirs)
+
+    monkeypatch.setattr(local_module.os, "fsync", fsync_then_someone_writes)
+    with target_at(folder) as target, pytest.raises(ObjectConflict) as info:
+        target.put(source, "rec/video.mp4")
+    assert fired, "the other writer never got in: the test proved nothing"
+    assert "not overwritten" in str(info.value)
+    assert final.read_bytes() == theirs
+    assert [p.name for p in final.parent.iterdir()] == ["video.mp4"]  # no temporary left
+
+
+def test_a_symbolic_link_inside_the_folder_cannot_carry_a_copy_out(tmp_path):
+    """README "a key never leaves the target's prefix": a key that check_key accepts (no `..`)
+    but whose first component is a symbolic link to another folder is refused by the path
+    guard, for put, stat and read; nothing is written where the link points."""
+    folder, elsewhere = tmp_path / "nas", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    (folder / "escape").symlink_to(elsewhere)
+    (elsewhere / "there.mp4").write_bytes(b"not the archive's")
+    src = write(tmp_path, "s", b"symlink")
+    with target_at(folder) as target:
+        for attempt in (lambda: target.put(src, "escape/video.mp4"), lambda: target.stat("escape/there.mp4"),
+                        lambda: target.open_read("escape/there.mp4").__enter__()):
+            with pytest.raises(PermanentStorageError) as info:
+                attempt()
+            assert "resolves outside" in str(info.value) and "target 'nas'" in str(info.value)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["there.mp4"]
+
+
+class _NoFileno(io.BytesIO):
+    pass
+
+
+def test_copy_through_a_buffer_refuses_a_short_source(tmp_path):
+    """The buffered copy (another file system, a stream) never leaves a short file looking
+    complete: a source that ends early is an error."""
+    with open(tmp_path / "out", "wb") as out, pytest.raises(OSError, match="source ended after 5 of 10 bytes"):
+        local_module._copy(_NoFileno(b"12345"), out, 10)
+
+
+def test_copy_continues_from_where_the_kernel_stopped(tmp_path, monkeypatch):
+    """copy_file_range may copy part of a file and then refuse (a file system that supports it
+    only for some ranges): the buffered copy goes on from that offset, and the result is the
+    whole file, byte for byte."""
+    data = os.urandom(3 * local_module.COPY_BUFFER // 2)
+    (tmp_path / "src").write_bytes(data)
+    real = os.copy_file_range
+    calls = []
+
+    def once_then_refuse(src_fd, dst_fd, count, *args):
+        calls.append(count)
+        if len(calls) == 1:
+            return real(src_fd, dst_fd, 1000)
+        raise OSError(local_module.errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(local_module.os, "copy_file_range", once_then_refuse)
+    with open(tmp_path / "src", "rb") as src, open(tmp_path / "dst", "xb") as dst:
+        local_module._copy(src, dst, len(data))
+    assert len(calls) == 2
+    assert (tmp_path / "dst").read_bytes() == data
+    assert local_file(tmp_path / "dst").checksums == local_file(tmp_path / "src").checksums
