@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pipeline import keys
 from pipeline.api import DEFAULT_BASE_URL
 from pipeline.errors import ConfigError
-from storage.base import TargetSettings
+from storage.base import TargetSettings, check_endpoint
 from storage.registry import settings_model, target_types
 
 DEFAULT_KEY_TEMPLATE = "{yyyy}/{mm}/{dd}/{recording_id}/{kind}-{file_name}"
@@ -71,14 +71,10 @@ class SourceConfig(_Section):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL like https://api.cloudflare.com/client/v4")
-        if parts.username or parts.password or parts.query or parts.fragment:
-            raise ValueError("must not contain credentials, a query or a fragment")
-        return value.strip()
+        url = check_endpoint(value)  # http(s), a host, no credentials
+        if url and (urlsplit(url).query or urlsplit(url).fragment):
+            raise ValueError("base_url must not contain a query or a fragment")
+        return url
 
 
 class LedgerConfig(_Section):

@@ -161,8 +161,9 @@ def test_target_numbers_refuse_infinite_and_huge_values():
 @pytest.mark.parametrize("source, expected", [
     ({"account_id": "a/../b", "app_id": "x"}, "source.account_id: must be an id"),
     ({"account_id": "a", "app_id": "x?page=2"}, "source.app_id: must be an id"),
-    ({"account_id": "a", "app_id": "x", "base_url": "ftp://example.com/v4"}, "source.base_url: must be an http(s) URL"),
+    ({"account_id": "a", "app_id": "x", "base_url": "ftp://example.com/v4"}, "source.base_url: endpoint must be a URL like https://host"),
     ({"account_id": "a", "app_id": "x", "base_url": "https://user:pw@example.com"}, "must not contain credentials"),
+    ({"account_id": "a", "app_id": "x", "base_url": "https://example.com/v4?x=1"}, "must not contain a query"),
 ])
 def test_source_values_that_would_change_the_api_url_are_refused(source, expected):
     """README "Configuration": ids that would change the API's URL path, and a base_url that is
