@@ -266,13 +266,22 @@ def setup_logging(args):
         # From -vv on, which logger spoke (rtk_archive.download, botocore, ...) helps.
         source = " %(name)s:" if verbose >= 2 else ""
         handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s{source} %(message)s", "%Y-%m-%dT%H:%M:%S"))
-    handler.addFilter(RedactingFilter(REDACTOR))
+    redacting = RedactingFilter(REDACTOR)
+    handler.addFilter(redacting)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
     log.setLevel(level)
     for name in THIRD_PARTY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
+        library = logging.getLogger(name)
+        library.setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
+        library.disabled, library.propagate = False, True  # through our handler and its redaction
+    # A handler a library attached to its own logger redacts too (it would print around ours).
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and name.split(".")[0] in THIRD_PARTY_LOGGERS:
+            for own in logger.handlers:
+                if not isinstance(own, logging.NullHandler) and redacting not in own.filters:
+                    own.addFilter(redacting)
     # warnings.warn() from a library goes through the same handler (and its redaction).
     logging.captureWarnings(True)
     return console

@@ -122,7 +122,7 @@ def _plan_outcome(result) -> Outcome:
     unknown = sum(1 for a in actions if not a["size"])
     counts = {**summary.counts(), "files_to_archive": len(actions), "copies_to_store": copies,
               "bytes_to_download": known, "files_of_unknown_size": unknown}
-    text = [f"dry run: {_plural(len(actions), 'file')} would be archived ({_plural(copies, 'copy', 'copies')}, "
+    text = [f"dry run: {len(actions)} file(s) would be archived ({_plural(copies, 'copy', 'copies')}, "
             f"{known / 1e6:.1f} MB{f' + {unknown} of unknown size' if unknown else ''}); "
             f"{counts['files_skipped']} with nothing to do; "
             f"{_plural(counts['recordings_skipped'], 'recording')} skipped, {counts['recordings_at_risk']} at risk"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import warnings
 
 import pytest
@@ -22,6 +23,7 @@ from tests.storage.rig_sftp import rig_sftp  # noqa: F401
 
 API_TOKEN = "rtk-test-api-token-7f3a9c1e5b2d4086"
 LEVELS = [["-q"], [], ["-v"], ["-vv"], ["-vvv"]]
+LIBRARIES = ("httpx", "httpcore", "botocore", "urllib3", "paramiko", "azure", "google")
 
 
 @pytest.fixture
@@ -75,12 +77,15 @@ def test_no_secret_and_no_presigned_query_at_any_level(level, token_sim, tmp_pat
 
 def test_library_records_and_warnings_pass_through_the_redacting_handler():
     """README "Secrets stay secret": the filter sits on the handler, so records of every
-    library logger, with exceptions, and warnings.warn() are redacted, not only rtk-archive's."""
+    library logger, with exceptions, and warnings.warn() are redacted, not only rtk-archive's;
+    a handler a library attached to its own logger gets the filter too."""
     REDACTOR.add(["lib-secret-value-1234567890"])
     stderr = _log_in_process().stderr
     assert "lib-secret-value-1234567890" not in stderr and "sig=abc" not in stderr
-    assert stderr.count("https://h/x?*** with ***") == 7  # one per library logger
+    spoke = [name for name in LIBRARIES if f" {name}: request https://h/x?*** with ***" in stderr]
+    assert spoke == list(LIBRARIES), stderr  # one line per library logger
     assert "failed (ValueError: ***)" in stderr and "warned about ***" in stderr
+    assert stderr.count("auth with ***") == 2  # through the library's own handler and through ours
 
 
 def _log_in_process():
@@ -90,16 +95,18 @@ def _log_in_process():
     class Args:
         quiet, verbose = False, 3
 
-    names = ("httpx", "httpcore", "botocore", "urllib3", "paramiko", "azure", "google")
-    # Servers other tests run in this process may call logging.config, which disables the
-    # loggers that exist then; the CLI's own process never does. Enable them for this test.
-    disabled = {name: logging.getLogger(name).disabled for name in names}
+    names = LIBRARIES
+    saved = {name: (logging.getLogger(name).disabled, logging.getLogger(name).propagate) for name in names}
+    # A library that prints through a handler of its own (setup_logging must redact it too).
+    own = logging.StreamHandler(sys.stderr)
+    logging.getLogger("paramiko.transport").addHandler(own)
 
     def emit(_argv):
+        own.setStream(sys.stderr)  # the captured stderr of run_main
         setup_logging(Args())
         for name in names:
-            logging.getLogger(name).disabled = False
             logging.getLogger(name).debug("request https://h/x?sig=abc with lib-secret-value-1234567890")
+        logging.getLogger("paramiko.transport").warning("auth with lib-secret-value-1234567890")
         try:
             raise ValueError("lib-secret-value-1234567890")
         except ValueError:
@@ -113,8 +120,9 @@ def _log_in_process():
         return run_main()
     finally:
         inprocess.main = original
-        for name, value in disabled.items():
-            logging.getLogger(name).disabled = value
+        logging.getLogger("paramiko.transport").removeHandler(own)
+        for name, (disabled, propagate) in saved.items():
+            logging.getLogger(name).disabled, logging.getLogger(name).propagate = disabled, propagate
 
 
 def test_a_no_op_filter_would_be_caught():
