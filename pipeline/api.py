@@ -162,6 +162,10 @@ def _coerce_datetime(value: Any) -> tuple[datetime | None, str | None]:
         return None, f"malformed timestamp {_short(value)} ({exc})"
 
 
+# No size or duration is larger; the ledger (SQLite INTEGER) could not store one that is.
+MAX_API_NUMBER = 2**63 - 1
+
+
 def _coerce_number(value: Any, *, integral: bool, non_negative: bool) -> tuple[Any, str | None]:
     number: int | float
     if isinstance(value, bool):
@@ -188,6 +192,8 @@ def _coerce_number(value: Any, *, integral: bool, non_negative: bool) -> tuple[A
             return None, f"not a whole number: {_short(value)}"
     if non_negative and number < 0:
         return None, f"negative value: {_short(value)}"
+    if abs(number) > MAX_API_NUMBER:
+        return None, f"out of range: {_short(value)}"
     return number, None
 
 

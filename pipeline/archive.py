@@ -71,29 +71,45 @@ class RecordingPlan:
 class RunSummary:
     run_id: str
     archived: int = 0  # files newly archived (verified at every target) by this run
-    failed: int = 0  # files that could not be archived at one or more targets
-    skipped: int = 0  # files already archived everywhere, or recordings that cannot be archived
-    lost: int = 0  # files RealtimeKit no longer serves and no target holds
-    at_risk: int = 0  # recordings within the deadline margin when the run started
+    failed: int = 0  # files that could not be archived at one or more targets (+ audit log copies)
+    skipped: int = 0  # files_skipped + recordings_skipped (the key scripts already read)
+    lost: int = 0  # files_lost + recordings_lost
+    at_risk: int = 0  # recordings near RealtimeKit's deletion and still not archived everywhere
     bytes_downloaded: int = 0  # bytes fetched from the file server by this run (resumed spool bytes excluded)
     interrupted: bool = False
     problems: list[str] = field(default_factory=list)  # one line per failure, lost or skipped item
     at_risk_ids: list[str] = field(default_factory=list)
+    # The same, each in one unit.
+    files_failed: int = 0
+    files_lost: int = 0  # RealtimeKit no longer serves them and no target holds them
+    files_skipped: int = 0  # nothing to do: archived at every target, or lost in an earlier run
+    recordings_skipped: int = 0  # not UPLOADED yet, or RealtimeKit holds no copy
+    recordings_lost: int = 0  # their 7 days ended before every file was archived
+    copies_stored: int = 0  # recording files stored and verified at a target
+    copies_failed: int = 0  # copies (files, manifests, audit logs) that could not be stored
 
     def counts(self) -> dict:
         return {"archived": self.archived, "failed": self.failed, "skipped": self.skipped,
-                "lost": self.lost, "at_risk": self.at_risk}
+                "lost": self.lost, "at_risk": self.at_risk,
+                "files_archived": self.archived, "files_failed": self.files_failed,
+                "files_lost": self.files_lost, "files_skipped": self.files_skipped,
+                "recordings_skipped": self.recordings_skipped, "recordings_lost": self.recordings_lost,
+                "recordings_at_risk": self.at_risk, "copies_stored": self.copies_stored,
+                "copies_failed": self.copies_failed, "bytes_downloaded": self.bytes_downloaded}
 
 
 def deadline_of(recording) -> datetime | None:
     """When RealtimeKit deletes the recording: stopped_time + 7 days (the URL's expiry or
-    invoked_time + 7 days when stopped_time is missing)."""
-    if recording.stopped_time:
-        return recording.stopped_time + RETENTION
-    if recording.download_url_expiry:
-        return recording.download_url_expiry
-    if recording.invoked_time:
-        return recording.invoked_time + RETENTION
+    invoked_time + 7 days when stopped_time is missing); None when unknown."""
+    try:
+        if recording.stopped_time:
+            return recording.stopped_time + RETENTION
+        if recording.download_url_expiry:
+            return recording.download_url_expiry
+        if recording.invoked_time:
+            return recording.invoked_time + RETENTION
+    except OverflowError:  # a time in the year 9999 from a misbehaving API: no deadline known
+        return None
     return None
 
 
@@ -187,11 +203,12 @@ class Archiver:
             with self._summary_lock:
                 self.summary.at_risk += 1
                 self.summary.at_risk_ids.append(recording.id)
-        if not plan.work:
-            with self._summary_lock:
-                self.summary.skipped += len(plan.files)
-            if record:
-                self._complete_recording(plan.id)
+        nothing_to_do = len(plan.files) - len(plan.work)
+        with self._summary_lock:
+            self.summary.skipped += nothing_to_do
+            self.summary.files_skipped += nothing_to_do
+        if not plan.work and record:
+            self._complete_recording(plan.id)
         return plan
 
     def _plan_file(self, recording, kind: str, file_name: str, size: int | None, record: bool) -> FilePlan:
@@ -235,8 +252,7 @@ class Archiver:
     def execute(self, plans: list[RecordingPlan]) -> RunSummary:
         work = [p for p in plans if p.work]
         if self.progress:
-            todo = [f for p in work for f in p.work if self._reachable(f)]
-            self.progress.start(total_bytes=sum(f.expected_size or 0 for f in todo), total_files=len(todo))
+            self.progress.start([f.expected_size for p in work for f in p.work if self._reachable(f)])
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="recording") as pool, \
                 ThreadPoolExecutor(max(1, self.concurrency * len(self.targets)), thread_name_prefix="upload") as uploads:
             futures: list[Future] = [pool.submit(self._archive_recording, plan, uploads) for plan in work]
@@ -253,6 +269,7 @@ class Archiver:
                 if self.stop.is_set():
                     self.summary.interrupted = True
         self._mark_lost_past_deadline()
+        self._keep_only_still_at_risk()
         return self.summary
 
     def _archive_recording(self, plan: RecordingPlan, uploads: ThreadPoolExecutor) -> None:
@@ -270,35 +287,50 @@ class Archiver:
             raise
 
     def _archive_file(self, plan: RecordingPlan, file_plan: FilePlan, uploads: ThreadPoolExecutor) -> None:
+        shown = self.progress.file(f"{plan.id} {file_plan.kind}", file_plan.expected_size) \
+            if self.progress and self._reachable(file_plan) else None
+        archived = False
+        try:
+            archived = self._archive_one_file(plan, file_plan, uploads, shown)
+        finally:
+            if shown:
+                shown.done(archived)
+
+    def _archive_one_file(self, plan: RecordingPlan, file_plan: FilePlan, uploads: ThreadPoolExecutor,
+                          shown) -> bool:
         rid, kind = plan.id, file_plan.kind
         reachable = self._reachable(file_plan)
         left_out = {name: f"target '{name}' skipped for this run: {self.unavailable[name]}"
                     for name in file_plan.needed if name not in reachable}
         if not reachable:  # nothing this run can store: no download (the skip was reported once)
             self._not_everywhere(rid, kind, left_out)
-            return
+            return False
         label = f"recording {rid} {kind}"
         spool = self.config.archive.spool_dir / f"{keys.sanitise_component(rid, fallback='recording')}.{kind}.part"
+
+        def received(n: int) -> None:
+            if shown:
+                shown.update(n, download.offset, download.content_total)
+
         download = Download(
             self._http, self._url_provider(plan, kind), spool, expected_size=file_plan.expected_size,
             label=label, refresh_margin=timedelta(seconds=self.config.archive.url_refresh_margin_seconds),
             attempts=self.config.archive.download_attempts, max_seconds=self.config.archive.retry_max_seconds,
-            stop=self.stop, progress=self.progress.advance if self.progress else None,
-            md5=self._md5,
+            stop=self.stop, progress=received, md5=self._md5,
         )
         try:
             local = download.run()
         except Interrupted:
-            return  # the spool stays: the next run resumes it
+            return False  # the spool stays: the next run resumes it
         except FileUnavailable as exc:
             self._file_lost(rid, kind, str(exc))
             download.discard()
-            return
+            return False
         except DownloadError as exc:
             self._file_failed(rid, kind, None, str(exc))
             if not exc.retryable:
                 download.discard()  # a retryable failure keeps its bytes for the next run
-            return
+            return False
         finally:
             with self._summary_lock:  # what this run fetched, whatever became of it
                 self.summary.bytes_downloaded += download.fetched
@@ -315,14 +347,14 @@ class Archiver:
             self.ledger.set_file_state(rid, kind, "archived")
             with self._summary_lock:
                 self.summary.archived += 1
-        if self.progress:
-            self.progress.file_done()
+        return not (failures or left_out)
 
     def _not_everywhere(self, rid: str, kind: str, reasons: dict[str, str]) -> None:
         """A file still missing at some target after this run: failed, with every reason."""
         self.ledger.set_file_state(rid, kind, "failed", "; ".join(reasons.values()))
         with self._summary_lock:
             self.summary.failed += 1
+            self.summary.files_failed += 1
 
     def _url_provider(self, plan: RecordingPlan, kind: str) -> Callable[[bool], SignedUrl]:
         def provide(refresh: bool) -> SignedUrl:
@@ -362,6 +394,8 @@ class Archiver:
             self.ledger.record_copy_failure(rid, kind, target.name, key=key, error=reason)
             self.problem(f"recording {rid} {kind} -> {target.name}: {reason}")
             self._audit("failed", recording_id=rid, kind=kind, target=target.name, key=key, reason=reason)
+            with self._summary_lock:
+                self.summary.copies_failed += 1
             return reason
         # The trail first: the ledger never says archived without the audit line that says so.
         self._audit("verified", recording_id=rid, kind=kind, target=target.name, key=key,
@@ -375,6 +409,10 @@ class Archiver:
             retention_until=retention.until if retention else None,
             legal_hold=bool(retention and retention.legal_hold), verified_by=verified_by,
         )
+        with self._summary_lock:
+            self.summary.copies_stored += 1
+        log.info("archived recording %s %s -> %s %s (%d bytes, sha256 %s)", rid, kind, target.name, key,
+                 local.size, local.checksums.sha256)
         return None
 
     def _refuse_altered(self, target: Target, rid: str, kind: str, key: str, local: LocalFile) -> None:
@@ -465,6 +503,8 @@ class Archiver:
             if isinstance(exc, OSError) and not isinstance(exc, StorageError):  # the spool cannot take it
                 detail = f"cannot write it in the spool folder {spool.parent}: {os_reason(exc)}"
             reason = f"manifest: {detail}"
+            with self._summary_lock:
+                self.summary.copies_failed += 1
             self._audit("failed", recording_id=rid, kind=keys.MANIFEST, target=target.name, reason=reason)
             self.ledger.record_copy_failure(rid, keys.MANIFEST, target.name, key=key, error=reason)
             self.problem(f"recording {rid} manifest -> {target.name}: {detail}")
@@ -522,14 +562,24 @@ class Archiver:
             self.ledger.set_recording_state(row["id"], "lost", reason)
             with self._summary_lock:
                 self.summary.lost += 1
+                self.summary.recordings_lost += 1
             self._audit("lost", recording_id=row["id"], reason=reason)
             self.problem(f"recording {row['id']}: lost: {reason}")
+
+    def _keep_only_still_at_risk(self) -> None:
+        """The at-risk list names the recordings still not archived everywhere after the run
+        (a recording found lost is reported as lost instead)."""
+        still = [rid for rid in self.summary.at_risk_ids
+                 if (self.ledger.recording(rid) or {}).get("state") not in ("archived", "lost")]
+        with self._summary_lock:
+            self.summary.at_risk_ids, self.summary.at_risk = still, len(still)
 
     # -------------------------------------------------------------- bookkeeping
 
     def _skip(self, rid: str, kind: str | None, reason: str, record: bool) -> None:
         with self._summary_lock:
             self.summary.skipped += 1
+            self.summary.recordings_skipped += 1
         if record:
             self.ledger.set_recording_state(rid, "skipped", reason)
             self._audit("skipped", recording_id=rid, kind=kind, reason=reason)
@@ -539,6 +589,7 @@ class Archiver:
         self.ledger.set_file_state(rid, kind, "failed", reason, count_attempt=True)
         with self._summary_lock:
             self.summary.failed += 1
+            self.summary.files_failed += 1
         self.problem(reason)
         self._audit("failed", recording_id=rid, kind=kind, target=target, reason=reason)
 
@@ -546,6 +597,7 @@ class Archiver:
         self.ledger.set_file_state(rid, kind, "lost", reason, count_attempt=True)
         with self._summary_lock:
             self.summary.lost += 1
+            self.summary.files_lost += 1
         self.problem(f"lost: {reason}")
         self._audit("lost", recording_id=rid, kind=kind, reason=reason)
 

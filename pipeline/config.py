@@ -12,36 +12,75 @@ import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from pipeline import keys
 from pipeline.api import DEFAULT_BASE_URL
 from pipeline.errors import ConfigError
-from storage.base import TargetSettings
+from storage.base import TargetSettings, check_endpoint
 from storage.registry import settings_model, target_types
 
 DEFAULT_KEY_TEMPLATE = "{yyyy}/{mm}/{dd}/{recording_id}/{kind}-{file_name}"
-KEY_FIELDS = {"recording_id", "meeting_id", "session_id", "kind", "file_name", "yyyy", "mm", "dd"}
+KEY_FIELDS = set(keys.TEMPLATE_FIELDS)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Ids go into the API's URL path: one path segment, nothing that could change the URL.
+_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+DAY = 86_400.0
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf and nan are never a sensible number of seconds, hours or days.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _usable_path(value: Path) -> Path:
+    text = str(value)
+    if not text.strip() or text == ".":
+        raise ValueError("must name a file or folder, not be empty")
+    if "\x00" in text:
+        raise ValueError("must not contain a NUL character")
+    return value
 
 
 class SourceConfig(_Section):
-    account_id: str = Field(min_length=1)
-    app_id: str = Field(min_length=1)
+    account_id: str = Field(min_length=1, max_length=128, pattern=_ID)
+    app_id: str = Field(min_length=1, max_length=128, pattern=_ID)
     api_token: SecretStr | None = None  # default: env CLOUDFLARE_API_TOKEN
     base_url: str | None = None  # default: env CLOUDFLARE_BASE_URL, then Cloudflare's API
     per_page: int = Field(default=100, ge=1, le=1000)
-    timeout: float = Field(default=60.0, gt=0)
+    timeout: float = Field(default=60.0, gt=0, le=3600)
     max_retries: int = Field(default=6, ge=0, le=20)
-    max_retry_seconds: float = Field(default=300.0, gt=0)
+    max_retry_seconds: float = Field(default=300.0, gt=0, le=DAY)
+
+    @field_validator("api_token")
+    @classmethod
+    def _header_safe(cls, value: SecretStr | None) -> SecretStr | None:
+        """The token goes into an HTTP header: visible ASCII only. Whitespace around it (a
+        newline from a file) is dropped; anything else would fail every request, or worse,
+        surface in an error message."""
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()
+        if any(not "!" <= char <= "~" for char in token):
+            raise ValueError("must be printable ASCII without spaces or line breaks (check for a stray "
+                             "character pasted with it)")
+        return SecretStr(token)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        url = check_endpoint(value)  # http(s), a host, no credentials
+        if url and (urlsplit(url).query or urlsplit(url).fragment):
+            raise ValueError("base_url must not contain a query or a fragment")
+        return url
 
 
 class LedgerConfig(_Section):
     path: Path = Path("rtk-archive.db")
+
+    _path = field_validator("path")(_usable_path)
 
 
 class ArchiveConfig(_Section):
@@ -49,27 +88,31 @@ class ArchiveConfig(_Section):
     spool_dir: Path = Path("rtk-archive-spool")
     key_template: str = DEFAULT_KEY_TEMPLATE
     # A presigned URL that expires sooner than this is refreshed before the download starts.
-    url_refresh_margin_seconds: int = Field(default=300, ge=0)
+    url_refresh_margin_seconds: int = Field(default=300, ge=0, le=int(DAY))
     # Recordings this close to RealtimeKit's 7-day deletion go first and are reported at risk.
-    deadline_margin_hours: float = Field(default=48.0, ge=0)
+    deadline_margin_hours: float = Field(default=48.0, ge=0, le=7 * 24)
     # `run` without --since lists recordings invoked in the last N days only: older ones are
     # past RealtimeKit's retention, and listing an app's whole history every night spends the
     # API's rate limit for nothing. 0: list everything. `backfill` always uses its window.
-    lookback_days: float = Field(default=14.0, ge=0)
+    lookback_days: float = Field(default=14.0, ge=0, le=36_500)
     download_attempts: int = Field(default=5, ge=1, le=50)
     upload_attempts: int = Field(default=4, ge=1, le=50)
-    retry_max_seconds: float = Field(default=600.0, gt=0)
+    retry_max_seconds: float = Field(default=600.0, gt=0, le=DAY)
     manifest: bool = True
+
+    _spool_dir = field_validator("spool_dir")(_usable_path)
 
     @field_validator("key_template")
     @classmethod
-    def _template_is_unique(cls, value: str) -> str:
+    def _template_is_safe(cls, value: str) -> str:
         return check_key_template(value)
 
 
 class AuditConfig(_Section):
     path: Path = Path("rtk-archive-audit.jsonl")
     ship_to: list[str] = []  # target names that receive a copy of the log after each run
+
+    _path = field_validator("path")(_usable_path)
 
 
 class Config(BaseModel):
@@ -99,13 +142,8 @@ class Config(BaseModel):
 
 
 def check_key_template(template: str) -> str:
-    names = set(re.findall(r"{([^{}]*)}", template))
-    unknown = names - KEY_FIELDS
-    if unknown:
-        raise ValueError(f"unknown field(s) {sorted(unknown)} in key template; use {sorted(KEY_FIELDS)}")
-    if not {"recording_id", "kind"} <= names:
-        raise ValueError("the key template must contain {recording_id} and {kind} so keys stay unique")
-    return template
+    """A key template is checked once, when the configuration is loaded (pipeline.keys)."""
+    return keys.check_template(template)
 
 
 # --------------------------------------------------------------------------- loading
@@ -122,6 +160,8 @@ def load_config(path: str | Path, *, environ: dict[str, str] | None = None) -> C
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
     return parse_config(raw, source=path, environ=environ)
 
 
@@ -211,6 +251,8 @@ def _describe(exc: ValidationError, label: str, where: str) -> str:
             message = "unknown key (remove it, or check its spelling)"
         elif kind == "missing":
             message = "required key is missing"
+        elif kind == "string_pattern_mismatch":
+            message = "must be an id of letters, digits, '.', '_' or '-' (not a URL or a path)"
         else:
             message = error["msg"].removeprefix("Value error, ")
         lines.append(f"{label}: {where}.{key}: {message}")

@@ -7,12 +7,14 @@ The configuration below is the demo's embedded default; config/demo.toml is the 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from pipeline import errors
-from pipeline.cli import emit
-from pipeline.redact import REDACTOR
+from pipeline.cli import Outcome
+from pipeline.commands import run_counts_text
 from pipeline.config import parse_config
+from pipeline.redact import REDACTOR
 
 DEMO_CONFIG = """\
 # The demo's configuration (rtk-archive demo fills the ${...} values in).
@@ -41,14 +43,28 @@ path = "${RTK_DEMO_DIR}/archive"
 """
 
 
-def run_demo(args) -> int:
+def demo_folder(path: str) -> Path:
+    """The demo's folder, created if needed and checked writable, or one clear line."""
+    folder = Path(path).resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise errors.ConfigError(f"--dir {folder}: cannot create it: {exc.strerror or exc}") from None
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise errors.ConfigError(f"--dir {folder}: cannot write there: {exc.strerror or exc}") from None
+    return folder
+
+
+def run_demo(args) -> Outcome:
     import tomllib
 
     from pipeline.runner import run_archive
     from pipeline.simulator import Simulator
 
-    folder = Path(args.dir).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = demo_folder(args.dir)
     with Simulator(recordings=args.recordings, seed=7) as sim:
         env = {**os.environ, "RTK_DEMO_ACCOUNT_ID": sim.account_id, "RTK_DEMO_APP_ID": sim.app_id,
                "RTK_DEMO_API_TOKEN": sim.token, "RTK_DEMO_BASE_URL": sim.base_url, "RTK_DEMO_DIR": str(folder)}
@@ -61,9 +77,9 @@ def run_demo(args) -> int:
     lines = [
         f"demo folder: {folder}",
         f"simulator: {args.recordings} recordings (mixed statuses, some with audio, some past RealtimeKit's 7 days)",
-        f"first run:  {s1.archived} files archived and verified, {s1.failed} failed, {s1.skipped} skipped, "
-        f"{s1.lost} lost ({s1.bytes_downloaded / 1e6:.1f} MB)",
-        f"second run: {s2.archived} archived, {s2.skipped} skipped (already archived: the ledger remembers)",
+        f"first run:  {run_counts_text(s1.counts())}",
+        f"second run: {s2.archived} file(s) archived, {s2.files_skipped} with nothing to do "
+        "(already archived: the ledger remembers)",
         f"archive: {len(files)} files under {folder / 'archive'} (recordings and their manifests)",
     ]
     lines += [f"  {p.relative_to(folder)}" for p in files[:6]] + (["  ..."] if len(files) > 6 else [])
@@ -75,8 +91,9 @@ def run_demo(args) -> int:
         f"ledger: {config.ledger.path}   audit log: {config.audit.path}",
         "next: write your own config (see config/example.toml) and run: rtk-archive run --config YOUR.toml",
     ]
-    emit(args, {"dir": str(folder), "first_run": {**s1.counts(), "bytes": s1.bytes_downloaded},
-                "second_run": s2.counts(), "archived": s1.archived, "failed": s1.failed, "skipped": s1.skipped,
-                "files": [str(p.relative_to(folder)) for p in files]}, "\n".join(lines))
     # Lost recordings are expected in the demo (the simulator ages some past 7 days).
-    return errors.EXIT_FAILURES if s1.failed or s2.failed else errors.EXIT_OK
+    code = errors.EXIT_FAILURES if s1.failed or s2.failed else errors.EXIT_OK
+    payload = {"dir": str(folder), **s1.counts(), "first_run": {**s1.counts(), "bytes": s1.bytes_downloaded},
+               "second_run": s2.counts(), "files": [str(p.relative_to(folder)) for p in files]}
+    return Outcome(code, payload, "\n".join(lines), summary=True,
+                   error=f"{s1.failed + s2.failed} file(s) failed" if code else None)

@@ -15,6 +15,10 @@ EXIT_INTERNAL = 70  # an unexpected error (a bug): one line on stderr, the detai
 EXIT_BOOKKEEPING = 74  # the ledger, its lock or the audit log cannot be used (sysexits' EX_IOERR)
 EXIT_INTERRUPTED = 130  # stopped by SIGINT/SIGTERM; in-flight work was abandoned cleanly
 
+# Every exit code the command line can return; nothing else ever leaves main().
+EXIT_CODES = (EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_LOCKED, EXIT_API, EXIT_INTERNAL, EXIT_BOOKKEEPING,
+              EXIT_INTERRUPTED)
+
 
 class RtkArchiveError(Exception):
     """Base of every error the pipeline reports as one clear line."""

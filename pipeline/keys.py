@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import string
 import unicodedata
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -21,6 +22,14 @@ _EXTENSION = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
 VIDEO = "video"
 AUDIO = "audio"
 MANIFEST = "manifest"
+
+TEMPLATE_FIELDS = frozenset({"recording_id", "meeting_id", "session_id", "kind", "file_name", "yyyy", "mm", "dd"})
+REQUIRED_FIELDS = ("recording_id", "kind")  # what keeps two files' keys apart
+# Limits every backend accepts: a path component of 255 bytes (local, SFTP), a key of 1024 bytes
+# (S3, GCS, Azure).
+MAX_COMPONENT_BYTES = 255
+MAX_KEY_BYTES = 1024
+_TEMPLATE_UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
 def sanitise_component(value: str | None, *, fallback: str, max_bytes: int = MAX_NAME_BYTES) -> str:
@@ -80,6 +89,84 @@ def render_key(template: str, *, recording_id: str, kind: str, file_name: str,
     if any(part == ".." for part in parts):  # only a hostile template could do this
         raise ValueError(f"key template produced an unsafe key: {key!r}")
     return "/".join(parts)
+
+
+def check_template(template: str) -> str:
+    """Refuse, when the configuration is loaded, a key template that could give an unsafe or
+    non-unique key for some recording: unknown or decorated fields, escaped braces that only
+    look like fields, literal `..`, control characters or backslashes, keys too long for a
+    backend. The template is parsed the way `str.format` parses it, then rendered for sample
+    recordings (hostile values included) and every key is checked. Returns the template."""
+    fields = _template_fields(template)
+    unknown = sorted(set(fields) - TEMPLATE_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown} in key template; use {sorted(TEMPLATE_FIELDS)}")
+    if not set(REQUIRED_FIELDS) <= set(fields):
+        raise ValueError("the key template must contain {recording_id} and {kind} so keys stay unique "
+                         "(a literal {{recording_id}} is not a field)")
+    if _TEMPLATE_UNSAFE.search(template):
+        raise ValueError("the key template contains a control character or a backslash")
+    rendered: set[str] = set()
+    for label, sample in _SAMPLES.items():
+        for kind in (VIDEO, AUDIO, MANIFEST):
+            try:
+                key = render_key(template, kind=kind, **sample)
+            except ValueError:
+                problem = "a '..' path component"
+            else:
+                problem = unsafe_key_reason(key)
+            if problem:
+                raise ValueError(f"the key template gives an unsafe key ({problem}) for {label}")
+            rendered.add(key)
+    if len(rendered) != len(_SAMPLES) * 3:
+        raise ValueError("the key template gives the same key to different files")
+    return template
+
+
+def unsafe_key_reason(key: str | None) -> str | None:
+    """Why `key` could leave a target's prefix or be refused by a backend; None when safe."""
+    if not key:
+        return "an empty key"
+    if key.startswith("/") or "\\" in key or _TEMPLATE_UNSAFE.search(key):
+        return "an absolute key, a backslash or a control character"
+    for part in key.split("/"):
+        if part in ("", ".") or set(part) == {"."}:
+            return f"a path component {part!r}"
+        if len(part.encode()) > MAX_COMPONENT_BYTES:
+            return f"a path component longer than {MAX_COMPONENT_BYTES} bytes"
+    if len(key.encode()) > MAX_KEY_BYTES:
+        return f"a key longer than {MAX_KEY_BYTES} bytes"
+    return None
+
+
+def _template_fields(template: str) -> list[str]:
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"the key template is malformed ({exc}); write a literal brace as {{{{ or }}}}") from None
+    fields = []
+    for _literal, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if spec or conversion:
+            raise ValueError(f"the key template field {{{name}}} takes no format spec or conversion "
+                             "(they could cut or change values and make keys collide)")
+        fields.append(name)
+    return fields
+
+
+# Recordings the template is tried on: ordinary, longest allowed names, and hostile values
+# (the sanitiser must keep each one component; the template's own text must not undo that).
+_SAMPLES = {
+    "an ordinary recording": dict(recording_id="0f8e1c2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b", file_name="Weekly sync.mp4",
+         meeting_id="6a7b8c9d-0e1f-4a2b-9c3d-4e5f6a7b8c9d", session_id="1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+         when=datetime(2026, 11, 20, 8, 30)),
+    "a recording with the longest allowed file name": dict(recording_id="9e8d7c6b-5a4f-4e3d-9c2b-1a0f9e8d7c6b", file_name="x" * (MAX_NAME_BYTES - 4) + ".mp4",
+         meeting_id="2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e", session_id="3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f",
+         when=datetime(1999, 12, 31, 23, 59)),
+    "a recording with hostile names": dict(recording_id="..", file_name="../../etc/passwd", meeting_id="/",
+                                           session_id="\x00", when=None),
+}
 
 
 def manifest_key(template: str, *, recording_id: str, meeting_id: str | None,

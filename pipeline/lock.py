@@ -51,6 +51,26 @@ class RunLock:
             raise path_error(f"lock file {self.path}: cannot write who holds it", self.path, exc) from None
         return self
 
+    def held_by(self) -> str | None:
+        """Who holds the lock now (pid, host, command, since when), or None when no run does.
+        A probe for `status`: never blocks, never creates the lock file; holds a shared lock
+        for an instant only."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return f"unknown (cannot read {self.path}: {exc.strerror})"
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(fd)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

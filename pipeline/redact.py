@@ -8,6 +8,14 @@ import logging
 import re
 
 MASK = "***"
+# Control characters other than newline and tab: an API value carrying an escape sequence must
+# not drive the reader's terminal (clear it, move the cursor, hide text).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters replaced by U+FFFD, for a terminal or a log file."""
+    return _CONTROL.sub("\ufffd", text)
 _URL_QUERY = re.compile(r"(https?://[^\s?#\"'<>]+)\?[^\s\"'<>]*")
 MIN_SECRET = 4  # shorter values would mask ordinary words
 
@@ -46,7 +54,7 @@ class RedactingFilter(logging.Filter):
             message += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
             record.exc_info = None
             record.exc_text = None
-        record.msg = self.redactor(message)
+        record.msg = printable(self.redactor(message))
         record.args = ()
         return True
 

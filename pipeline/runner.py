@@ -184,8 +184,8 @@ def _run(archiver: Archiver, config: Config, ledger: Ledger, audit: AuditLog | N
         else:
             _clear_spool(config.archive.spool_dir)
             _ship_audit_log(config, audit, targets, archiver)
-            exit_code = errors.EXIT_FAILURES if (summary.failed or summary.lost or archiver.unavailable) \
-                else errors.EXIT_OK
+            exit_code = errors.EXIT_FAILURES \
+                if (summary.failed or summary.lost or summary.copies_failed or archiver.unavailable) else errors.EXIT_OK
         return RunResult(summary, exit_code, plans)
     except BaseException as exc:  # noted in the runs row as the CLI will exit; re-raised
         failure = exc
@@ -292,6 +292,7 @@ def _ship_audit_log(config: Config, audit: AuditLog, targets: dict[str, Target],
             except (StorageError, errors.VerificationError) as exc:
                 archiver.problem(f"audit log -> {name}: {exc}")
                 archiver.summary.failed += 1
+                archiver.summary.copies_failed += 1
                 continue
             audit.event("audit_shipped", target=name, key=key, uri=stored.uri, sha256=local.checksums.sha256,
                         lines=audit.seq)

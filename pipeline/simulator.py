@@ -1447,31 +1447,48 @@ class _Handler(BaseHTTPRequestHandler):
 # ---------------------------------------------------------------------------------------------
 
 
+MAX_GENERATED_SIZE = 1 << 40  # 1 TiB: file bodies are computed, never stored, but stay sane
+
+
 def _size_arg(text: str) -> int:
-    """Bytes, optionally with a unit: 65536, 64KiB, 4MiB, 2GiB, 10MB."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*", text, re.IGNORECASE)
+    """Bytes, optionally with a unit: 65536, 64KiB, 4MiB, 2GiB, 10MB (at most 1 TiB)."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?i?B?)?\s*", text, re.IGNORECASE)
     if match is None:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 65536, 64KiB, 4MiB)")
     unit = (match.group(2) or "").upper().rstrip("B")
     factors = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4, "KI": 1024, "MI": 1024**2, "GI": 1024**3, "TI": 1024**4}
     if unit not in factors:
         raise argparse.ArgumentTypeError(f"unknown unit in {text!r}")
-    return int(float(match.group(1)) * factors[unit])
+    value = float(match.group(1)) * factors[unit]
+    if not value <= MAX_GENERATED_SIZE:  # also refuses inf and nan
+        raise argparse.ArgumentTypeError(f"{text!r} is too large: at most 1TiB")
+    return int(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pipeline.cli import bounded
+
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8787, help="port to listen on, 0 for any free one (default 8787)")
-    parser.add_argument("--recordings", type=int, default=20, metavar="N", help="recordings to generate (default 20)")
-    parser.add_argument("--seed", type=int, default=1, help="seed for the generated data, ids and token (default 1)")
-    parser.add_argument("--url-lifetime", type=float, default=3600, metavar="SECONDS", help="lifetime of presigned URLs (default 3600)")
+    parser.add_argument("--port", type=bounded(int, 0, 65535, "a port number"), default=8787,
+                        help="port to listen on, 0 for any free one (default 8787)")
+    parser.add_argument("--recordings", type=bounded(int, 0, 100_000, "a whole number"), default=20, metavar="N",
+                        help="recordings to generate, 0 to 100000 (default 20)")
+    parser.add_argument("--seed", type=bounded(int, 0, 2**63 - 1, "a whole number"), default=1,
+                        help="seed for the generated data, ids and token (default 1)")
+    parser.add_argument("--url-lifetime", type=bounded(float, 1, 7 * 86400, "a number of seconds"), default=3600,
+                        metavar="SECONDS", help="lifetime of presigned URLs, 1 s to 7 days (default 3600)")
     parser.add_argument("--min-size", type=_size_arg, default=64 * 1024, metavar="BYTES", help="smallest generated file (default 64KiB)")
     parser.add_argument("--max-size", type=_size_arg, default=4 * 1024 * 1024, metavar="BYTES", help="largest generated file (default 4MiB)")
-    parser.add_argument("--days", type=float, default=10, help="spread recordings over this many past days (default 10)")
+    parser.add_argument("--days", type=bounded(float, 0, 3650, "a number of days"), default=10,
+                        help="spread recordings over this many past days, 0 to 3650 (default 10)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; print a [source] block to paste into a config."""
+    from pipeline.errors import ConfigError
+
+    if args.min_size > args.max_size:
+        raise ConfigError(f"--min-size ({args.min_size} bytes) is larger than --max-size ({args.max_size} bytes)")
     simulator = Simulator(
         host=args.host,
         port=args.port,
@@ -1482,6 +1499,10 @@ def run(args: argparse.Namespace) -> int:
         max_size=args.max_size,
         days=getattr(args, "days", 10),
     )
+    try:
+        simulator.start()
+    except OSError as exc:  # the port is taken, the address is not this machine's, ...
+        raise ConfigError(f"simulate: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     stop = threading.Event()
     previous = _install_stop_handlers(stop)
     try:

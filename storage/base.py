@@ -193,7 +193,7 @@ class TargetSettings(BaseModel):
     `storage_config`; each backend's subclass adds the fields it uses and forbids the rest."""
 
     # hide_input_in_errors: a validation message must never echo a value (it may be a secret).
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True, allow_inf_nan=False)
 
     name: str = Field(min_length=1)
     type: str
@@ -201,7 +201,7 @@ class TargetSettings(BaseModel):
     key_template: str | None = None  # overrides [archive] key_template for this target
     # Write-once protection, opt-in; each backend says which modes it can enforce.
     retention_mode: Literal["GOVERNANCE", "COMPLIANCE", "READ_ONLY", "LOCKED", "UNLOCKED"] | None = None
-    retention_days: int | None = Field(default=None, ge=1)
+    retention_days: int | None = Field(default=None, ge=1, le=36_500)
     legal_hold: bool = False
 
     # What a backend's settings class declares it can enforce; `_check_retention` holds every

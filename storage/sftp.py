@@ -98,7 +98,7 @@ class SFTPSettings(TargetSettings):
     private_key_file: str | None = None  # or the key read from this file
     known_hosts: str | None = None  # a known_hosts file listing the server...
     host_key: str | None = None  # ...or its one pinned public key: "ssh-ed25519 AAAA..."
-    timeout: float = Field(default=30, gt=0)  # seconds: connect, login, each SFTP reply
+    timeout: float = Field(default=30, gt=0, le=3600)  # seconds: connect, login, each SFTP reply
     remote_checksum: bool = True  # run `sha256sum` on the server for stat
 
     _file_key: SecretStr | None = PrivateAttr(default=None)

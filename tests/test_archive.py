@@ -130,8 +130,10 @@ def test_at_risk_recordings_go_first_and_are_reported(sim, tmp_path):
     fresh = sim.add_recording(stopped_time=sim.now() - timedelta(hours=1))
     urgent = sim.add_recording(stopped_time=sim.now() - timedelta(days=6, hours=20))
     config = make_config(tmp_path, sim, archive={"concurrency": 1, "deadline_margin_hours": 24})
+    plan = run_archive(config, command="test", dry_run=True)
+    assert plan.summary.at_risk == 1 and plan.summary.at_risk_ids == [urgent["id"]]
     summary = run_archive(config, command="test").summary
-    assert summary.at_risk == 1 and summary.at_risk_ids == [urgent["id"]]
+    assert summary.at_risk == 0 and summary.at_risk_ids == []  # archived now: no longer at risk
     order = [r.path.split("/")[2] for r in file_requests(sim)]
     assert order == [urgent["id"], fresh["id"]]
 

@@ -87,3 +87,20 @@ def test_redactor_masks_secrets_their_lines_and_url_queries():
     text = redact("token tok-123456 line MIIEvQIBADANBgkqhkiG9w0BAQEFAASC url https://h/p?X-Signature=s&X=1 ab")
     assert "tok-123456" not in text and "MIIEvQ" not in text and "X-Signature" not in text
     assert text.endswith(" ab")  # values shorter than 4 characters are not treated as secrets
+
+
+@pytest.mark.parametrize("key, reason", [
+    ("a/../b", "a path component '..'"), ("../a", "a path component '..'"), ("a/.../b", "a path component '...'"),
+    ("/a/b", "an absolute key"), ("a\\b", "a backslash"), ("a/\x00/b", "a control character"),
+    ("a//b", "a path component ''"), ("", "an empty key"), ("x" * 256, "longer than 255 bytes"),
+    ("/".join(["x" * 200] * 6), "a key longer than 1024 bytes"),
+])
+def test_unsafe_key_reasons(key, reason):
+    """README "What rtk-archive guarantees" (a key never leaves the target's prefix): each way a
+    key could escape, or be refused by a backend, is named."""
+    assert reason in keys.unsafe_key_reason(key)
+
+
+def test_safe_keys_have_no_reason():
+    assert keys.unsafe_key_reason("2026/11/20/rec-1/video-a.mp4") is None
+    assert keys.unsafe_key_reason("..hidden/x") is None  # starts with dots, is not dots only
