@@ -110,7 +110,10 @@ class SpoolSpace:
                 if entry.name.startswith(mine.name) or entry.name.endswith(MARKER_SUFFIXES) \
                         or not entry.is_file(follow_symlinks=False):
                     continue
-                info = entry.stat(follow_symlinks=False)
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:  # another download finished and removed it meanwhile
+                    continue
                 if info.st_nlink > 1:  # a target links to it too: removing it frees nothing
                     continue
                 path = Path(entry.path)

@@ -224,3 +224,27 @@ def test_a_partial_download_an_earlier_run_left_never_blocks_the_next_run(sim, t
     assert result.exit_code == 0 and result.summary.archived == 1, result.summary.problems
     assert bucket.digest(rec["id"]) == sim.expected_sha256(rec["id"])
     assert not leftover.exists()
+
+
+def test_a_spool_file_removed_while_the_space_is_surveyed_is_not_a_write_failure(tmp_path, monkeypatch):
+    """Downloads finish (and remove their spool files) while another download surveys the spool's
+    space: a file listed by the folder scan and gone by the time it is looked at is simply not
+    counted. (It used to raise FileNotFoundError, which the survey's caller reported as "the
+    spool file cannot be written" and failed a healthy download, about one run in six.)"""
+    from pipeline import spool as spool_module
+
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    (folder / "finishing.video.part").write_bytes(b"x" * 100)
+    (folder / "staying.video.part").write_bytes(b"y" * 50)
+    real_scandir = os.scandir
+
+    def scandir_then_finish(path):
+        entries = list(real_scandir(path))  # listed now ...
+        (folder / "finishing.video.part").unlink()  # ... then that download finishes
+        return contextlib.nullcontext(entries)
+
+    monkeypatch.setattr(spool_module.os, "scandir", scandir_then_finish)
+    room = spool_module.SpoolSpace(folder).survey(folder / "mine.video.part")
+    assert room.leftovers == {folder / "staying.video.part": 50}
+    assert room.in_flight == {}
