@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pipeline.errors import BookkeepingError, os_reason, path_error
-from pipeline.ledger import AuditHead, utcnow
+from pipeline.ledger.sqlite import AuditHead, utcnow
 
 log = logging.getLogger("rtk_archive.audit")
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import Config, parse_config
-from pipeline.ledger import Ledger
+from pipeline.ledger.sqlite import Ledger
 
 REPO = Path(__file__).resolve().parent.parent
 

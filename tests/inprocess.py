@@ -8,7 +8,7 @@ import io
 import logging
 from dataclasses import dataclass
 
-from pipeline.cli import main
+from pipeline.cli.app import main
 
 
 @dataclass

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.download import RESUME_OVERLAP, Download, SignedUrl
+from pipeline.archive.download import RESUME_OVERLAP, Download, SignedUrl
 from pipeline.errors import DownloadError
-from pipeline.runner import run_archive
+from pipeline.archive.run import run_archive
 from tests.helpers import file_requests, ledger_rows, make_config, stored_digest
 
 

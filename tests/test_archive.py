@@ -7,7 +7,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-from pipeline.runner import run_archive
+from pipeline.archive.run import run_archive
 from tests.helpers import expected_files, file_requests, ledger_rows, make_config, past_retention_files
 
 

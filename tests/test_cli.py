@@ -163,7 +163,7 @@ def _subcommands(parser, path=()):
 
 def test_every_command_has_help_that_exits_0_and_names_its_options():
     """README "Command line": `--help` of every command exits 0 and shows each of its options."""
-    from pipeline.cli import build_parser
+    from pipeline.cli.app import build_parser
     from tests.inprocess import run_main
 
     commands = list(_subcommands(build_parser()))
@@ -182,7 +182,7 @@ def test_every_option_of_every_command_has_help_text():
     """README "Command line": every option says what it does in --help."""
     import argparse
 
-    from pipeline.cli import build_parser
+    from pipeline.cli.app import build_parser
 
     missing = []
     for words, parser in _subcommands(build_parser()):
@@ -360,7 +360,7 @@ def _crashing_cli(tmp_path, *args: str, env: dict | None = None):
 
     script = (
         "import sys\n"
-        "from pipeline import cli, commands\n"
+        "from pipeline.cli import app as cli, commands\n"
         "def broken(args):\n"
         "    config = cli.load(args)\n"
         "    raise RuntimeError('bug near ' + config.api_token + ' at https://files.example/x?X-Amz-Signature=abc123')\n"
@@ -406,7 +406,7 @@ def test_when_no_crash_file_can_be_written_the_line_says_why(tmp_path, monkeypat
     one line says the details could not be written, and why."""
     import tempfile
 
-    from pipeline import cli
+    from pipeline.cli import app as cli
 
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where folders should be")
@@ -510,7 +510,7 @@ def test_status_exits_1_after_a_run_the_api_refused(sim, tmp_path):
 def test_a_run_that_hit_a_bug_is_recorded_as_exit_70(sim, tmp_path, monkeypatch):
     """README "Exit codes" 70: an unexpected error inside a run is recorded in the ledger as
     exit 70 (not 4, "the API refused"), with its one-line reason; status then exits 1."""
-    from pipeline.archive import Archiver
+    from pipeline.archive.execute import Archiver
     from tests.helpers import ledger_rows
     from tests.inprocess import run_main
 
@@ -683,7 +683,7 @@ def test_stdout_on_a_full_disk_is_one_line_and_not_a_silent_success(sim, tmp_pat
 def test_an_unfinished_run_is_running_only_while_its_own_process_holds_the_lock():
     """README "Exit codes" (status): an unfinished run is running only while its own process
     holds the lock; a lock held by another process (a later verify) means it was killed."""
-    from pipeline.commands import last_run_state
+    from pipeline.cli.commands import last_run_state
 
     run = {"finished_at": None, "exit_code": None, "pid": 4242, "host": "nas1"}
     assert last_run_state(run, None) == "killed"

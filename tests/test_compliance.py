@@ -10,9 +10,9 @@ import pytest
 
 from pipeline.audit import AuditLog, verify_chain
 from pipeline.errors import BookkeepingError
-from pipeline.ledger import AuditHead
-from pipeline.runner import run_archive
-from pipeline.verify import verify_archive
+from pipeline.ledger.sqlite import AuditHead
+from pipeline.archive.run import run_archive
+from pipeline.archive.reverify import verify_archive
 from tests.forgery import same_crc32c_alteration
 from tests.helpers import ledger_rows, make_config, run_cli, write_config
 
@@ -275,9 +275,9 @@ class _AuditThatFailsOn:
 def test_the_ledger_never_says_archived_without_the_audit_line(sim, tmp_path, action):
     """README, guarantees: "the ledger never says `archived` without the audit line that says
     so": when that line cannot be written, the copy is not marked archived and the run stops."""
-    from pipeline.archive import Archiver
-    from pipeline.ledger import Ledger
-    from pipeline.runner import make_client, open_targets
+    from pipeline.archive.execute import Archiver
+    from pipeline.ledger.sqlite import Ledger
+    from pipeline.archive.run import make_client, open_targets
 
     sim.add_recording(size=20_000)
     config = make_config(tmp_path, sim)

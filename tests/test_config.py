@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import DEFAULT_BASE_URL, load_config, parse_config
-from pipeline.demo import DEMO_CONFIG
+from pipeline.cli.demo import DEMO_CONFIG
 from pipeline.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent

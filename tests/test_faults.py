@@ -11,8 +11,8 @@ import logging
 import pytest
 
 from pipeline.api import ApiAuthError, ApiError
-from pipeline.runner import run_archive
-from pipeline.download import RESUME_OVERLAP
+from pipeline.archive.run import run_archive
+from pipeline.archive.download import RESUME_OVERLAP
 from tests.helpers import file_requests, ledger_rows, make_config, stored_digest
 
 
@@ -226,9 +226,9 @@ def test_a_failing_target_does_not_stop_the_others_and_is_redone_alone(sim, tmp_
 def plan_then(tmp_path, sim, between, **config_kwargs):
     """List and plan, then change the world (`between`), then download: the fresh-URL fetch
     meets the change."""
-    from pipeline.archive import Archiver
-    from pipeline.ledger import Ledger
-    from pipeline.runner import make_client, open_targets
+    from pipeline.archive.execute import Archiver
+    from pipeline.ledger.sqlite import Ledger
+    from pipeline.archive.run import make_client, open_targets
 
     config = make_config(tmp_path, sim, **config_kwargs)
     ledger = Ledger(config.ledger.path)

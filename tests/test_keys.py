@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pipeline import keys
-from pipeline.hashing import BackgroundHasher, Hasher, hash_file
+from pipeline.archive import object_keys as keys
+from pipeline.archive.hashing import BackgroundHasher, Hasher, hash_file
 from pipeline.redact import Redactor
 
 WHEN = datetime(2026, 11, 20, 8, 30, tzinfo=timezone.utc)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import errors
-from pipeline.ledger import Ledger
+from pipeline.ledger.sqlite import Ledger
 from tests.helpers import config_dict, file_requests, ledger_rows, run_cli, to_toml
 from tests.mounts import fill, needs_root, read_only, tmpfs
 

@@ -15,7 +15,7 @@ import time
 
 import pyte
 
-from pipeline.progress import Tally
+from pipeline.cli.progress import Tally
 from tests.helpers import cli_command, cli_env, write_config
 
 
@@ -135,7 +135,7 @@ def test_a_recording_id_with_markup_is_shown_as_text():
 
     from rich.console import Console
 
-    from pipeline.progress import RichProgress
+    from pipeline.cli.progress import RichProgress
 
     console = Console(file=io.StringIO(), force_terminal=True, width=120)
     progress = RichProgress(console)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import errors
-from pipeline.runner import run_archive
+from pipeline.archive.run import run_archive
 from tests.helpers import file_requests, ledger_rows, make_config, run_cli, write_config
 from tests.servers.moto import moto_server  # noqa: F401 - the session's moto server, a fixture
 
@@ -231,7 +231,7 @@ def test_a_spool_file_removed_while_the_space_is_surveyed_is_not_a_write_failure
     space: a file listed by the folder scan and gone by the time it is looked at is simply not
     counted. (It used to raise FileNotFoundError, which the survey's caller reported as "the
     spool file cannot be written" and failed a healthy download, about one run in six.)"""
-    from pipeline import spool as spool_module
+    from pipeline.archive import spool as spool_module
 
     folder = tmp_path / "spool"
     folder.mkdir()

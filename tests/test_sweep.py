@@ -22,7 +22,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from pipeline import errors, keys
+from pipeline import errors
+from pipeline.archive import object_keys as keys
 from pipeline.config import parse_config
 from pipeline.errors import ConfigError
 from pipeline.simulator import STATUSES, Simulator
@@ -294,7 +295,7 @@ def test_a_deadline_in_the_year_9999_is_unknown_not_a_crash():
     unknown, as for a recording without times."""
     from types import SimpleNamespace
 
-    from pipeline.archive import deadline_of
+    from pipeline.archive.execute import deadline_of
 
     far = datetime(9999, 12, 31, 23, 59, tzinfo=timezone.utc)
     for fields in ({"stopped_time": far, "download_url_expiry": None, "invoked_time": None},

@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from pipeline.hashing import hash_file  # noqa: E402
+from pipeline.archive.hashing import hash_file  # noqa: E402
 from storage import LocalFile, build_target, settings_model  # noqa: E402
 from tests.servers.azurite import running_azurite  # noqa: E402
 from tests.servers.gcs_emulator import running_gcs_emulator  # noqa: E402

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from boto3.s3.transfer import TransferConfig
 
-from pipeline.hashing import hash_file
+from pipeline.archive.hashing import hash_file
 from storage.base import LocalFile, NotFound
 from storage.s3 import S3Settings, S3Target
 from tests.servers.moto import start_moto

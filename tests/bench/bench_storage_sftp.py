@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a plain s
 
 import paramiko
 
-from pipeline.hashing import hash_file
+from pipeline.archive.hashing import hash_file
 from storage import LocalFile, build_target, settings_model
 from tests.servers.sshd import SSHServer, start_sshd
 

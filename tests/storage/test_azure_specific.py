@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from pipeline.hashing import hash_file
+from pipeline.archive.hashing import hash_file
 from storage import LocalFile, NotFound, PermanentStorageError, RetryableStorageError, build_target
 from storage.azure import AzureSettings, AzureTarget, _retention
 from tests.servers.azurite import ACCOUNT_KEY, connection_string

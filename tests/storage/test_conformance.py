@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.hashing import hash_file
+from pipeline.archive.hashing import hash_file
 from storage import (
     LocalFile,
     NotFound,

@@ -16,7 +16,7 @@ import google_crc32c
 import pytest
 from pydantic import ValidationError
 
-from pipeline.hashing import hash_file
+from pipeline.archive.hashing import hash_file
 from storage import LocalFile, NotFound, PermanentStorageError, build_target
 from storage.gcs import GCSSettings, GCSTarget, retention_of
 from tests.servers.gcs_emulator import service_account_json

@@ -182,7 +182,7 @@ def test_a_server_that_never_answers_costs_the_time_limit_not_more(rig_sftp):
     import socket
     import time
 
-    from pipeline.preflight import probe_targets
+    from pipeline.archive.preflight import probe_targets
 
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))

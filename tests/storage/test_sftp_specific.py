@@ -17,7 +17,7 @@ import pytest
 from pydantic import ValidationError
 
 import storage.sftp as sftp_module
-from pipeline.hashing import hash_file
+from pipeline.archive.hashing import hash_file
 from storage import (
     LocalFile,
     NotFound,

@@ -11,8 +11,8 @@ import socket
 from pathlib import Path
 
 import pipeline
-from pipeline.hashing import hash_file
-from pipeline.ledger import CopyRow, utcnow
+from pipeline.archive.hashing import hash_file
+from pipeline.ledger.sqlite import CopyRow, utcnow
 from storage.base import LocalFile
 
 FORMAT = "rtk-archive-manifest/1"

@@ -9,8 +9,8 @@ import logging
 from datetime import datetime, timedelta, timezone
 
 from pipeline import errors
-from pipeline.cli import Outcome, load
-from pipeline.ledger import Ledger, iso_utc, utcnow
+from pipeline.cli.app import Outcome, load
+from pipeline.ledger.sqlite import Ledger, iso_utc, utcnow
 from pipeline.redact import REDACTOR
 
 ALL_STATUSES = ("INVOKED", "RECORDING", "UPLOADING", "UPLOADED", "ERRORED", "PAUSED")
@@ -41,7 +41,7 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
 
 
 def _progress(args):
-    from pipeline.progress import PlainProgress, RichProgress
+    from pipeline.cli.progress import PlainProgress, RichProgress
 
     console = getattr(args, "console", None)
     if console is not None and not args.json and not args.quiet:
@@ -50,7 +50,7 @@ def _progress(args):
 
 
 def cmd_run(args) -> Outcome:
-    from pipeline.runner import run_archive
+    from pipeline.archive.run import run_archive
 
     config = load(args)
     if args.command == "backfill" and args.until is None:
@@ -138,7 +138,7 @@ def _plan_outcome(result) -> Outcome:
 
 
 def cmd_check(args) -> Outcome:
-    from pipeline.preflight import run_checks
+    from pipeline.archive.preflight import run_checks
 
     report = run_checks(args.config, on_secrets=REDACTOR.add)
     payload = report.as_dict()
@@ -162,7 +162,7 @@ def last_run_state(run: dict, holder: str | None) -> str:
 
 
 def cmd_status(args) -> Outcome:
-    from pipeline.lock import RunLock
+    from pipeline.ledger.lock import RunLock
 
     config = load(args)
     ledger = Ledger(config.ledger.path, read_only=True)
@@ -232,7 +232,7 @@ def cmd_status(args) -> Outcome:
 
 
 def cmd_list(args) -> Outcome:
-    from pipeline.runner import make_client
+    from pipeline.archive.run import make_client
 
     config = load(args)
     check_window(args)
@@ -267,7 +267,7 @@ def cmd_list(args) -> Outcome:
 
 
 def cmd_verify(args) -> Outcome:
-    from pipeline.verify import verify_archive
+    from pipeline.archive.reverify import verify_archive
 
     config = load(args)
     check_window(args)
@@ -286,7 +286,7 @@ def cmd_verify(args) -> Outcome:
 
 
 def cmd_report(args) -> Outcome:
-    from pipeline.report import report_rows
+    from pipeline.archive.report import report_rows
 
     if args.json and args.format not in (None, "json"):
         raise errors.ConfigError(f"--json and --format {args.format} ask for two formats: choose one")
@@ -358,7 +358,7 @@ def cmd_simulate(args) -> Outcome:
 
 
 def cmd_demo(args) -> Outcome:
-    from pipeline.demo import run_demo
+    from pipeline.cli.demo import run_demo
 
     return run_demo(args)
 

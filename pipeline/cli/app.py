@@ -385,7 +385,7 @@ def _run_command(args, argv: list[str]) -> Outcome:
 
     try:
         args.console = setup_logging(args)
-        from pipeline import commands
+        from pipeline.cli import commands
 
         return commands.dispatch(args)
     except (errors.ConfigError, UsageError) as exc:

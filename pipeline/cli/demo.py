@@ -11,8 +11,8 @@ import tempfile
 from pathlib import Path
 
 from pipeline import errors
-from pipeline.cli import Outcome
-from pipeline.commands import run_counts_text
+from pipeline.cli.app import Outcome
+from pipeline.cli.commands import run_counts_text
 from pipeline.config import parse_config
 from pipeline.redact import REDACTOR
 
@@ -61,7 +61,7 @@ def demo_folder(path: str) -> Path:
 def run_demo(args) -> Outcome:
     import tomllib
 
-    from pipeline.runner import run_archive
+    from pipeline.archive.run import run_archive
     from pipeline.simulator import Simulator
 
     folder = demo_folder(args.dir)

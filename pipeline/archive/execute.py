@@ -22,14 +22,15 @@ import httpx
 import tenacity
 
 import pipeline
-from pipeline import keys, manifest
+from pipeline.archive import object_keys as keys
+from pipeline.archive import manifest
 from pipeline.api import RETENTION, ApiError, ApiNotFound
 from pipeline.audit import AuditLog
-from pipeline.comparison import compare_bytes, compare_copy, read_back
+from pipeline.archive.verification import compare_bytes, compare_copy, read_back
 from pipeline.config import Config
-from pipeline.download import Download, DownloadedFile, SignedUrl
+from pipeline.archive.download import Download, DownloadedFile, SignedUrl
 from pipeline.errors import DownloadError, FileUnavailable, Interrupted, VerificationError, os_reason
-from pipeline.ledger import CopyRow, Ledger, iso_utc, utcnow
+from pipeline.ledger.sqlite import CopyRow, Ledger, iso_utc, utcnow
 from storage.base import LocalFile, NotFound, ObjectConflict, StorageError, StoredObject, Target
 
 log = logging.getLogger("rtk_archive.archive")

@@ -23,11 +23,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from pipeline.audit import AuditLog
-from pipeline.comparison import compare_bytes, compare_copy, read_back
+from pipeline.archive.verification import compare_bytes, compare_copy, read_back
 from pipeline.config import Config
 from pipeline.errors import BookkeepingError
-from pipeline.ledger import CopyRow, Ledger, iso_utc
-from pipeline.runner import bookkeeping, note_audit_head, open_targets
+from pipeline.ledger.sqlite import CopyRow, Ledger, iso_utc
+from pipeline.archive.run import bookkeeping, note_audit_head, open_targets
 from storage.base import NotFound, StorageError, StoredObject, Target
 
 log = logging.getLogger("rtk_archive.verify")

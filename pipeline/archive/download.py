@@ -36,8 +36,8 @@ import httpx
 import tenacity
 
 from pipeline.errors import DownloadError, FileUnavailable, Interrupted
-from pipeline.hashing import BackgroundHasher, Hasher, hash_file
-from pipeline.spool import SpoolSpace
+from pipeline.archive.hashing import BackgroundHasher, Hasher, hash_file
+from pipeline.archive.spool import SpoolSpace
 from storage.base import LocalFile
 
 log = logging.getLogger("rtk_archive.download")

@@ -16,16 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from pipeline import errors, preflight
+from pipeline import errors
+from pipeline.archive import preflight
 from pipeline.api import ApiAuthError, ApiError, RealtimeKitClient
-from pipeline.archive import Archiver, RunSummary, verify_copy
+from pipeline.archive.execute import Archiver, RunSummary, verify_copy
 from pipeline.audit import AuditLog
 from pipeline.config import Config
 from pipeline.errors import ConfigError
-from pipeline.hashing import hash_file
-from pipeline.ledger import Ledger, iso_utc
-from pipeline.lock import RunLock
-from pipeline.spool import prepare_spool
+from pipeline.archive.hashing import hash_file
+from pipeline.ledger.sqlite import Ledger, iso_utc
+from pipeline.ledger.lock import RunLock
+from pipeline.archive.spool import prepare_spool
 from storage.base import LocalFile, StorageError, Target
 from storage.registry import build_target
 

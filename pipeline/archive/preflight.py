@@ -166,7 +166,7 @@ def run_checks(config_path: str | Path, *, on_secrets: Callable[[list[str]], Non
 
 def check_api(config: Config) -> Check:
     """One cheap authenticated call: the first page of recordings, one per page."""
-    from pipeline.runner import make_client
+    from pipeline.archive.run import make_client
 
     host = urlsplit(config.base_url).netloc or config.base_url
     try:
@@ -224,7 +224,7 @@ def check_file_place(name: str, path: Path, *, sqlite: bool = False) -> Check:
 
 
 def check_targets(config: Config, probe_seconds: float) -> list[Check]:
-    from pipeline.runner import open_targets
+    from pipeline.archive.run import open_targets
 
     with open_targets(config) as targets:
         results = probe_targets(targets, seconds=probe_seconds)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import posixpath
 
-from pipeline.keys import MANIFEST
-from pipeline.ledger import Ledger
+from pipeline.archive.object_keys import MANIFEST
+from pipeline.ledger.sqlite import Ledger
 
 COLUMNS = ("recording_id", "meeting_id", "meeting_title", "invoked_time", "recording_state", "kind", "file_name",
            "size", "sha256", "target", "state", "key", "uri", "version", "retention_mode", "retention_until",

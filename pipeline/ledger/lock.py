@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 
 from pipeline.errors import LockedError, path_error
-from pipeline.ledger import READ_ONLY_HINT, utcnow
+from pipeline.ledger.sqlite import READ_ONLY_HINT, utcnow
 
 
 class RunLock:
