@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from pipeline.errors import BookkeepingError, os_reason, path_error
-from pipeline.ledger.sqlite import AuditHead, utcnow
+from pipeline.clock import utcnow
+from pipeline.ledger.rows import AuditHead
 
 log = logging.getLogger("rtk_archive.audit")
 

@@ -1466,7 +1466,7 @@ def _size_arg(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pipeline.cli.app import bounded
+    from pipeline.cli.parser import bounded
 
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=bounded(int, 0, 65535, "a port number"), default=8787,

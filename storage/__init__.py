@@ -7,17 +7,19 @@ from storage.base import (
     NotFound,
     ObjectConflict,
     PermanentStorageError,
+    ProbeResult,
     Retention,
     RetryableStorageError,
     StorageError,
     StoredObject,
     Target,
     TargetSettings,
+    check_endpoint,
 )
 from storage.registry import build_target, settings_model, target_types
 
 __all__ = [
-    "Checksums", "LocalFile", "MissingSDK", "NotFound", "ObjectConflict", "PermanentStorageError",
+    "Checksums", "LocalFile", "MissingSDK", "NotFound", "ObjectConflict", "PermanentStorageError", "ProbeResult",
     "Retention", "RetryableStorageError", "StorageError", "StoredObject", "Target", "TargetSettings",
-    "build_target", "settings_model", "target_types",
+    "build_target", "check_endpoint", "settings_model", "target_types",
 ]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 from pipeline.config import Config, parse_config
-from pipeline.ledger.sqlite import Ledger
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -80,11 +80,13 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 180) -> subpro
 
 
 def ledger_rows(path: Path, sql: str, args: tuple = ()) -> list[dict]:
-    ledger = Ledger(path)
+    """Rows of the SQLite ledger at `path`, read with SQL (a test's look under the hood)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
     try:
-        return [dict(r) for r in ledger._query(sql, args)]
+        return [dict(r) for r in db.execute(sql, args).fetchall()]
     finally:
-        ledger.close()
+        db.close()
 
 
 def file_requests(sim) -> list:

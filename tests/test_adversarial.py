@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.archive.download import RESUME_OVERLAP, Download, SignedUrl
 from pipeline.errors import DownloadError
-from pipeline.archive.run import run_archive
+from pipeline.session import run_archive
 from tests.helpers import file_requests, ledger_rows, make_config, stored_digest
 
 

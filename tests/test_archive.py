@@ -7,7 +7,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-from pipeline.archive.run import run_archive
+from pipeline.session import run_archive
 from tests.helpers import expected_files, file_requests, ledger_rows, make_config, past_retention_files
 
 
@@ -187,4 +187,4 @@ def test_dry_run_changes_nothing(busy_sim, tmp_path):
     result = run_archive(config, command="test", dry_run=True)
     assert result.planned and not (tmp_path / "nas").exists()
     assert not file_requests(busy_sim)
-    assert ledger_rows(tmp_path / "ledger.db", "SELECT * FROM files") == []
+    assert not (tmp_path / "ledger.db").exists()  # nothing recorded: not even a ledger

@@ -163,7 +163,7 @@ def _subcommands(parser, path=()):
 
 def test_every_command_has_help_that_exits_0_and_names_its_options():
     """README "Command line": `--help` of every command exits 0 and shows each of its options."""
-    from pipeline.cli.app import build_parser
+    from pipeline.cli.parser import build_parser
     from tests.inprocess import run_main
 
     commands = list(_subcommands(build_parser()))
@@ -182,7 +182,7 @@ def test_every_option_of_every_command_has_help_text():
     """README "Command line": every option says what it does in --help."""
     import argparse
 
-    from pipeline.cli.app import build_parser
+    from pipeline.cli.parser import build_parser
 
     missing = []
     for words, parser in _subcommands(build_parser()):
@@ -360,11 +360,12 @@ def _crashing_cli(tmp_path, *args: str, env: dict | None = None):
 
     script = (
         "import sys\n"
-        "from pipeline.cli import app as cli, commands\n"
+        "from pipeline.cli import app as cli\n"
+        "from pipeline.cli.output import load\n"
         "def broken(args):\n"
-        "    config = cli.load(args)\n"
+        "    config = load(args)\n"
         "    raise RuntimeError('bug near ' + config.api_token + ' at https://files.example/x?X-Amz-Signature=abc123')\n"
-        "commands.dispatch = broken\n"
+        "cli.dispatch = broken\n"
         "sys.exit(cli.main(sys.argv[1:]))\n")
     return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60,
                           env=cli_env({"XDG_STATE_HOME": str(tmp_path / "state"), **(env or {})}),
@@ -683,14 +684,19 @@ def test_stdout_on_a_full_disk_is_one_line_and_not_a_silent_success(sim, tmp_pat
 def test_an_unfinished_run_is_running_only_while_its_own_process_holds_the_lock():
     """README "Exit codes" (status): an unfinished run is running only while its own process
     holds the lock; a lock held by another process (a later verify) means it was killed."""
-    from pipeline.cli.commands import last_run_state
+    import dataclasses
 
-    run = {"finished_at": None, "exit_code": None, "pid": 4242, "host": "nas1"}
+    from pipeline.cli.inspect import last_run_state
+    from pipeline.ledger import RunRow
+
+    run = RunRow(id="r", command="run", host="nas1", pid=4242, started_at="2026-11-30T01:00:00.000Z",
+                 finished_at=None, archived=None, failed=None, skipped=None, lost=None, at_risk=None, exit_code=None,
+                 note=None, audit_head=None)
     assert last_run_state(run, None) == "killed"
     assert last_run_state(run, "pid 4242 on nas1, 'run' since 2026-11-30T01:00:00Z") == "running"
     assert last_run_state(run, "pid 999 on nas1, 'verify' since 2026-11-30T02:00:00Z") == "killed"
     assert last_run_state(run, "unknown (cannot read x.lock: Permission denied)") == "running"
-    assert last_run_state({**run, "finished_at": "2026-11-30T03:00:00Z", "exit_code": 1}, None) == "exit 1"
+    assert last_run_state(dataclasses.replace(run, finished_at="2026-11-30T03:00:00Z", exit_code=1), None) == "exit 1"
 
 
 def test_escape_sequences_from_the_api_never_reach_the_terminal(sim, tmp_path):

@@ -10,9 +10,9 @@ import pytest
 
 from pipeline.audit import AuditLog, verify_chain
 from pipeline.errors import BookkeepingError
-from pipeline.ledger.sqlite import AuditHead
-from pipeline.archive.run import run_archive
-from pipeline.archive.reverify import verify_archive
+from pipeline.ledger import AuditHead
+from pipeline.session import run_archive
+from pipeline.session import verify_archive
 from tests.forgery import same_crc32c_alteration
 from tests.helpers import ledger_rows, make_config, run_cli, write_config
 
@@ -275,23 +275,20 @@ class _AuditThatFailsOn:
 def test_the_ledger_never_says_archived_without_the_audit_line(sim, tmp_path, action):
     """README, guarantees: "the ledger never says `archived` without the audit line that says
     so": when that line cannot be written, the copy is not marked archived and the run stops."""
+    from pipeline.archive.bookkeeping import Book
     from pipeline.archive.execute import Archiver
-    from pipeline.ledger.sqlite import Ledger
-    from pipeline.archive.run import make_client, open_targets
+    from pipeline.archive.run import list_uploaded, plan
+    from pipeline.session import open_session
 
     sim.add_recording(size=20_000)
     config = make_config(tmp_path, sim)
-    ledger = Ledger(config.ledger.path)
-    try:
-        with open_targets(config) as targets, make_client(config) as api:
-            archiver = Archiver(config, api=api, ledger=ledger, targets=targets, audit=_AuditThatFailsOn(action))
-            try:
-                with pytest.raises(BookkeepingError):
-                    archiver.execute(archiver.plan(archiver.list_recordings()))
-            finally:
-                archiver.close()
-        kind = "manifest" if action == "manifest_stored" else "video"
-        states = [r["state"] for r in ledger._query("SELECT state FROM copies WHERE kind=?", (kind,))]
-        assert "archived" not in states
-    finally:
-        ledger.close()
+    with open_session(config, "test", record=True, targets=True, api=True, downloads=True) as context:
+        context.audit = _AuditThatFailsOn(action)
+        archiver = Archiver(Book(context))
+        planning = plan(context, list_uploaded(context, None, None, None))
+        archiver.record(planning)
+        with pytest.raises(BookkeepingError):
+            archiver.execute(planning.plans)
+    kind = "manifest" if action == "manifest_stored" else "video"
+    states = [r["state"] for r in ledger_rows(config.ledger.path, "SELECT state FROM copies WHERE kind=?", (kind,))]
+    assert "archived" not in states

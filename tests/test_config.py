@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import DEFAULT_BASE_URL, load_config, parse_config
-from pipeline.cli.demo import DEMO_CONFIG
 from pipeline.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,10 +108,6 @@ def test_example_configuration_documents_every_target_type_and_parses():
     environ = {name: "x" for name in ("CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_APP_ID", "CLOUDFLARE_API_TOKEN")}
     config = load_config(REPO / "config" / "example.toml", environ=environ)
     assert config.targets
-
-
-def test_demo_toml_is_the_embedded_demo_configuration():
-    assert (REPO / "config" / "demo.toml").read_text() == DEMO_CONFIG
 
 
 # Every number in the configuration, with a value of each kind that makes no sense for it.

@@ -11,7 +11,7 @@ import logging
 import pytest
 
 from pipeline.api import ApiAuthError, ApiError
-from pipeline.archive.run import run_archive
+from pipeline.session import run_archive
 from pipeline.archive.download import RESUME_OVERLAP
 from tests.helpers import file_requests, ledger_rows, make_config, stored_digest
 
@@ -226,22 +226,20 @@ def test_a_failing_target_does_not_stop_the_others_and_is_redone_alone(sim, tmp_
 def plan_then(tmp_path, sim, between, **config_kwargs):
     """List and plan, then change the world (`between`), then download: the fresh-URL fetch
     meets the change."""
+    from pipeline.archive.bookkeeping import Book
     from pipeline.archive.execute import Archiver
-    from pipeline.ledger.sqlite import Ledger
-    from pipeline.archive.run import make_client, open_targets
+    from pipeline.archive.run import list_uploaded, plan
+    from pipeline.session import open_session
 
     config = make_config(tmp_path, sim, **config_kwargs)
-    ledger = Ledger(config.ledger.path)
-    try:
-        with open_targets(config) as targets, make_client(config) as api:
-            archiver = Archiver(config, api=api, ledger=ledger, targets=targets, audit=None)
-            plans = archiver.plan(archiver.list_recordings())
-            between(plans, api)
-            summary = archiver.execute(plans)
-            archiver.close()
-            return summary
-    finally:
-        ledger.close()
+    with open_session(config, "test", record=True, targets=True, api=True, downloads=True) as context:
+        book = Book(context)
+        archiver = Archiver(book)
+        planning = plan(context, list_uploaded(context, None, None, None))
+        archiver.record(planning)
+        between(planning.plans, context.api)
+        archiver.execute(planning.plans)
+        return book.summary
 
 
 def test_recording_deleted_before_its_url_is_refreshed_is_lost(sim, tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import errors
-from pipeline.ledger.sqlite import Ledger
+from pipeline.ledger import open_ledger
 from tests.helpers import config_dict, file_requests, ledger_rows, run_cli, to_toml
 from tests.mounts import fill, needs_root, read_only, tmpfs
 
@@ -256,12 +256,12 @@ def test_an_existing_ledger_keeps_its_mode_and_its_sidecars_follow_it(sim, tmp_p
     """The tool never chmods a file it did not create: a ledger a person made 0640 (say, for a
     monitoring group) stays 0640 through runs, and SQLite gives -wal/-shm the same mode."""
     path = tmp_path / "ledger.db"
-    Ledger(path).close()
+    open_ledger(path, command="test").close()
     path.chmod(0o640)
-    ledger = Ledger(path)
+    ledger = open_ledger(path, command="test")
     try:
         ledger.start_run("r1", "test", "host")
-        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.glob("ledger.db*")}
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.glob("ledger.db*") if p.suffix != ".lock"}
     finally:
         ledger.close()
     assert modes == {"ledger.db": 0o640, "ledger.db-wal": 0o640, "ledger.db-shm": 0o640}
@@ -275,10 +275,10 @@ def test_a_new_ledger_and_audit_log_are_owner_only(sim, tmp_path):
     and audit log."""
     old = os.umask(0o022)
     try:
-        ledger = Ledger(tmp_path / "fresh.db")
+        ledger = open_ledger(tmp_path / "fresh.db", command="test")
         try:
             ledger.start_run("r1", "test", "host")
-            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.glob("fresh.db*")}
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.glob("fresh.db*") if p.suffix != ".lock"}
         finally:
             ledger.close()
     finally:

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from pipeline import errors
-from pipeline.cli.app import COUNTS
+from pipeline.cli.output import COUNTS
 from pipeline.ledger.lock import RunLock
 from tests.helpers import cli_command, cli_env, run_cli, write_config
 from tests.inprocess import run_main
@@ -137,7 +137,7 @@ def test_exit_4_when_the_api_refuses(sim, archived):
 @pytest.mark.parametrize("raised, code", [(RuntimeError("a bug"), 70), (KeyboardInterrupt(), 130)])
 def test_exit_70_and_130_for_every_command(archived, tmp_path, monkeypatch, raised, code):
     """README --json contract, exit 70 (a bug) and 130 (Ctrl-C): the object is still printed."""
-    from pipeline.cli import commands
+    from pipeline.cli import app as commands
 
     def fail(args):
         raise raised

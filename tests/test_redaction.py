@@ -89,7 +89,7 @@ def test_library_records_and_warnings_pass_through_the_redacting_handler():
 
 
 def _log_in_process():
-    from pipeline.cli.app import setup_logging
+    from pipeline.cli.logs import setup_logging
     from tests import inprocess
 
     class Args:

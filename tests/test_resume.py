@@ -15,7 +15,7 @@ import pytest
 
 from pipeline import errors
 from pipeline.archive.download import RESUME_OVERLAP
-from pipeline.archive.run import run_archive
+from pipeline.session import run_archive
 from tests.helpers import cli_command, cli_env, file_requests, ledger_rows, make_config, run_cli, stored_digest, \
     write_config
 from tests.test_crash import wait_for

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import errors
-from pipeline.archive.run import run_archive
+from pipeline.session import run_archive
 from tests.helpers import file_requests, ledger_rows, make_config, run_cli, write_config
 from tests.servers.moto import moto_server  # noqa: F401 - the session's moto server, a fixture
 

@@ -295,7 +295,7 @@ def test_a_deadline_in_the_year_9999_is_unknown_not_a_crash():
     unknown, as for a recording without times."""
     from types import SimpleNamespace
 
-    from pipeline.archive.execute import deadline_of
+    from pipeline.archive.plan import deadline_of
 
     far = datetime(9999, 12, 31, 23, 59, tzinfo=timezone.utc)
     for fields in ({"stopped_time": far, "download_url_expiry": None, "invoked_time": None},

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pipeline
 from pipeline.archive.hashing import hash_file
-from pipeline.ledger.sqlite import CopyRow, utcnow
-from storage.base import LocalFile
+from pipeline.clock import utcnow
+from pipeline.ledger import CopyRow, FileRow
+from storage import LocalFile
 
 FORMAT = "rtk-archive-manifest/1"
 RECORDING_FIELDS = ("id", "meeting_id", "meeting_title", "session_id", "status", "output_file_name",
@@ -21,9 +22,10 @@ RECORDING_FIELDS = ("id", "meeting_id", "meeting_title", "session_id", "status",
                     "start_reason", "stop_reason")
 
 
-def build_manifest(*, recording: dict, files: list[dict], copies: dict[tuple[str, str], CopyRow],
+def build_manifest(*, recording: dict, files: list[FileRow], copies: dict[tuple[str, str], CopyRow],
                    target_types: dict[str, str], run_id: str) -> dict:
-    """`recording` is the ledger's metadata (already free of URLs and storage_config)."""
+    """`recording`: the API's record without URLs and storage_config (plan.recording_metadata);
+    `files`: every file of the recording, each archived at the target the manifest goes to."""
     return {
         "format": FORMAT,
         "tool": {"name": "rtk-archive", "version": pipeline.__version__},
@@ -31,20 +33,20 @@ def build_manifest(*, recording: dict, files: list[dict], copies: dict[tuple[str
         "written_at": utcnow(),
         "written_by_host": socket.gethostname(),
         "recording": {name: recording.get(name) for name in RECORDING_FIELDS},
-        "files": [_file_entry(f, copies, target_types) for f in files if f["state"] == "archived"],
+        "files": [_file_entry(f, copies, target_types) for f in files],
     }
 
 
-def _file_entry(file: dict, copies: dict[tuple[str, str], CopyRow], target_types: dict[str, str]) -> dict:
+def _file_entry(file: FileRow, copies: dict[tuple[str, str], CopyRow], target_types: dict[str, str]) -> dict:
     return {
-        "kind": file["kind"],
-        "file_name": file["file_name"],
-        "size": file["size"],
-        "sha256": file["sha256"],
-        "md5": file["md5"],
-        "crc32c": file["crc32c"],
-        "downloaded_at": file["downloaded_at"],
-        "downloaded_from_host": file["source_host"],
+        "kind": file.kind,
+        "file_name": file.file_name,
+        "size": file.size,
+        "sha256": file.sha256,
+        "md5": file.md5,
+        "crc32c": file.crc32c,
+        "downloaded_at": file.downloaded_at,
+        "downloaded_from_host": file.source_host,
         "copies": [
             {
                 "target": copy.target,
@@ -59,7 +61,7 @@ def _file_entry(file: dict, copies: dict[tuple[str, str], CopyRow], target_types
                               "legal_hold": copy.legal_hold} if copy.retention_mode or copy.legal_hold else None,
             }
             for (kind, _target), copy in sorted(copies.items())
-            if kind == file["kind"] and copy.state == "archived"
+            if kind == file.kind and copy.archived
         ],
     }
 

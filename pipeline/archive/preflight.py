@@ -24,13 +24,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import tenacity
-
-from pipeline import errors
+from pipeline import errors, retry
 from pipeline.api import ApiAuthError, ApiError
-from pipeline.config import Config, load_config
+from pipeline.config import Config
 from pipeline.errors import ConfigError
-from storage.base import ProbeResult, Target
+from storage import ProbeResult, Target
 from storage.local import nearest_existing
 
 log = logging.getLogger("rtk_archive.preflight")
@@ -87,14 +85,9 @@ def _probe_with_retries(target: Target, deadline: float) -> list[ProbeResult]:
     def may_pass_later(results: list[ProbeResult]) -> bool:
         return any(not result.ok and result.retryable for result in results)
 
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(PROBE_ATTEMPTS)
-        | tenacity.stop_before_delay(max(0.0, deadline - time.monotonic())),
-        wait=tenacity.wait_exponential_jitter(initial=1, max=10),
-        retry=tenacity.retry_if_result(may_pass_later),
-        retry_error_callback=lambda state: state.outcome.result(),  # the last answer, as it is
-    )
-    return retrying(target.probe)
+    return retry.policy(retry=retry.on_result(may_pass_later), attempts=PROBE_ATTEMPTS,
+                        seconds=max(0.0, deadline - time.monotonic()), wait=retry.backoff(1, 10),
+                        last_result=True)(target.probe)  # the last answer, as it is
 
 
 def first_failure(results: list[ProbeResult]) -> ProbeResult | None:
@@ -145,29 +138,23 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def run_checks(config_path: str | Path, *, on_secrets: Callable[[list[str]], None] = lambda values: None,
-               probe_seconds: float = PROBE_SECONDS) -> CheckReport:
-    """Every preflight check for the configuration at `config_path`. `on_secrets` receives the
-    configuration's secrets before anything is checked (the CLI adds them to its redactor)."""
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        return CheckReport([Check("config", "fail", line) for line in str(exc).splitlines()])
-    on_secrets(config.secret_values())
+def run_checks(config: Config, *, make_client: Callable, open_targets: Callable,
+               probe_seconds: float = PROBE_SECONDS) -> list[Check]:
+    """Every preflight check of a loaded configuration (the caller reports a configuration that
+    does not load as the failed `config` check). `make_client`/`open_targets`: the session's."""
     names = ", ".join(t.name for t in config.targets)
     checks = [Check("config", "ok", f"{config.path}: valid; {len(config.targets)} target(s): {names}")]
-    checks.append(check_api(config))
+    checks.append(check_api(config, make_client))
     checks += check_spool(config)
     checks.append(check_file_place("ledger", config.ledger.path, sqlite=True))
     checks.append(check_file_place("audit log", config.audit.path))
-    checks += check_targets(config, probe_seconds)
-    return CheckReport(checks)
+    with open_targets(config) as targets:
+        checks += check_targets(targets, probe_seconds)
+    return checks
 
 
-def check_api(config: Config) -> Check:
+def check_api(config: Config, make_client: Callable) -> Check:
     """One cheap authenticated call: the first page of recordings, one per page."""
-    from pipeline.archive.run import make_client
-
     host = urlsplit(config.base_url).netloc or config.base_url
     try:
         with make_client(config) as api:
@@ -223,11 +210,8 @@ def check_file_place(name: str, path: Path, *, sqlite: bool = False) -> Check:
     return Check(name, "ok", f"{path} will be created (its folder is writable)")
 
 
-def check_targets(config: Config, probe_seconds: float) -> list[Check]:
-    from pipeline.archive.run import open_targets
-
-    with open_targets(config) as targets:
-        results = probe_targets(targets, seconds=probe_seconds)
+def check_targets(targets: dict[str, Target], probe_seconds: float) -> list[Check]:
+    results = probe_targets(targets, seconds=probe_seconds)
     return [Check(f"target '{name}' {result.check}", result.status, result.detail)
             for name, probe in results.items() for result in probe]
 

@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-from pipeline.audit import AuditLog
+from pipeline.archive.context import Context
+from pipeline.archive.store import stored_copy
 from pipeline.archive.verification import compare_bytes, compare_copy, read_back
-from pipeline.config import Config
+from pipeline.clock import iso_utc
 from pipeline.errors import BookkeepingError
-from pipeline.ledger.sqlite import CopyRow, Ledger, iso_utc
-from pipeline.archive.run import bookkeeping, note_audit_head, open_targets
-from storage.base import NotFound, StorageError, StoredObject, Target
+from pipeline.ledger import CopyRow, FileRow
+from storage import NotFound, StorageError, StoredObject, Target
 
 log = logging.getLogger("rtk_archive.verify")
 
@@ -41,58 +39,42 @@ class VerifyOutcome:
     recorded: bool = True  # False: the results could not be recorded (see the warning line)
 
 
-def verify_archive(config: Config, *, target: str | None, since, until, deep: bool,
-                   redact=lambda s: s) -> VerifyOutcome:
-    outcome = VerifyOutcome()
-    run_id = uuid.uuid4().hex
-    with ExitStack() as stack:
-        ledger, audit = _open(stack, config, run_id, redact, outcome)
-        failure: BaseException | None = None
+def verify_archive(context: Context, *, target: str | None, since, until, deep: bool) -> VerifyOutcome:
+    """Check every copy the ledger knows (of `target` only, when given) in the window. Results
+    are recorded when the context records; otherwise checked and reported only."""
+    outcome = VerifyOutcome(recorded=context.recording)
+    audit = context.audit
+    failure: BaseException | None = None
+    try:
+        if audit is not None:
+            audit.event("verify_started", deep=deep, target=target, since=iso_utc(since), until=iso_utc(until))
+        rows = context.ledger.copies_to_verify(target=target, since=iso_utc(since), until=iso_utc(until))
+        # The downloaded files' sizes and digests, read in batches: what each copy must be.
+        files = {rid: known.files for rid, known in context.ledger.known(sorted({r.recording_id for r in rows})).items()}
+        checker = _Checker(context, deep, outcome, files)
+        with ThreadPoolExecutor(context.config.archive.concurrency) as pool:
+            list(pool.map(checker.check, rows))
+        if audit is not None:
+            audit.event("verify_finished", deep=deep, checked=outcome.checked, ok=outcome.ok,
+                        problems=len(outcome.problems))
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
         try:
-            if audit is not None:
-                audit.event("verify_started", deep=deep, target=target, since=iso_utc(since), until=iso_utc(until))
-            rows = ledger.copies_to_verify(target=target, since=iso_utc(since), until=iso_utc(until))
-            with open_targets(config, only=target) as targets:
-                checker = _Checker(ledger, audit, targets, deep, outcome)
-                with ThreadPoolExecutor(config.archive.concurrency) as pool:
-                    list(pool.map(checker.check, rows))
-            if audit is not None:
-                audit.event("verify_finished", deep=deep, checked=outcome.checked, ok=outcome.ok,
-                            problems=len(outcome.problems))
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            if audit is not None:
-                try:
-                    note_audit_head(config, ledger, audit, command="verify", run_id=run_id)
-                except BookkeepingError as exc:
-                    if failure is None:
-                        raise
-                    log.error("%s", exc)  # verify already failed (reported above)
+            context.note_audit_head()
+        except BookkeepingError as exc:
+            if failure is None:
+                raise
+            log.error("%s", exc)  # verify already failed (reported above)
     return outcome
 
 
-def _open(stack: ExitStack, config: Config, run_id: str, redact, outcome: VerifyOutcome
-          ) -> tuple[Ledger, AuditLog | None]:
-    """The ledger and audit log to record results in; failing that (a read-only ledger or
-    folder, an audit log that cannot be written), the ledger read-only: check and report only.
-    A ledger that cannot even be read, or a lock held by a run, still stops verify."""
-    if not config.ledger.path.exists():  # nothing archived: nothing to check, nothing to create
-        outcome.recorded = False
-        return stack.enter_context(bookkeeping(config, "verify", run_id, read_only=True))
-    try:
-        return stack.enter_context(bookkeeping(config, "verify", run_id, redact=redact))
-    except BookkeepingError as exc:
-        log.warning("verify cannot record its results (%s): checking and reporting only", exc)
-        outcome.recorded = False
-        return stack.enter_context(bookkeeping(config, "verify", run_id, read_only=True))
-
-
 class _Checker:
-    def __init__(self, ledger: Ledger, audit: AuditLog | None, targets: dict[str, Target], deep: bool,
-                 outcome: VerifyOutcome):
-        self.ledger, self.audit, self.targets, self.deep, self.outcome = ledger, audit, targets, deep, outcome
+    def __init__(self, context: Context, deep: bool, outcome: VerifyOutcome, files: dict[str, dict[str, FileRow]]):
+        self.ledger, self.audit, self.targets = context.ledger, context.audit, context.targets
+        self.files = files
+        self.deep, self.outcome = deep, outcome
         self._lock = threading.Lock()
         self._halted = threading.Event()  # recording failed: start no further check
 
@@ -143,9 +125,9 @@ class _Checker:
     def _expected(self, row: CopyRow) -> tuple[int | None, dict]:
         """What the copy must be: the downloaded file's size and digests (for a manifest, the
         copy's own recorded size and SHA-256)."""
-        file = self.ledger.file(row.recording_id, row.kind)
-        if file and file["sha256"]:
-            return file["size"], {"sha256": file["sha256"], "md5": file["md5"], "crc32c": file["crc32c"]}
+        file = self.files.get(row.recording_id, {}).get(row.kind)
+        if file and file.sha256:
+            return file.size, file.digests
         return row.size, {"sha256": row.sha256, **{k: v for k, v in row.native.items() if k != "sha256"}}
 
     def _clear(self, row: CopyRow, target: Target, stored: StoredObject, size, digests) -> None:
@@ -163,12 +145,7 @@ class _Checker:
             return
         self.audit.event("verify_ok", recording_id=row.recording_id, kind=row.kind, target=row.target,
                          key=row.key, deep=True, cleared=row.state)
-        retention = stored.retention
-        self.ledger.clear_problem(row.recording_id, row.kind, row.target, uri=stored.uri, size=stored.size,
-                                  sha256=stored.sha256, native=dict(stored.native), version=stored.version,
-                                  retention_mode=retention.mode if retention else None,
-                                  retention_until=retention.until if retention else None,
-                                  legal_hold=bool(retention and retention.legal_hold), result=result)
+        self.ledger.clear_problem(row.recording_id, row.kind, row.target, stored_copy(row.key, stored), result=result)
 
     def _ok(self, row: CopyRow, result: str) -> None:
         self._count(ok=True)

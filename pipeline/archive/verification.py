@@ -1,5 +1,5 @@
-"""The one comparison of a stored copy with the file it must be, used after every upload and
-by `verify`, and the one re-read of a stored copy's bytes. Every difference is quoted with
+"""The one comparison of a stored copy with the file it must be, used after every upload
+(`verify_copy`) and by `verify`, and the one re-read of a stored copy's bytes. Every difference is quoted with
 what was found and what was expected, so a report says exactly what changed."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-from storage.base import StoredObject, Target
+from pipeline.errors import VerificationError
+from storage import LocalFile, StoredObject, Target
 
 READ_CHUNK = 1 << 20
 
@@ -58,3 +59,15 @@ def compare_bytes(found: tuple[int, str], *, size: int | None, sha256: str | Non
         return []
     return [f"re-read {count} bytes with SHA-256 {digest}, expected {size if size is not None else '?'} bytes "
             f"with SHA-256 {sha256 or '?'} (content altered)"]
+
+
+def verify_copy(local: LocalFile, stored: StoredObject, target_name: str, *, retention: str | None = None) -> str:
+    """Compare a copy just stored with the file it came from (and, when the target asks for
+    write-once protection, check the copy carries it); returns what was compared. Raises
+    VerificationError on any difference: the copy is then not marked archived."""
+    problems, compared = compare_copy(stored, size=local.size, digests=local.checksums.as_dict(),
+                                      retention=retention)
+    if problems:
+        raise VerificationError(f"target '{target_name}': copy at {stored.uri} does not match the download: "
+                                + "; ".join(problems) + "; it was not marked archived")
+    return "+".join(compared)

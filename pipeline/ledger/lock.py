@@ -13,7 +13,8 @@ import socket
 from pathlib import Path
 
 from pipeline.errors import LockedError, path_error
-from pipeline.ledger.sqlite import READ_ONLY_HINT, utcnow
+from pipeline.clock import utcnow
+from pipeline.ledger.sqlite_files import READ_ONLY_HINT
 
 
 class RunLock:

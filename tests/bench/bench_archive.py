@@ -53,7 +53,7 @@ def child_plain(spec: dict) -> dict:
 
 def child_archive(spec: dict) -> dict:
     from pipeline.config import parse_config
-    from pipeline.archive.run import run_archive
+    from pipeline.session import run_archive
 
     config = parse_config(spec["config"], environ={})
     start = time.perf_counter()

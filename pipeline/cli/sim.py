@@ -1,46 +1,36 @@
-"""`rtk-archive demo`: the built-in simulator, a local folder target and a SQLite ledger, a
-full run, then a second run to show it is incremental. Nothing outside `--dir` is touched.
-
-The configuration below is the demo's embedded default; config/demo.toml is the same text
-(a test keeps them equal), so a user can read exactly what the demo ran."""
+"""The built-in simulator's two commands: `simulate` (the RealtimeKit API stand-in on a loopback
+port, for trying a configuration) and `demo` (the simulator, a local folder target and a SQLite
+ledger under `--dir`: a full run, then a second one to show it is incremental; nothing outside
+`--dir` is touched). The demo's configuration is the package's demo.toml, which
+config/demo.toml is a link to, so a user reads exactly what the demo ran."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from importlib import resources
 from pathlib import Path
 
 from pipeline import errors
-from pipeline.cli.app import Outcome
-from pipeline.cli.commands import run_counts_text
+from pipeline.cli.output import Outcome
+from pipeline.cli.run import run_counts_text
 from pipeline.config import parse_config
 from pipeline.redact import REDACTOR
 
-DEMO_CONFIG = """\
-# The demo's configuration (rtk-archive demo fills the ${...} values in).
-# Everything it writes stays under the demo folder.
 
-[source]
-account_id = "${RTK_DEMO_ACCOUNT_ID}"
-app_id = "${RTK_DEMO_APP_ID}"
-api_token = "${RTK_DEMO_API_TOKEN}"
-base_url = "${RTK_DEMO_BASE_URL}"   # the built-in simulator, on a free loopback port
+def demo_config() -> str:
+    """The demo's configuration, with ${...} placeholders the demo fills in."""
+    return resources.files("pipeline.cli").joinpath("demo.toml").read_text(encoding="utf-8")
 
-[ledger]
-path = "${RTK_DEMO_DIR}/rtk-archive.db"
 
-[archive]
-concurrency = 4
-spool_dir = "${RTK_DEMO_DIR}/spool"
+def cmd_simulate(args) -> Outcome:
+    from pipeline import simulator
 
-[audit]
-path = "${RTK_DEMO_DIR}/audit.jsonl"
+    return Outcome(simulator.run(args))
 
-[[targets]]
-name = "demo-folder"
-type = "local"
-path = "${RTK_DEMO_DIR}/archive"
-"""
+
+def cmd_demo(args) -> Outcome:
+    return run_demo(args)
 
 
 def demo_folder(path: str) -> Path:
@@ -61,14 +51,14 @@ def demo_folder(path: str) -> Path:
 def run_demo(args) -> Outcome:
     import tomllib
 
-    from pipeline.archive.run import run_archive
+    from pipeline.session import run_archive
     from pipeline.simulator import Simulator
 
     folder = demo_folder(args.dir)
     with Simulator(recordings=args.recordings, seed=7) as sim:
         env = {**os.environ, "RTK_DEMO_ACCOUNT_ID": sim.account_id, "RTK_DEMO_APP_ID": sim.app_id,
                "RTK_DEMO_API_TOKEN": sim.token, "RTK_DEMO_BASE_URL": sim.base_url, "RTK_DEMO_DIR": str(folder)}
-        config = parse_config(tomllib.loads(DEMO_CONFIG), environ=env)
+        config = parse_config(tomllib.loads(demo_config()), environ=env)
         REDACTOR.add(config.secret_values())
         first = run_archive(config, command="demo", redact=REDACTOR)
         second = run_archive(config, command="demo (second run)", redact=REDACTOR)

@@ -1,0 +1,154 @@
+"""The commands that only look: `status` (counts per state, the last runs, problems with
+their reasons, recordings at risk), `list` (what the API has, with each recording's archive
+state) and `report` (per file and target: where, SHA-256, retention, last check). They read the
+ledger read-only: no lock, nothing created."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict
+from datetime import datetime, timedelta, timezone
+
+from pipeline import errors
+from pipeline.cli.output import Outcome, check_window, load, plural
+from pipeline.clock import iso_utc, utcnow
+from pipeline.ledger import RunRow
+from pipeline.session import open_session
+
+ALL_STATUSES = ("INVOKED", "RECORDING", "UPLOADING", "UPLOADED", "ERRORED", "PAUSED")
+
+
+def last_run_state(run: RunRow, holder: str | None) -> str:
+    """finished (exit N), running, or killed: a run that never finished and whose lock is not
+    held by its own process (free, or taken by a later `verify`) was killed (SIGKILL, power
+    loss, OOM) before it could record its end. `holder`: the ledger's lock_holder()."""
+    if run.finished_at:
+        return f"exit {run.exit_code}"
+    if holder is None:
+        return "killed"
+    if holder.startswith("unknown") or holder.startswith(f"pid {run.pid} on {run.host},"):
+        return "running"  # (a lock file we cannot read: never claim a run was killed)
+    return "killed"
+
+
+def cmd_status(args) -> Outcome:
+    config = load(args)
+    soon = iso_utc(datetime.now(timezone.utc) + timedelta(hours=config.archive.deadline_margin_hours))
+    with open_session(config, "status", record=False) as context:
+        ledger = context.ledger
+        counts, problems = ledger.state_counts(), ledger.problems()
+        at_risk, runs, holder = ledger.at_risk(soon), ledger.last_runs(5), ledger.lock_holder()
+    runs = [{**asdict(run), "state": last_run_state(run, holder if index == 0 else None)}
+            for index, run in enumerate(runs)]
+    failures = [asdict(problem) for problem in problems]
+    files, recordings = counts["files"], counts["recordings"]
+    # Lost and skipped recordings are final: listed, but they don't keep a monitor red forever.
+    actionable = [f for f in failures if f["state"] in ("failed", "missing", "mismatch")]
+    last = runs[0] if runs else None
+    last_failed = last is not None and (last["state"] == "killed" or last["exit_code"] not in (None, errors.EXIT_OK))
+    payload = {"counts": counts, "failures": failures, "at_risk": [asdict(r) for r in at_risk], "last_runs": runs,
+               "last_run": last["state"] if last else None, "running": holder,
+               "archived": files.get("archived", 0), "failed": files.get("failed", 0),
+               "skipped": recordings.get("skipped", 0),
+               "files_archived": files.get("archived", 0), "files_failed": files.get("failed", 0),
+               "files_lost": files.get("lost", 0), "recordings_skipped": recordings.get("skipped", 0),
+               "recordings_at_risk": len(at_risk),
+               "copies_problems": sum(n for state, n in counts["copies"].items() if state != "archived")}
+    lines = [f"ledger {config.ledger.path}"]
+    for table in ("recordings", "files", "copies"):
+        parts = ", ".join(f"{n} {state}" for state, n in sorted(counts[table].items())) or "none"
+        lines.append(f"  {table}: {parts}")
+    if last:
+        lines.append(_last_run_line(last, holder, last_failed))
+    if at_risk:
+        lines.append(f"at risk: {plural(len(at_risk), 'recording')} not archived and deleted by RealtimeKit within "
+                     f"{config.archive.deadline_margin_hours:g} h:")
+        lines += [f"  {r.id} deadline {r.deadline} ({r.meeting_title or 'untitled'})" for r in at_risk]
+    if failures:
+        lines.append("problems:")
+        lines += [f"  {f['recording_id']} {f['kind'] or ''} {('-> ' + f['target']) if f['target'] else ''} "
+                  f"{f['state']}: {f['reason']}" for f in failures]
+    reasons = []
+    if last_failed:
+        reasons.append("the last run " + {"killed": "was killed",
+                                          "exit 130": "was interrupted"}.get(last["state"], f"ended with {last['state']}"))
+    if actionable:
+        reasons.append(f"{plural(len(actionable), 'problem')} to act on")
+    if at_risk:
+        reasons.append(f"{plural(len(at_risk), 'recording')} at risk")
+    code = errors.EXIT_FAILURES if reasons else errors.EXIT_OK
+    return Outcome(code, payload, "\n".join(lines), error="; ".join(reasons) or None)
+
+
+def _last_run_line(last: dict, holder: str | None, failed: bool) -> str:
+    outcome = last["state"]
+    if last["state"] == "killed":
+        outcome = "KILLED (it never finished: its counts are unknown; run it again)"
+    elif last["state"] == "running":
+        outcome = f"RUNNING now ({holder})"
+    elif last["exit_code"] == errors.EXIT_INTERRUPTED:
+        outcome = "INTERRUPTED (exit 130): run it again to finish"
+    elif failed:
+        outcome = f"FAILED with exit {last['exit_code']}"
+    detail = "" if last["state"] in ("killed", "running") else \
+        f" ({last['archived']} file(s) archived, {last['failed']} failed)"
+    return (f"  last run: {last['command']} started {last['started_at']}: {outcome}{detail}"
+            f"{' - ' + last['note'] if last['note'] else ''}")
+
+
+def cmd_list(args) -> Outcome:
+    config = load(args)
+    check_window(args)
+    rows = []
+    with open_session(config, "list", record=False, api=True) as context:
+        status = ALL_STATUSES if args.all_statuses else ("UPLOADED",)
+        listed = list(context.api.iter_recordings(status=status, start_time=args.since, end_time=args.until,
+                                                  meeting_id=args.meeting_id))
+        known = context.ledger.known([rec.id for rec in listed])
+    for rec in listed:
+        row = known[rec.id].recording
+        rows.append({"id": rec.id, "status": rec.status, "meeting_id": rec.meeting_id, "title": rec.meeting_title,
+                     "invoked_time": rec.invoked_time.isoformat() if rec.invoked_time else None,
+                     "file_size": rec.file_size, "audio": bool(rec.audio_download_url),
+                     "archive_state": row.state if row else "new"})
+    text = [f"{'id':36}  {'status':9}  {'invoked':20}  {'size':>10}  {'state':9}  title"]
+    for r in rows:
+        size = f"{r['file_size'] / 1e6:.1f}MB" if r["file_size"] else "-"
+        text.append(f"{r['id']:36}  {str(r['status']):9}  {(r['invoked_time'] or '-')[:19]:20}  {size:>10}  "
+                    f"{r['archive_state']:9}  {r['title'] or ''}")
+    states = [r["archive_state"] for r in rows]
+    payload = {"recordings": rows, "count": len(rows), "recordings_listed": len(rows),
+               "archived": states.count("archived"), "failed": states.count("failed"),
+               "skipped": states.count("skipped")}
+    return Outcome(errors.EXIT_OK, payload, "\n".join(text))
+
+
+def cmd_report(args) -> Outcome:
+    from pipeline.archive.report import report_rows
+
+    if args.json and args.format not in (None, "json"):
+        raise errors.ConfigError(f"--json and --format {args.format} ask for two formats: choose one")
+    fmt = "json" if args.json else (args.format or "table")
+    config = load(args)
+    check_window(args)
+    with open_session(config, "report", record=False) as context:
+        rows = report_rows(context.ledger, since=iso_utc(args.since), until=iso_utc(args.until))
+    states = [r["state"] for r in rows]
+    payload = {"generated_at": utcnow(), "ledger": str(config.ledger.path), "rows": rows, "rows_count": len(rows),
+               "archived": states.count("archived"), "failed": states.count("failed"),
+               "skipped": states.count("skipped")}
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["recording_id"])
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue().rstrip("\n")
+    else:
+        lines = [f"{'recording':36}  {'kind':5}  {'target':12}  {'state':8}  {'sha256':16}  {'retention':22}  last check"]
+        for r in rows:
+            retention = (r["retention_mode"] or "-") + (f" until {r['retention_until'][:10]}" if r["retention_until"] else "")
+            lines.append(f"{r['recording_id']:36}  {r['kind']:5}  {r['target']:12}  {r['state']:8}  "
+                         f"{(r['sha256'] or '-')[:16]:16}  {retention:22}  {r['verified_at'] or '-'} {r['verify_result'] or ''}")
+        text = "\n".join(lines)
+    return Outcome(errors.EXIT_OK, payload, text)

@@ -1,0 +1,180 @@
+"""The command line's grammar: every command, option and argument type, each with its help
+text. Usage errors are one line (`UsageError`), never argparse's exit."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from datetime import datetime, timedelta, timezone
+
+import pipeline
+
+COMMANDS = ("run", "backfill", "check", "status", "list", "verify", "report", "audit", "simulate", "demo")
+MAX_CONCURRENCY = 64  # as [archive] concurrency
+
+
+class UsageError(Exception):
+    """The command line is wrong: argparse's message, as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # `--js` is not `--json`: cron lines say what they mean
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+def parse_when(value: str) -> datetime:
+    """ISO 8601 date or date-time (UTC when no zone), or a relative age: 36h, 7d, 2w."""
+    match = re.fullmatch(r"([0-9]+)([hdw])", value.strip())
+    if match:
+        amount, unit = int(match.group(1)), match.group(2)
+        try:
+            delta = {"h": timedelta(hours=amount), "d": timedelta(days=amount), "w": timedelta(weeks=amount)}[unit]
+            return datetime.now(timezone.utc) - delta
+        except OverflowError:
+            raise argparse.ArgumentTypeError(f"{value!r} reaches back before the year 1") from None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a date: use 2026-11-01, 2026-11-01T08:00:00Z, or an age like 36h / 7d") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    try:
+        parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{value!r} is out of range") from None
+    return parsed
+
+
+def bounded(kind: type, low: float, high: float, what: str):
+    """An argparse type: a number of `kind` within [low, high] (never inf or nan)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range: {what} from {low} to {high}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rtk-archive", description="Archive Cloudflare RealtimeKit recordings to storage you own.")
+    parser.add_argument("--version", action="version", version=f"rtk-archive {pipeline.__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def verbosity(p):
+        group = p.add_mutually_exclusive_group()
+        group.add_argument("-v", "--verbose", action="count", default=0,
+                           help="more detail on stderr: -v each archived file, -vv debug, -vvv the libraries' "
+                                "debug too")
+        group.add_argument("-q", "--quiet", action="store_true",
+                           help="only warnings and errors on stderr; no summary on stdout (--json still prints)")
+
+    def common(p, *, config=True, json_flag=True):
+        if config:
+            p.add_argument("--config", "-c", required=True, metavar="PATH", help="the TOML configuration file")
+        if json_flag:
+            p.add_argument("--json", action="store_true",
+                           help="print exactly one JSON object on stdout, whatever the outcome")
+        verbosity(p)
+
+    def window(p, *, since_required=False):
+        p.add_argument("--since", type=parse_when, required=since_required, metavar="WHEN",
+                       help="recordings invoked at or after WHEN (2026-11-01, 2026-11-01T08:00Z, or an age: 36h, 7d)")
+        p.add_argument("--until", type=parse_when, metavar="WHEN", help="recordings invoked before WHEN (default: now)")
+
+    def archiving(p):
+        p.add_argument("--meeting-id", metavar="ID", help="only this meeting's recordings")
+        p.add_argument("--dry-run", action="store_true", help="show what would be done; change nothing")
+        p.add_argument("--concurrency", type=bounded(int, 1, MAX_CONCURRENCY, "a whole number"), metavar="N",
+                       help=f"recordings processed at once, 1 to {MAX_CONCURRENCY} (default: [archive] concurrency)")
+
+    run = sub.add_parser("run", help="archive every UPLOADED recording not archived yet")
+    common(run)
+    window(run)
+    archiving(run)
+
+    backfill = sub.add_parser("backfill", help="the same as run, over an explicit time window")
+    common(backfill)
+    window(backfill, since_required=True)
+    archiving(backfill)
+
+    check = sub.add_parser("check", help="preflight: config, API token, spool, ledger and every target "
+                                         "(reachable, credentials, retention, writable); changes nothing")
+    common(check)
+
+    status = sub.add_parser("status", help="counts per state, the last run, failures with reasons, deadlines at risk")
+    common(status)
+
+    listing = sub.add_parser("list", help="what the API has, with each recording's archive state")
+    common(listing)
+    window(listing)
+    listing.add_argument("--meeting-id", metavar="ID", help="only this meeting's recordings")
+    listing.add_argument("--all-statuses", action="store_true",
+                         help="every status (INVOKED, RECORDING, UPLOADING, UPLOADED, ERRORED, PAUSED), "
+                              "not only UPLOADED")
+
+    verify = sub.add_parser("verify", help="check every archived copy at its target")
+    common(verify)
+    window(verify)
+    verify.add_argument("--target", metavar="NAME", help="only this target")
+    verify.add_argument("--deep", action="store_true", help="re-read and re-hash the stored bytes")
+
+    report = sub.add_parser("report", help="per recording: where each file is, its SHA-256, retention, last check")
+    common(report)
+    window(report)
+    report.add_argument("--format", choices=("table", "json", "csv"), default=None,
+                        help="table (default), json (the same as --json) or csv")
+
+    audit = sub.add_parser("audit", help="the audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    audit_verify = audit_sub.add_parser("verify", help="check the hash chain; name the first broken line")
+    common(audit_verify)
+
+    simulate = sub.add_parser("simulate", help="run the built-in RealtimeKit API simulator")
+    from pipeline import simulator
+
+    simulator.add_arguments(simulate)
+    verbosity(simulate)
+
+    demo = sub.add_parser("demo", help="simulator + local folder + SQLite ledger: a full run to try the tool")
+    demo.add_argument("--dir", default="rtk-archive-demo", metavar="PATH",
+                      help="where the demo writes (default: ./rtk-archive-demo)")
+    demo.add_argument("--recordings", type=bounded(int, 1, 500, "a whole number"), default=12, metavar="N",
+                      help="recordings the simulator makes up, 1 to 500 (default 12)")
+    demo.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout, whatever the outcome")
+    verbosity(demo)
+    return parser
+
+
+def command_name(args_or_argv) -> str | None:
+    """`run`, `audit verify`, ...: from parsed arguments, or guessed from a raw command line
+    (for a usage error, where nothing was parsed)."""
+    if isinstance(args_or_argv, argparse.Namespace):
+        name = args_or_argv.command
+        return f"audit {args_or_argv.audit_command}" if name == "audit" else name
+    words = [word for word in args_or_argv if not word.startswith("-")]
+    name = next((word for word in words if word in COMMANDS), None)
+    if name == "audit" and "verify" in words:
+        return "audit verify"
+    return name
+
+
+def wants_json(argv: list[str]) -> bool:
+    """Did the command line ask for JSON (for errors found before it could be parsed)?"""
+    if "--json" in argv or "--format=json" in argv:
+        return True
+    return any(word == "--format" and argv[i + 1:i + 2] == ["json"] for i, word in enumerate(argv))
+
+

@@ -1,0 +1,182 @@
+"""What the ledger holds, as typed rows: every backend (SQLite today, PostgreSQL next) returns
+these, so no caller reads a column by name. Timestamps are text in the one format of
+pipeline.clock (they sort and compare as text)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# States, per table. A copy is `archived` only after its bytes were verified at the target.
+RECORDING_STATES = ("pending", "archived", "failed", "skipped", "lost")
+FILE_STATES = ("pending", "archived", "failed", "skipped", "lost")
+COPY_STATES = ("archived", "failed", "missing", "mismatch")
+# Copy states `verify` records; only a deep verify or a fresh verified put clears them.
+PROBLEM_STATES = ("missing", "mismatch")
+
+
+@dataclass(frozen=True)
+class RecordingRow:
+    id: str
+    meeting_id: str | None
+    meeting_title: str | None
+    session_id: str | None
+    output_file_name: str | None
+    status: str | None
+    invoked_time: str | None
+    stopped_time: str | None
+    url_expiry: str | None
+    deadline: str | None
+    state: str
+    reason: str | None
+    metadata: dict  # the API record, minus URLs and storage_config (what a manifest says of it)
+    first_seen: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class FileRow:
+    recording_id: str
+    kind: str  # video | audio
+    file_name: str
+    expected_size: int | None
+    size: int | None
+    sha256: str | None
+    md5: str | None
+    crc32c: str | None
+    source_host: str | None
+    downloaded_at: str | None
+    state: str
+    attempts: int
+    last_error: str | None
+    updated_at: str
+
+    @property
+    def digests(self) -> dict[str, str]:
+        """The digests computed when it was downloaded (MD5 only when a target checks it)."""
+        values = {"sha256": self.sha256, "md5": self.md5, "crc32c": self.crc32c}
+        return {name: value for name, value in values.items() if value}
+
+
+@dataclass(frozen=True)
+class CopyRow:
+    recording_id: str
+    kind: str  # video | audio | manifest
+    target: str
+    key: str
+    state: str
+    uri: str | None
+    size: int | None
+    sha256: str | None
+    version: str | None
+    retention_mode: str | None
+    retention_until: str | None
+    legal_hold: bool
+    verified_by: str | None
+    attempts: int
+    last_error: str | None
+    archived_at: str | None
+    verified_at: str | None
+    verify_result: str | None
+    native: dict
+
+    @property
+    def archived(self) -> bool:
+        return self.state == "archived"
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: str
+    command: str
+    host: str | None
+    pid: int | None
+    started_at: str
+    finished_at: str | None
+    archived: int | None
+    failed: int | None
+    skipped: int | None
+    lost: int | None
+    at_risk: int | None
+    exit_code: int | None
+    note: str | None
+    audit_head: str | None
+
+
+@dataclass(frozen=True)
+class AuditHead:
+    """Where the audit log ended when a command finished appending to it."""
+
+    lines: int | None  # None for heads an older ledger kept in `runs` only
+    head: str
+    command: str
+    recorded_at: str | None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A file or copy that needs a person's attention, or a recording that was given up."""
+
+    recording_id: str
+    kind: str | None
+    target: str | None
+    state: str
+    reason: str | None
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class AtRisk:
+    id: str
+    meeting_title: str | None
+    deadline: str
+    state: str
+
+
+@dataclass
+class Known:
+    """What the ledger knows of one recording: read in batches by the planner."""
+
+    recording: RecordingRow | None = None
+    files: dict[str, FileRow] = field(default_factory=dict)  # kind -> file
+    copies: dict[tuple[str, str], CopyRow] = field(default_factory=dict)  # (kind, target) -> copy
+
+
+@dataclass(frozen=True)
+class ListedFile:
+    kind: str
+    file_name: str
+    expected_size: int | None
+
+
+@dataclass(frozen=True)
+class ListedRecording:
+    """A recording as the API listed it, to be recorded (with its files) in one write."""
+
+    id: str
+    meeting_id: str | None
+    meeting_title: str | None
+    session_id: str | None
+    output_file_name: str | None
+    status: str | None
+    invoked_time: str | None
+    stopped_time: str | None
+    url_expiry: str | None
+    deadline: str | None
+    metadata: dict
+    files: tuple[ListedFile, ...] = ()
+    skipped: str | None = None  # why it cannot be archived (not final yet, no RealtimeKit copy)
+
+
+@dataclass(frozen=True)
+class StoredCopy:
+    """A copy as read back from its target after it was verified: what the ledger keeps of it."""
+
+    key: str
+    uri: str
+    size: int
+    sha256: str | None
+    native: dict
+    version: str | None
+    retention_mode: str | None
+    retention_until: str | None
+    legal_hold: bool

@@ -1,0 +1,152 @@
+"""The one composition root: every command opens what it needs here, once, in one order, and
+closes it in the reverse order: the ledger (with its run lock when the command records), the
+audit log, the targets, the RealtimeKit client and the HTTP client for file downloads.
+
+Recording: the ledger is opened to record (created owner-only when missing; a second command
+that records is refused), then the audit log; an audit log that cannot be opened refuses the
+command (noted in the ledger as a failed run when `refusal_is_a_run`): nothing is archived
+without its trail. Reading: the ledger read-only, no lock, no audit log, nothing created."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pipeline
+from pipeline import errors
+from pipeline.archive.context import Context
+from pipeline.audit import AuditLog
+from pipeline.config import Config
+from pipeline.ledger import open_ledger
+from storage import Target, build_target
+
+log = logging.getLogger("rtk_archive.session")
+
+
+@contextlib.contextmanager
+def open_session(config: Config, command: str, *, record: bool, targets: bool | str = False, api: bool = False,
+                 downloads: bool = False, redact=lambda text: text, refusal_is_a_run: bool = False,
+                 or_read_only: bool = False) -> Iterator[Context]:
+    """Open what `command` needs. `targets`: False, True (all) or one target's name. `api`: the
+    RealtimeKit client; `downloads`: the HTTP client for file downloads. `or_read_only`: when the
+    ledger or audit log cannot be opened to record, read only (and say so) instead of failing."""
+    run_id = uuid.uuid4().hex
+    with contextlib.ExitStack() as stack:
+        ledger, audit = _bookkeeping(stack, config, command, run_id, record=record, redact=redact,
+                                     refusal_is_a_run=refusal_is_a_run, or_read_only=or_read_only)
+        context = Context(config=config, command=command, run_id=run_id, ledger=ledger, audit=audit)
+        if targets:
+            context.targets = stack.enter_context(open_targets(config, None if targets is True else targets))
+        if api:
+            context.api = stack.enter_context(make_client(config))
+        if downloads:
+            context.http = stack.enter_context(download_client(config))
+        yield context
+
+
+def _bookkeeping(stack: contextlib.ExitStack, config: Config, command: str, run_id: str, *, record: bool,
+                 redact, refusal_is_a_run: bool, or_read_only: bool):
+    if record and or_read_only and not config.ledger.path.exists():
+        record = False  # nothing archived: nothing to record results against, nothing to create
+    if record:
+        try:
+            return _to_record(stack, config, command, run_id, redact, refusal_is_a_run)
+        except errors.BookkeepingError as exc:
+            if not or_read_only:
+                raise
+            log.warning("%s cannot record its results (%s): checking and reporting only", command, exc)
+    ledger = open_ledger(config.ledger.path)
+    stack.callback(ledger.close)
+    return ledger, None
+
+
+def _to_record(stack: contextlib.ExitStack, config: Config, command: str, run_id: str, redact,
+               refusal_is_a_run: bool):
+    ledger = open_ledger(config.ledger.path, command=command)
+    stack.callback(ledger.close)
+    try:
+        audit = AuditLog(config.audit.path, run_id, redact=redact)
+    except errors.BookkeepingError as exc:
+        if refusal_is_a_run:
+            ledger.start_run(run_id, command, socket.gethostname())
+            ledger.finish_run(run_id, counts={}, exit_code=errors.EXIT_BOOKKEEPING, note=f"{exc}; nothing was done")
+        ledger.close()
+        stack.pop_all()
+        raise
+    stack.callback(audit.close)
+    return ledger, audit
+
+
+@contextlib.contextmanager
+def open_targets(config: Config, only: str | None = None) -> Iterator[dict[str, Target]]:
+    selected = [t for t in config.targets if only is None or t.name == only]
+    if only is not None and not selected:
+        raise errors.ConfigError(f"no target named {only!r} in {config.path or '<config>'}")
+    targets: dict[str, Target] = {}
+    try:
+        for settings in selected:
+            targets[settings.name] = build_target(settings)
+        yield targets
+    finally:
+        for target in targets.values():
+            target.close()
+
+
+def make_client(config: Config):
+    """The RealtimeKit API client (imported here, not at start-up: commands that only read the
+    ledger never load the HTTP stack)."""
+    from pipeline.api import RealtimeKitClient
+
+    if not config.api_token:
+        raise errors.ConfigError(
+            f"{config.path or '<config>'}: source.api_token: no API token; set api_token or the "
+            "environment variable CLOUDFLARE_API_TOKEN")
+    return RealtimeKitClient(base_url=config.base_url, account_id=config.source.account_id,
+                             app_id=config.source.app_id, api_token=config.api_token,
+                             timeout=config.source.timeout, per_page=config.source.per_page,
+                             max_retries=config.source.max_retries,
+                             max_retry_seconds=config.source.max_retry_seconds)
+
+
+def download_client(config: Config):
+    """The HTTP client for presigned file URLs: its own, so the API token never travels with a
+    file request; redirects followed (object stores and CDNs use them)."""
+    import httpx
+
+    connections = config.archive.concurrency
+    return httpx.Client(
+        timeout=httpx.Timeout(config.source.timeout, connect=10.0), follow_redirects=True,
+        limits=httpx.Limits(max_connections=connections * 2, max_keepalive_connections=connections),
+        headers={"User-Agent": f"rtk-archive/{pipeline.__version__}"})
+
+
+# --------------------------------------------------------------------------- the commands that archive
+
+
+def run_archive(config: Config, *, command: str, since=None, until=None, meeting_id: str | None = None,
+                dry_run: bool = False, concurrency: int | None = None, progress=None, redact=lambda text: text,
+                stop=None):
+    """An archive run (`run`, `backfill`, `demo`) from opening to closing; `dry_run` reads the
+    ledger only and creates and changes nothing."""
+    from pipeline.archive.run import execute_run
+
+    if concurrency is not None:
+        config = config.model_copy(update={"archive": config.archive.model_copy(update={"concurrency": concurrency})})
+    with open_session(config, command, record=not dry_run, targets=True, api=True, downloads=not dry_run,
+                      redact=redact, refusal_is_a_run=True) as context:
+        if stop is not None:
+            context.stop = stop
+        return execute_run(context, since=since, until=until, meeting_id=meeting_id, progress=progress)
+
+
+def verify_archive(config: Config, *, target: str | None, since, until, deep: bool, redact=lambda text: text):
+    """`verify`: results recorded when the ledger and audit log can take them, otherwise
+    checked and reported only (said in one warning line)."""
+    from pipeline.archive.reverify import verify_archive as verify
+
+    with open_session(config, "verify", record=True, or_read_only=True, targets=target or True,
+                      redact=redact) as context:
+        return verify(context, target=target, since=since, until=until, deep=deep)
