@@ -19,11 +19,11 @@ def backoff(initial: float = 1.0, maximum: float = 30.0) -> Wait:
 
 
 def policy(*, retry, attempts: int | None = None, seconds: float | None = None, stop=None, wait: Wait | None = None,
-           log: logging.Logger | None = None, what: str = "", sleep: Callable[[float], None] | None = None,
-           last_result: bool = False) -> tenacity.Retrying:
+           log: logging.Logger | None = None, what: str = "", before_sleep=None,
+           sleep: Callable[[float], None] | None = None, last_result: bool = False) -> tenacity.Retrying:
     """A retry policy: `retry` decides what is retried (a tenacity retry condition); it stops
     after `attempts` tries or `seconds` (or the caller's own `stop`); `log` gets one warning
-    before each wait. With `last_result` a policy on results returns the last result as it is
+    before each wait (or the caller's own `before_sleep` says what it wants). With `last_result` a policy on results returns the last result as it is
     when it gives up; otherwise the last exception is raised as it is."""
     stops = [s for s in (stop, attempts and tenacity.stop_after_attempt(attempts),
                          seconds is not None and tenacity.stop_after_delay(seconds)) if s]
@@ -36,7 +36,7 @@ def policy(*, retry, attempts: int | None = None, seconds: float | None = None, 
         retry=retry,
         stop=_any(stops),
         wait=wait or backoff(),
-        before_sleep=_logger(log, what, attempts) if log else None,
+        before_sleep=before_sleep or (_logger(log, what, attempts) if log else None),
         reraise=not last_result,
         **kwargs)
 
@@ -66,3 +66,7 @@ def _logger(log: logging.Logger, what: str, attempts: int | None):
         log.warning("%s%s; retrying in %.1f s (attempt %d%s)", f"{what}: " if what else "", reason,
                     state.upcoming_sleep, state.attempt_number + 1, of)
     return before_sleep
+
+
+def on_exception_type(*types: type[BaseException]):
+    return tenacity.retry_if_exception_type(types)

@@ -20,7 +20,6 @@ advancing through breaks and expiring URLs is never abandoned; one that stops ad
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import random
@@ -35,19 +34,18 @@ from urllib.parse import urlsplit
 import httpx
 import tenacity
 
-from pipeline.errors import DownloadError, FileUnavailable, Interrupted
+from pipeline import retry
+from pipeline.archive.answers import AnswerRules, Restart, Retryable
+from pipeline.archive.checkpoints import Checkpoints, Validator, read_marker, write_marker
 from pipeline.archive.hashing import BackgroundHasher, Hasher, hash_file
 from pipeline.archive.spool import SpoolSpace
+from pipeline.errors import DownloadError, FileUnavailable, Interrupted
 from storage import LocalFile
 
 log = logging.getLogger("rtk_archive.download")
 
-SYNC_EVERY = 256 << 20  # a durable checkpoint at least every this many bytes ...
-SYNC_SECONDS = 2.0  # ... and at least this often while bytes flow ...
-SYNC_MIN = 1 << 20  # ... once this many arrived (tiny files are not synced per chunk)
 RESUME_OVERLAP = 64 << 10  # bytes before the resume point fetched again and compared
 MAX_URL_REFRESHES = 3  # refreshes in a row without progress before the URL counts as dead
-DECODABLE = ("gzip", "x-gzip", "deflate")  # Content-Encodings httpx decodes with the stdlib
 
 
 @dataclass(frozen=True)
@@ -68,38 +66,11 @@ class DownloadedFile(LocalFile):
     fetched: int = 0  # bytes received from the network by this run (bytes resumed from the spool excluded)
 
 
-@dataclass(frozen=True)
-class Validator:
-    """What identifies one version of the file at the server: a strong ETag, else Last-Modified."""
-
-    header: str  # "etag" or "last-modified"
-    value: str
-
-    @classmethod
-    def of(cls, response: httpx.Response) -> Validator | None:
-        etag = response.headers.get("etag")
-        if etag and not etag.startswith("W/"):  # a weak ETag may not be used for ranges (RFC 9110 13.1.5)
-            return cls("etag", etag)
-        modified = response.headers.get("last-modified")
-        return cls("last-modified", modified) if modified else None
-
-    def matches(self, response: httpx.Response) -> bool:
-        return response.headers.get(self.header) == self.value
-
-
 class _UrlExpired(Exception):
     """The file server refused the URL (expired or revoked): refresh and go on."""
 
 
-class _Retryable(Exception):
-    """A transfer broke in a way that trying again (from the same offset) can fix."""
-
-
-class _Restart(_Retryable):
-    """What the spool holds cannot be continued with this server's bytes: start again from 0."""
-
-
-class _NoSpace(_Retryable):
+class _NoSpace(Retryable):
     """The spool's file system is full for now: other downloads will give space back."""
 
 
@@ -107,7 +78,7 @@ def host_of(url: str) -> str:
     return urlsplit(url).hostname or ""
 
 
-class Download:
+class Download(AnswerRules):
     """One file's transfer. `run()` returns the finished spool file, or raises DownloadError
     (FileUnavailable when RealtimeKit no longer serves it). `fetched` counts the bytes this
     run received, whatever the outcome."""
@@ -170,18 +141,14 @@ class Download:
         self._progress_mark = self._refresh_mark = self.high_water = self.offset
         self._url = self._fresh_enough(self.urls(False))
         self._last_progress = time.monotonic()
-        retrying = tenacity.Retrying(
-            stop=self._give_up,
-            wait=self._pause,
-            retry=tenacity.retry_if_exception_type(_Retryable),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
+        # Budgets counted from the last progress (_give_up, _pause), not from the first attempt.
+        retrying = retry.policy(retry=retry.on_exception_type(Retryable), stop=self._give_up, wait=self._pause,
+                                before_sleep=self._log_retry)
         try:
             for attempt in retrying:
                 with attempt:
                     self._transfer()
-        except _Retryable as exc:
+        except Retryable as exc:
             # A spool that stayed full: its bytes are given back so the other files can go on.
             raise DownloadError(f"{self.label}: gave up after {self._failures} attempts without getting past "
                                 f"byte {self.high_water}: {exc}", retryable=not isinstance(exc, _NoSpace)) from None
@@ -226,7 +193,7 @@ class Download:
     def _resume_from_spool(self) -> None:
         """Continue a spool file a previous (killed) run left, trusting only synced bytes, and
         only with the validator that identifies the file version they belong to."""
-        durable, validator = _read_marker(self.marker)
+        durable, validator = read_marker(self.marker)
         if not self.spool.exists() or durable <= 0 or self.spool.stat().st_nlink > 1:
             # (A spool with other links was already taken by a local target: never write to it.)
             self._reset()
@@ -300,7 +267,7 @@ class Download:
                 self._url = self._refresh(f"the file server refused the URL ({exc})")
                 continue
             if not self._done and self.written == before:
-                raise _Retryable(f"the file server's answer brought nothing past byte {self.offset}")
+                raise Retryable(f"the file server's answer brought nothing past byte {self.offset}")
 
     def _request(self) -> None:
         """One request from the current offset to the end (or until it breaks)."""
@@ -322,18 +289,18 @@ class Download:
                 self._check_status(response)
                 self._position(response)
                 self._receive(response)
-        except _Restart:
+        except Restart:
             try:
                 self._reset()
             except OSError as exc:
                 raise self._spool_failed(exc) from None
             raise
         except httpx.TimeoutException as exc:
-            raise _Retryable(f"timed out ({type(exc).__name__}) at byte {self.offset}") from None
+            raise Retryable(f"timed out ({type(exc).__name__}) at byte {self.offset}") from None
         except (httpx.TransportError, httpx.StreamError) as exc:
-            raise _Retryable(f"connection broke at byte {self.offset} ({type(exc).__name__})") from None
+            raise Retryable(f"connection broke at byte {self.offset} ({type(exc).__name__})") from None
         except httpx.DecodingError:
-            raise _Restart("the compressed body could not be decoded; restarting from byte 0") from None
+            raise Restart("the compressed body could not be decoded; restarting from byte 0") from None
         except OSError as exc:  # httpx turns network OSErrors into its own: this is the spool
             raise self._spool_failed(exc) from None
 
@@ -350,94 +317,6 @@ class Download:
             return 0
         return self.offset - min(self.overlap, self.offset)
 
-    def _range_not_satisfiable(self, response: httpx.Response) -> None:
-        """416: `bytes=0-` of an empty file (S3 answers so), or a resume past the end of a
-        file that is shorter now (start again)."""
-        _, _, total = _content_range(response.headers.get("content-range"), unsatisfied=True)
-        if not self.offset and total == 0:
-            self.content_total = 0
-            self._done = True
-            return
-        if self.offset:
-            raise _Restart("the file server refused the resume range (the file is shorter now); "
-                           "restarting from byte 0")
-        raise DownloadError(f"{self.label}: the file server refused to send the file from byte 0 "
-                            f"(HTTP 416, {response.headers.get('content-range')!r})", retryable=False)
-
-    def _check_status(self, response: httpx.Response) -> None:
-        status = response.status_code
-        if status in (200, 206):
-            return
-        if status in (408, 429) or status >= 500:
-            raise _Retryable(f"file server answered HTTP {status}")
-        if status == 404:
-            raise FileUnavailable(f"{self.label}: the file server answered 404: the file is gone")
-        raise DownloadError(f"{self.label}: the file server answered HTTP {status}", retryable=False)
-
-    def _position(self, response: httpx.Response) -> None:
-        """Line the answer up with what the spool holds, or start again; learn the file's length."""
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        self._decoding = encoding not in ("", "identity")
-        if self._decoding:
-            self._accept_encoding(encoding, response.status_code)
-        if response.status_code == 200:
-            if self.offset:
-                # Range ignored, or If-Range found another version: the whole file, from byte 0.
-                log.info("%s: the file server answered with the whole file (it ignored Range, or the file "
-                         "changed since the download began); restarting from byte 0", self.label)
-                self._reset()
-            self.validator = Validator.of(response)
-            length = None if self._decoding else _int_header(response, "content-length")
-            self._body_end = self.content_total = length
-        else:
-            self._position_partial(response)
-        total = self.content_total
-        if total is not None and self.expected_size is not None and total != self.expected_size:
-            raise DownloadError(
-                f"{self.label}: the file server announces {total} bytes but the API's file_size is "
-                f"{self.expected_size}; not archived",
-                retryable=False,
-            )
-        self._check_room(total if total is not None else self.expected_size)
-
-    def _position_partial(self, response: httpx.Response) -> None:
-        """A 206 continues the spool only if it is the same file version and starts where asked."""
-        start, end, total = _content_range(response.headers.get("content-range"))
-        if start is None:
-            raise _Restart(f"the file server's 206 has no usable Content-Range "
-                           f"({response.headers.get('content-range')!r}); restarting from byte 0")
-        if start != self._asked_from:
-            raise _Restart(f"the file server resumed at byte {start}, not at byte {self._asked_from} as "
-                           "asked; restarting from byte 0")
-        length = _int_header(response, "content-length")
-        if length is not None and not self._decoding and length != end + 1 - start:
-            raise DownloadError(f"{self.label}: the file server's answer contradicts itself: Content-Length {length}, "
-                                f"but its Content-Range covers {end + 1 - start} bytes; not archived", retryable=False)
-        if not self.offset:
-            self.validator = Validator.of(response)
-        elif not self.validator.matches(response):
-            found = response.headers.get(self.validator.header)
-            raise _Restart(f"the file changed since the download began (its {self.validator.header} was "
-                           f"{self.validator.value}, now {found}); restarting from byte 0")
-        else:
-            self.resumed += 1
-        self._body_end = end + 1
-        if total is not None:
-            self.content_total = total
-
-    def _accept_encoding(self, encoding: str, status: int) -> None:
-        """A server that compresses despite `Accept-Encoding: identity`: decode what can be
-        decoded (the length is then checked on the decoded bytes); refuse the rest."""
-        if encoding not in DECODABLE:
-            raise DownloadError(f"{self.label}: the file server sent Content-Encoding {encoding!r}, which "
-                                "cannot be decoded into the recording's bytes; not archived", retryable=False)
-        if not self._whole_only:
-            log.warning("%s: the file server compressed the body (Content-Encoding: %s) although identity "
-                        "was asked; decoding it", self.label, encoding)
-        self._whole_only = True
-        if status == 206:
-            raise _Restart("a compressed answer cannot continue a transfer; restarting from byte 0")
-
     def _receive(self, response: httpx.Response) -> None:
         hasher = BackgroundHasher(self.hasher)
         try:
@@ -449,7 +328,7 @@ class Download:
         overlap = self._spool_bytes(self._asked_from, self.offset)  # what the answer must repeat first
         chunks: Iterator[bytes] = response.iter_bytes() if self._decoding else response.iter_raw()
         # Unbuffered: a write that fails (a full disk) has written exactly what it reports.
-        with open(self.spool, "r+b", buffering=0) as fh, _Checkpoints(fh, self._note_durable, self.offset) as checkpoints:
+        with open(self.spool, "r+b", buffering=0) as fh, Checkpoints(fh, self._note_durable, self.offset) as checkpoints:
             fh.seek(self.offset)
             fh.truncate()
             # No chunk_size: httpx would hold bytes back until a chunk fills, and lose them
@@ -468,19 +347,11 @@ class Download:
             checkpoints.close()
             self._sync(fh)
         if overlap:
-            raise _Retryable(f"the answer ended before byte {self.offset}, inside the bytes asked again")
+            raise Retryable(f"the answer ended before byte {self.offset}, inside the bytes asked again")
         # The body must reach the end its answer announced; short of it, resume from here.
         if self._body_end is not None and self.offset < self._body_end:
-            raise _Retryable(f"body ended at byte {self.offset} of {self._body_end}")
+            raise Retryable(f"body ended at byte {self.offset} of {self._body_end}")
         self._done = self.content_total is None or self.offset >= self.content_total
-
-    def _compare_overlap(self, chunk: bytes, expected: bytes) -> tuple[bytes, bytes]:
-        """The first bytes of a resumed answer repeat the spool's last ones: compare, drop them."""
-        n = min(len(chunk), len(expected))
-        if chunk[:n] != expected[:n]:
-            raise _Restart(f"the file changed since the download began: the bytes before byte {self.offset} "
-                           "are not the ones received before; restarting from byte 0")
-        return chunk[n:], expected[n:]
 
     def _write(self, fh, chunk: bytes, hasher: BackgroundHasher) -> None:
         written = 0
@@ -494,25 +365,6 @@ class Download:
                 self.written += written
                 self.high_water = max(self.high_water, self.offset)
                 self.progress(written)
-
-    def _check_not_longer(self) -> None:
-        """Stop a body at once when it runs past its answer's end or the file's size: an endless
-        body never fills the spool."""
-        if self._body_end is not None and self.offset > self._body_end:
-            raise _Restart(f"the answer runs past the end its Content-Range announced ({self._body_end}); "
-                           "restarting from byte 0")
-        if self.expected_size is not None and self.offset > self.expected_size:
-            raise DownloadError(f"{self.label}: the body is longer than the API's file_size "
-                                f"({self.expected_size} bytes); not archived", retryable=False)
-
-    def _check_complete(self) -> None:
-        """The last gate: the file as received has the API's file_size, whatever the answers said."""
-        if self.expected_size is not None and self.offset != self.expected_size:
-            raise DownloadError(
-                f"{self.label}: received {self.offset} bytes but the API's file_size is "
-                f"{self.expected_size}; not archived",
-                retryable=False,
-            )
 
     # ----------------------------------------------------------------- the spool on disk
 
@@ -535,7 +387,7 @@ class Download:
                         "checkpoint", self.label, exc.strerror or exc)
 
     def _note_durable(self, offset: int) -> None:
-        _write_marker(self.marker, offset, self.validator)
+        write_marker(self.marker, offset, self.validator)
 
     def _check_room(self, needed: int | None) -> None:
         """Refuse at once a file the spool's file system cannot hold even when every other
@@ -578,123 +430,3 @@ class Download:
         return _NoSpace(f"{where}; gave its {given} bytes to larger downloads and starts again when they finish")
 
 
-class _Checkpoints:
-    """Durable checkpoints in the background: fdatasync, then the marker notes the length, so
-    a killed run resumes close to where it stopped while the download goes on. One is due every
-    SYNC_EVERY bytes, or every SYNC_SECONDS once SYNC_MIN bytes arrived; requests arriving while
-    a sync runs are merged into the next one."""
-
-    def __init__(self, fh, note_durable: Callable[[int], None], start: int):
-        self._fd = fh.fileno()
-        self._note_durable = note_durable
-        self._last = start
-        self._last_at = time.monotonic()
-        self._wanted: int | None = None
-        self._cond = threading.Condition()
-        self._closed = False
-        self._error: OSError | None = None
-        self._thread = threading.Thread(target=self._work, name="spool-sync", daemon=True)
-        self._thread.start()
-
-    def progress(self, offset: int) -> None:
-        moved = offset - self._last
-        if moved >= SYNC_EVERY or (moved >= SYNC_MIN and time.monotonic() - self._last_at >= SYNC_SECONDS):
-            self._last, self._last_at = offset, time.monotonic()
-            with self._cond:
-                self._wanted = offset
-                self._cond.notify()
-
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                while self._wanted is None and not self._closed:
-                    self._cond.wait()
-                offset, self._wanted = self._wanted, None
-                if offset is None:
-                    return
-            try:
-                os.fdatasync(self._fd)
-                self._note_durable(offset)
-            except OSError as exc:  # handed to the download by close()
-                self._error = exc
-                return
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-    def halt(self) -> None:
-        """Stop without a last sync (pending requests are dropped) and without raising."""
-        if not self._closed:
-            with self._cond:
-                self._closed = True
-                self._wanted = None
-                self._cond.notify()
-            self._thread.join()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.halt()
-
-
-def _int_header(response: httpx.Response, name: str) -> int | None:
-    value = response.headers.get(name)
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _content_range(value: str | None, *, unsatisfied: bool = False) -> tuple[int | None, int | None, int | None]:
-    """"bytes 100-199/200" -> (100, 199, 200); the total is None for "*"; (None, None, None)
-    when the header is missing, malformed or impossible (a range past the total). A 416's
-    "bytes */200" (`unsatisfied`) -> (None, None, 200)."""
-    try:
-        unit, spec = value.split()
-        span, total_text = spec.split("/")
-        if unsatisfied:
-            return None, None, int(total_text) if unit == "bytes" and span == "*" else None
-        first, last = (int(n) for n in span.split("-"))
-        total = None if total_text == "*" else int(total_text)
-        if unit != "bytes" or first < 0 or last < first or (total is not None and last >= total):
-            raise ValueError
-        return first, last, total
-    except (AttributeError, ValueError):
-        return None, None, None
-
-
-def _read_marker(path: Path) -> tuple[int, Validator | None]:
-    """(durable length, validator); a marker of an older version (a bare number) has no validator."""
-    try:
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        return 0, None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return 0, None
-    if isinstance(data, int):
-        return data, None
-    try:
-        header, value = data.get("validator") or (None, None)
-        validator = Validator(header, value) if header in ("etag", "last-modified") and value else None
-        return int(data["offset"]), validator
-    except (AttributeError, KeyError, TypeError, ValueError):
-        return 0, None
-
-
-def _write_marker(path: Path, offset: int, validator: Validator | None) -> None:
-    temp = path.with_name(path.name + ".tmp")
-    record = {"offset": offset, "validator": [validator.header, validator.value] if validator else None}
-    fd = os.open(temp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(record))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(temp, path)
