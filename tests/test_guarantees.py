@@ -1,0 +1,234 @@
+"""The README's "What rtk-archive guarantees", one situation per rule, provoked for real
+against the simulator and real local targets. Each docstring names the rule it proves; each
+test fails when that rule is removed from the code (tests/mutation/guarantees checks it)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+from pipeline import keys
+from pipeline.runner import run_archive
+from tests.helpers import expected_files, file_requests, ledger_rows, make_config
+
+
+def media_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and "manifest" not in p.name)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def audit_events(tmp_path: Path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+
+
+def spool_path(tmp_path: Path, recording_id: str, kind: str = "video") -> Path:
+    """Where the run keeps a file while it downloads it (pipeline/archive.py's naming)."""
+    return tmp_path / "spool" / f"{keys.sanitise_component(recording_id, fallback='recording')}.{kind}.part"
+
+
+class CorruptSpoolOnceReceived:
+    """The run's own progress sink, which, the moment the whole body has been received, flips
+    one byte of the spool file on disk through a second file descriptor: the bytes the run
+    hashed as they arrived and the bytes it then stores differ, as when the spool's disk
+    corrupts data or another process writes into it. Nothing in the pipeline is replaced."""
+
+    def __init__(self, spool: Path, size: int, offset: int, original: int):
+        self.spool, self.size, self.offset, self.original = spool, size, offset, original
+        self.received = 0
+        self.fired = False
+
+    def start(self, **_totals) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        self.received += n
+        if self.received >= self.size and not self.fired:
+            fd = os.open(self.spool, os.O_WRONLY)
+            try:
+                os.pwrite(fd, bytes([self.original ^ 0xFF]), self.offset)
+            finally:
+                os.close(fd)
+            self.fired = True
+
+    def file_done(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_copy_that_differs_from_the_download_is_never_marked_archived(sim, tmp_path):
+    """Rule: "Nothing is marked archived before it is verified at the target" (README, What
+    rtk-archive guarantees): every copy is compared with the download after upload, and "a copy
+    that does not match is reported and not marked". The local target stores bytes that differ
+    from the ones the run downloaded and hashed (one byte flipped in the spool after the body
+    arrived); the copy must fail verification, with its reason, and never be `archived`.
+    Skipping verify_copy's result in archive.py `_store` turns this red."""
+    rec = sim.add_recording(size=300_000)
+    offset = 1000
+    original = sim.file_bytes(rec["id"], start=offset, end=offset + 1)[0]
+    fault = CorruptSpoolOnceReceived(spool_path(tmp_path, rec["id"]), rec["file_size"], offset, original)
+    config = make_config(tmp_path, sim, archive={"concurrency": 1})
+
+    result = run_archive(config, command="test", progress=fault)
+
+    assert fault.fired, "the spool was never altered: the test did not provoke its situation"
+    stored = media_files(tmp_path / "nas")
+    # The altered bytes really reached the target: this is the situation the rule is for.
+    assert len(stored) == 1 and sha(stored[0]) != sim.expected_sha256(rec["id"])
+    summary = result.summary
+    assert (summary.archived, summary.failed, result.exit_code) == (0, 1, 1)
+    assert len(summary.problems) == 1
+    assert "does not match the download" in summary.problems[0] and "crc32c" in summary.problems[0]
+    assert "not marked archived" in summary.problems[0]
+    copies = ledger_rows(tmp_path / "ledger.db", "SELECT kind, state, last_error FROM copies")
+    assert copies == [{"kind": "video", "state": "failed", "last_error": copies[0]["last_error"]}]
+    assert "does not match the download" in copies[0]["last_error"]
+    files = ledger_rows(tmp_path / "ledger.db", "SELECT state FROM files")
+    recording = ledger_rows(tmp_path / "ledger.db", "SELECT state FROM recordings")
+    assert files == [{"state": "failed"}] and recording == [{"state": "failed"}]
+    actions = [e["action"] for e in audit_events(tmp_path) if e.get("recording_id") == rec["id"]]
+    assert "failed" in actions and "verified" not in actions
+    assert not any("manifest" in p.name for p in (tmp_path / "nas").rglob("*")), \
+        "a manifest claims the recording is complete there"
+
+
+def test_one_download_feeds_every_target_and_each_gets_each_file_exactly_once(sim, tmp_path):
+    """Rule: "Every target gets every file, exactly once. One download feeds all targets."
+    Three local targets, three recordings with audio: the file server serves each file once,
+    whole, and each target holds each file once (its own inode), verified, attempted once."""
+    recs = [sim.add_recording(size=120_000 + i, audio=True) for i in range(3)]
+    targets = [{"name": f"t{i}", "type": "local", "path": str(tmp_path / f"t{i}")} for i in range(3)]
+    result = run_archive(make_config(tmp_path, sim, targets=targets), command="test")
+    expected = expected_files(sim)
+    assert len(expected) == 6 and result.summary.archived == 6 and result.exit_code == 0
+
+    served = Counter(tuple(r.path.split("/")[2:4]) for r in file_requests(sim))
+    assert served == Counter({(rid, kind): 1 for rid, kind in expected})
+    assert all(r.status == 200 and r.bytes_sent == sim.file_size(*r.path.split("/")[2:4]) for r in file_requests(sim))
+    for i in range(3):
+        stored = Counter(sha(p) for p in media_files(tmp_path / f"t{i}"))
+        assert stored == Counter(expected.values()), f"t{i} must hold each file exactly once"
+    inodes = [p.stat().st_ino for i in range(3) for p in media_files(tmp_path / f"t{i}")]
+    assert len(set(inodes)) == len(inodes) == 18
+    copies = ledger_rows(tmp_path / "ledger.db", "SELECT target, state, attempts FROM copies WHERE kind != 'manifest'")
+    assert sorted((c["target"], c["state"], c["attempts"]) for c in copies) == \
+        sorted((f"t{i}", "archived", 1) for i in range(3) for _ in expected)
+    assert {r["id"] for r in recs} == {rid for rid, _ in expected}
+
+
+def test_an_identical_object_already_at_the_key_is_accepted_as_it_is(sim, tmp_path):
+    """Rule: "An object that already sits under a key with different content is never
+    overwritten; an identical one is accepted as is" (Every target gets every file, exactly
+    once). A run whose ledger was lost meets its own earlier copies: it accepts and verifies
+    them without rewriting them and without reporting a conflict."""
+    for _ in range(2):
+        sim.add_recording(size=80_000, audio=True)
+    config = make_config(tmp_path, sim)
+    assert run_archive(config, command="test").exit_code == 0
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in media_files(tmp_path / "nas")}
+    assert len(before) == 4
+    for name in ("ledger.db", "ledger.db-wal", "ledger.db-shm", "audit.jsonl"):
+        (tmp_path / name).unlink(missing_ok=True)
+
+    again = run_archive(config, command="test")
+
+    assert again.summary.problems == [] and again.exit_code == 0
+    assert again.summary.archived == 4 and again.summary.failed == 0
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in media_files(tmp_path / "nas")} == before
+    copies = ledger_rows(tmp_path / "ledger.db", "SELECT state FROM copies WHERE kind != 'manifest'")
+    assert [c["state"] for c in copies] == ["archived"] * 4
+
+
+def test_temporaries_a_killed_run_left_at_a_local_target_are_removed_by_the_next_run(sim, tmp_path):
+    """Rule: "A killed run loses nothing ... temporaries a killed run leaves at local/SFTP
+    targets are removed by the next run." A temporary as a run killed between its write and
+    its link leaves it (hidden name with the partial marker) is gone after the next run; a
+    file of someone else's that merely starts with a dot is left alone."""
+    sim.add_recording(size=20_000)
+    folder = tmp_path / "nas" / "2026" / "11" / "20" / "rec-killed"
+    folder.mkdir(parents=True)
+    leftover = folder / ".video-talk.mp4.rtk-partial-0123456789abcdef"
+    leftover.write_bytes(b"half a file")
+    bystander = folder / ".keep"
+    bystander.write_bytes(b"not ours")
+
+    result = run_archive(make_config(tmp_path, sim), command="test")
+
+    assert result.exit_code == 0 and result.summary.archived == 1
+    assert not leftover.exists(), "the killed run's temporary is still there"
+    assert bystander.read_bytes() == b"not ours"
+
+
+def test_a_resumed_download_trusts_only_the_bytes_that_were_synced(sim, tmp_path):
+    """Rule: "A killed run loses nothing ... Downloads are resumed from the spool, trusting
+    only bytes that were fsynced." A killed run left a spool file whose durable marker says
+    150 000 bytes reached the disk; beyond them lie bytes that never did (here: garbage). The
+    next run resumes at byte 150 000 with Range, and archives the true file."""
+    rec = sim.add_recording(size=400_000)
+    spool = spool_path(tmp_path, rec["id"])
+    spool.parent.mkdir(mode=0o700)
+    synced = 150_000
+    spool.write_bytes(sim.file_bytes(rec["id"], end=synced) + b"\xff" * 100_000)
+    spool.with_name(spool.name + ".ok").write_text(str(synced))
+
+    result = run_archive(make_config(tmp_path, sim), command="test")
+
+    assert result.exit_code == 0 and result.summary.archived == 1
+    assert [r.range for r in file_requests(sim)] == [f"bytes={synced}-"]
+    assert file_requests(sim)[0].bytes_sent == 400_000 - synced
+    stored = media_files(tmp_path / "nas")
+    assert len(stored) == 1 and sha(stored[0]) == sim.expected_sha256(rec["id"])
+    downloaded = [e for e in audit_events(tmp_path) if e["action"] == "downloaded"]
+    assert downloaded[0]["resumed"] >= 1 and downloaded[0]["sha256"] == sim.expected_sha256(rec["id"])
+
+
+def test_a_spool_file_without_a_durable_marker_is_downloaded_again_from_zero(sim, tmp_path):
+    """Rule: "Downloads are resumed from the spool, trusting only bytes that were fsynced"
+    (A killed run loses nothing): a spool file with no marker has no byte known to be on disk,
+    so none of it is trusted, however long it is."""
+    rec = sim.add_recording(size=200_000)
+    spool = spool_path(tmp_path, rec["id"])
+    spool.parent.mkdir(mode=0o700)
+    spool.write_bytes(b"\x00" * 120_000)  # never synced: could be anything
+
+    result = run_archive(make_config(tmp_path, sim), command="test")
+
+    assert result.exit_code == 0
+    assert [r.range for r in file_requests(sim)] == [None]
+    assert sha(media_files(tmp_path / "nas")[0]) == sim.expected_sha256(rec["id"])
+
+
+def test_hostile_meeting_and_session_ids_stay_inside_the_target(sim, tmp_path):
+    """Rule: "Hostile input is contained": API values used in the key (here a meeting id and a
+    session id that try to climb out, with a template that puts them first) give a sanitised
+    key inside the target's prefix, never a write outside it."""
+    hostile = [
+        {"meeting_id": "../../../outside", "session_id": "..", "output_file_name": "../x.mp4"},
+        {"meeting_id": "/etc", "session_id": "a/../../b", "output_file_name": "..\\..\\y.mp4"},
+        {"meeting_id": "\x00", "session_id": "\n", "output_file_name": "."},
+    ]
+    for values in hostile:
+        sim.add_recording(size=10_000, **values)
+    template = "{meeting_id}/{session_id}/{recording_id}/{kind}-{file_name}"
+    root = tmp_path / "nas"
+    config = make_config(tmp_path, sim, archive={"key_template": template})
+
+    result = run_archive(config, command="test")
+
+    assert result.exit_code == 0 and result.summary.archived == len(hostile)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    outside = [p for p in written if root not in p.parents
+               and p.name not in ("ledger.db", "ledger.db-wal", "ledger.db-shm", "ledger.db.lock", "audit.jsonl")]
+    assert outside == []
+    for path in media_files(root):
+        parts = path.relative_to(root).parts
+        assert len(parts) == 4 and not any(part in ("", ".", "..") or part.startswith(".") for part in parts)
+    keys_in_ledger = [r["key"] for r in ledger_rows(tmp_path / "ledger.db", "SELECT key FROM copies")]
+    assert keys_in_ledger and all(not k.startswith("/") and ".." not in k.split("/") for k in keys_in_ledger)
