@@ -69,7 +69,9 @@ def test_a_copy_that_differs_from_the_download_is_never_marked_archived(sim, tmp
     that does not match is reported and not marked". The local target stores bytes that differ
     from the ones the run downloaded and hashed (one byte flipped in the spool after the body
     arrived); the copy must fail verification, with its reason, and never be `archived`.
-    Skipping verify_copy's result in archive.py `_store` turns this red."""
+    Skipping verify_copy's result in archive.py `_store` turns this red. It also proves "A
+    download is complete and unaltered. Bytes are hashed as they arrive": digests taken from
+    the spool on disk instead would match the altered copy and archive it."""
     rec = sim.add_recording(size=300_000)
     offset = 1000
     original = sim.file_bytes(rec["id"], start=offset, end=offset + 1)[0]
@@ -167,10 +169,12 @@ def test_temporaries_a_killed_run_left_at_a_local_target_are_removed_by_the_next
 
 
 def test_a_resumed_download_trusts_only_the_bytes_that_were_synced(sim, tmp_path):
-    """Rule: "A killed run loses nothing ... Downloads are resumed from the spool, trusting
-    only bytes that were fsynced." A killed run left a spool file whose durable marker says
+    """Rules: "A killed run loses nothing ... Downloads are resumed from the spool, trusting
+    only bytes that were fsynced" and "Broken transfers resume ... (the full SHA-256 is still
+    computed over the whole file)". A killed run left a spool file whose durable marker says
     150 000 bytes reached the disk; beyond them lie bytes that never did (here: garbage). The
-    next run resumes at byte 150 000 with Range, and archives the true file."""
+    next run resumes at byte 150 000 with Range, and archives the true file, its SHA-256
+    (ledger, audit) that of the whole file."""
     rec = sim.add_recording(size=400_000)
     spool = spool_path(tmp_path, rec["id"])
     spool.parent.mkdir(mode=0o700)
@@ -187,6 +191,8 @@ def test_a_resumed_download_trusts_only_the_bytes_that_were_synced(sim, tmp_path
     assert len(stored) == 1 and sha(stored[0]) == sim.expected_sha256(rec["id"])
     downloaded = [e for e in audit_events(tmp_path) if e["action"] == "downloaded"]
     assert downloaded[0]["resumed"] >= 1 and downloaded[0]["sha256"] == sim.expected_sha256(rec["id"])
+    assert ledger_rows(tmp_path / "ledger.db", "SELECT size, sha256 FROM files") == \
+        [{"size": 400_000, "sha256": sim.expected_sha256(rec["id"])}]
 
 
 def test_a_spool_file_without_a_durable_marker_is_downloaded_again_from_zero(sim, tmp_path):

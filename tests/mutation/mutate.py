@@ -1,0 +1,134 @@
+"""Mutation testing of the safety-critical modules with mutmut, one module at a time. Run it
+through `tests/mutation/run [module...]` (which installs mutmut into .venv first).
+
+For each module of modules.toml: keep a work copy of the repository (default
+/tmp/rtk-archive-mutation/<module>, or $RTK_MUTATION_DIR/<module>), give it a [tool.mutmut]
+section for that module alone (the files to mutate, its targeted tests), run `mutmut run`
+there, and print killed / survived / timeout / no tests / other counts of the module's
+mutants, plus every survivor's diff (also written to <work copy>/survivors.txt). mutmut keeps
+its results in the work copy, so `cd <work copy> && mutmut browse` shows them afterwards.
+Not part of CI: a module takes minutes to an hour on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MODULES = Path(__file__).with_name("modules.toml")
+NOT_COPIED = shutil.ignore_patterns(".git", ".venv", ".tools", "mutants", "__pycache__", ".pytest_cache",
+                                    "*.egg-info", "rtk-archive-demo")
+RESULT_LINE = re.compile(r"^\s+(\S+): (.+)$")
+
+
+def load_modules() -> dict[str, dict]:
+    return tomllib.loads(MODULES.read_text())
+
+
+def toml_list(values: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(v, ensure_ascii=False) for v in values) + "]"
+
+
+def prepare(module: str, spec: dict, work: Path) -> None:
+    """Refresh the work copy from the repository (mutmut's own `mutants/` folder is kept, so
+    unchanged functions keep their results) and write its mutmut configuration."""
+    work.mkdir(parents=True, exist_ok=True)
+    for item in REPO.iterdir():
+        if NOT_COPIED(str(REPO), [item.name]):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, work / item.name, ignore=NOT_COPIED, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, work / item.name)
+    tools = work / ".tools"
+    if (REPO / ".tools").exists() and not tools.exists():
+        tools.symlink_to(REPO / ".tools")  # Azurite, for storage tests
+    config = (
+        "\n[tool.mutmut]\n"
+        f"# written by tests/mutation/mutate.py for module '{module}'\n"
+        'source_paths = ["pipeline", "storage"]\n'
+        f"only_mutate = {toml_list(spec['files'])}\n"
+        f"pytest_add_cli_args_test_selection = {toml_list(spec['tests'])}\n"
+        'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
+        'also_copy = ["config", "README.md"]\n'
+    )
+    pyproject = work / "pyproject.toml"
+    pyproject.write_text((REPO / "pyproject.toml").read_text() + config)
+
+
+def mutmut(work: Path, *args: str, capture: bool = False) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "mutmut", *args]
+    return subprocess.run(command, cwd=work, text=True, capture_output=capture, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+
+
+def results(work: Path, patterns: list[str]) -> dict[str, str]:
+    """Mutant name -> status, for this module's mutants."""
+    done = mutmut(work, "results", "--all", "true", capture=True)
+    found = {}
+    for line in done.stdout.splitlines():
+        match = RESULT_LINE.match(line)
+        if match and any(fnmatch.fnmatchcase(match.group(1), p) for p in patterns):
+            found[match.group(1)] = match.group(2)
+    return found
+
+
+def patterns_of(spec: dict) -> list[str]:
+    if spec.get("mutants"):
+        return list(spec["mutants"])
+    return [f[:-3].replace("/", ".") + ".*" for f in spec["files"]]
+
+
+def run_module(module: str, spec: dict, work: Path, max_children: int) -> Counter:
+    prepare(module, spec, work)
+    patterns = patterns_of(spec)
+    print(f"== {module}: mutating {', '.join(spec['files'])}; tests: {' '.join(spec['tests'])}", flush=True)
+    names = list(spec.get("mutants") or [])
+    done = mutmut(work, "run", "--max-children", str(max_children), *names)
+    if done.returncode != 0:
+        print(f"mutmut run exited {done.returncode} for {module}", flush=True)
+    statuses = results(work, patterns)
+    counts = Counter(statuses.values())
+    survivors = sorted(name for name, status in statuses.items() if status == "survived")
+    with open(work / "survivors.txt", "w") as out:
+        for name in survivors:
+            shown = mutmut(work, "show", name, capture=True)
+            out.write(shown.stdout + "\n")
+    summary = {"module": module, "files": spec["files"], "total": len(statuses), **counts,
+               "survivors": survivors}
+    (work / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    print(f"== {module}: {len(statuses)} mutants: "
+          + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), flush=True)
+    print(f"   survivors' diffs: {work / 'survivors.txt'}", flush=True)
+    return counts
+
+
+def main() -> int:
+    modules = load_modules()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(modules)}")
+    parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once (default 1)")
+    parser.add_argument("--work", type=Path,
+                        default=Path(os.environ.get("RTK_MUTATION_DIR", "/tmp/rtk-archive-mutation")),
+                        help="where the work copies live")
+    args = parser.parse_args()
+    unknown = set(args.modules) - set(modules)
+    if unknown:
+        raise SystemExit(f"unknown module(s) {', '.join(sorted(unknown))}; known: {', '.join(modules)}")
+    for module in args.modules or list(modules):
+        run_module(module, modules[module], args.work / module, args.max_children)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
