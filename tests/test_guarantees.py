@@ -7,10 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
-from pipeline import keys
+import pytest
+
+from pipeline import errors, keys
 from pipeline.runner import run_archive
 from tests.helpers import expected_files, file_requests, ledger_rows, make_config
 
@@ -238,3 +242,111 @@ def test_hostile_meeting_and_session_ids_stay_inside_the_target(sim, tmp_path):
         assert len(parts) == 4 and not any(part in ("", ".", "..") or part.startswith(".") for part in parts)
     keys_in_ledger = [r["key"] for r in ledger_rows(tmp_path / "ledger.db", "SELECT key FROM copies")]
     assert keys_in_ledger and all(not k.startswith("/") and ".." not in k.split("/") for k in keys_in_ledger)
+
+
+# --------------------------------------------------------------------------- keys (Hostile input is contained)
+
+TEMPLATE = "{meeting_id}/{session_id}/{recording_id}/{kind}-{file_name}"
+
+
+def render(template: str = TEMPLATE, **values) -> str:
+    base = {"recording_id": "rec-1", "kind": "video", "file_name": "talk.mp4", "meeting_id": "m-1",
+            "session_id": "s-1", "when": None}
+    return keys.render_key(template, **{**base, **values})
+
+
+@pytest.mark.parametrize("template", ["{recording_id}/../{kind}", "{recording_id}/a/../../{kind}",
+                                      "../{recording_id}/{kind}", "{recording_id}/./../{kind}"])
+def test_a_template_that_climbs_is_refused(template):
+    """Rule: "Hostile input is contained ... a key never leaves the target's prefix": a key
+    template with a `..` component gives no key at all, whatever the values."""
+    with pytest.raises(ValueError, match="unsafe key"):
+        render(template)
+
+
+def test_empty_and_dot_components_of_a_template_are_dropped():
+    """Rule: "Hostile input is contained": the only separators in a key are the template's,
+    and empty or `.` components never reach a backend (which would refuse them or climb)."""
+    assert render("/{recording_id}//./{kind}-{file_name}/") == "rec-1/video-talk.mp4"
+
+
+def test_every_api_value_lands_in_its_own_component():
+    """Rule: "Hostile input is contained": meeting id, session id, recording id and file name
+    each fill their own component, sanitised (separators, control characters, leading dots)."""
+    key = render(meeting_id="../m/x", session_id=".hidden", recording_id="r\x00/1", file_name="a\tb/c.mp4")
+    assert key.split("/") == ["_m_x", "hidden", "r__1", "video-a_b_c.mp4"]
+    assert render(meeting_id="m-9", session_id="s-9").split("/")[:2] == ["m-9", "s-9"]
+
+
+@pytest.mark.parametrize("value", ["", "   ", "..", "...", "///", "/ /", "/./", "_ ._", "\x00\x01", "\n"])
+def test_a_value_with_nothing_usable_left_gets_the_fallback(value):
+    """Rule: "Hostile input is contained": a value made only of separators, dots, spaces or
+    control characters is no name at all; the component gets the fallback, never `_`, `.` or
+    an empty part."""
+    assert keys.sanitise_component(value, fallback="fb") == "fb"
+
+
+def test_sanitising_keeps_an_ordinary_name_as_it_is_and_collapses_runs_of_spaces():
+    assert keys.sanitise_component("Xray  report.mp4", fallback="fb") == "Xray report.mp4"
+    assert keys.sanitise_component("X.mp4", fallback="fb") == "X.mp4"
+
+
+@pytest.mark.parametrize("stem, ext", [("X" * 300, ".mp4"), ("a" * 175 + "." + "b" * 60, ".mp4"),
+                                       ("a" * 174 + " . " + "b" * 60, ".mp3"), ("n" * 300, "")])
+def test_a_long_name_is_cut_to_the_limit_without_a_trailing_dot_or_space(stem, ext):
+    """Rule: "Hostile input is contained ... no leading dots, at most 180 bytes": a cut never
+    leaves a name ending in a dot or space before its extension (`a..mp4`, `a .mp4`), keeps a
+    prefix of the original, and an extension-less name is cut whole."""
+    name = keys.sanitise_component(stem + ext, fallback="fb")
+    assert len(name.encode()) <= keys.MAX_NAME_BYTES and name.endswith(ext)
+    kept = name[: len(name) - len(ext)]
+    assert stem.startswith(kept) and kept and kept[-1] not in " ."
+    assert len(kept) >= keys.MAX_NAME_BYTES - len(ext) - 3  # cut at the limit, not far below it
+
+
+def test_the_manifest_sits_beside_the_files_of_its_recording_whatever_the_values():
+    """Compliance rule: "Manifest beside every archived recording at every target": with any
+    template and hostile or missing values, the manifest's key has the same folder as the
+    recording's files, and its name is that folder's recording component."""
+    for values in ({"meeting_id": "m-1", "session_id": "s-1", "recording_id": "rec-1"},
+                   {"meeting_id": None, "session_id": None, "recording_id": ".."},
+                   {"meeting_id": "../x", "session_id": "\x00", "recording_id": None}):
+        media = render(**values)
+        manifest = keys.manifest_key(TEMPLATE, when=None, **values)
+        assert manifest.rsplit("/", 1)[0] == media.rsplit("/", 1)[0]
+        assert manifest.rsplit("/", 1)[1] == f"manifest-{media.split('/')[2]}.json"
+
+
+def test_unknown_dates_and_names_get_readable_fallbacks():
+    """Rule: "Hostile input is contained": without a date the key files under unknown/unknown/
+    unknown, and a file without a usable name or id is still named (never `None`)."""
+    date_key = render("{yyyy}/{mm}/{dd}/{recording_id}/{kind}-{file_name}")
+    assert date_key.split("/")[:3] == ["unknown"] * 3
+    assert render(file_name="..").endswith("/video-video.bin")
+    assert keys.video_file_name(None, "..") == "recording.mp4"
+    assert "None" not in render(recording_id=None, file_name=None, meeting_id=None, session_id=None)
+
+
+def test_an_audio_file_never_takes_the_video_files_name():
+    """Rule: "Every target gets every file, exactly once": the audio export whose URL has the
+    video's extension (in any case) gets `.audio`, so it never shadows the video file."""
+    assert keys.audio_file_name("talk.mp4", "https://x/y/a.MP4?sig=1") == "talk.audio"
+    assert keys.audio_file_name("talk.MP4", "https://x/y/a.mp4?sig=1") == "talk.audio"
+
+
+def test_a_recording_left_unarchived_past_its_deadline_is_reported_lost_not_left_pending(sim, tmp_path):
+    """Rule: "Deadlines are surfaced ... A recording whose files can no longer be obtained is
+    reported lost ..., never silently skipped." A run that is stopped before it reaches a
+    recording whose 7 days are over (it was listed and recorded, never downloaded) still
+    reports it lost at the end, and the ledger says so; it is not left `pending` for ever."""
+    old = sim.add_recording(size=10_000, stopped_time=sim.now() - timedelta(days=8))
+    stop = threading.Event()
+    stop.set()  # as if SIGTERM came right after listing
+
+    result = run_archive(make_config(tmp_path, sim), command="test", stop=stop)
+
+    assert result.exit_code == errors.EXIT_INTERRUPTED and not file_requests(sim)
+    assert result.summary.lost == 1
+    assert any(old["id"] in p and "7-day retention ended" in p for p in result.summary.problems)
+    row = ledger_rows(tmp_path / "ledger.db", "SELECT state, reason FROM recordings WHERE id=?", (old["id"],))[0]
+    assert row["state"] == "lost" and "7-day retention" in row["reason"]
