@@ -8,7 +8,7 @@ rounds whose order rotates: (a) the SDK's plain upload (azure `upload_blob(max_c
 stat-before-put, the checksums and the stat afterwards, and, to tell where the difference comes
 from, (c) the SDK's upload with the same integrity options as the adapter (azure
 `validate_content=True` + Content-MD5, gcs declared md5Hash/crc32c + `checksum="crc32c"`).
-Alternating keeps drift in the emulators from favouring one side. Each object is deleted after its round so
+Rotating the order keeps drift in the emulators from favouring one side. Each object is deleted after its round so
 the in-memory GCS emulator does not grow. The emulators bound the speed: compare the two columns
 of one run, not figures from different days.
 """
@@ -154,7 +154,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rtk-bench-") as tmp:
         folder = Path(tmp)
         src = make_file(folder, args.size_mb)
-        print(f"file: {src.size / 1e6:.0f} MB, {args.rounds} rounds, variants alternating")
+        print(f"file: {src.size / 1e6:.0f} MB, {args.rounds} rounds, the order of the variants rotating")
         (folder / "azurite").mkdir()
         with running_azurite(folder / "azurite") as azurite:
             report("azure", src.size, azure_rounds(azurite, src, args.rounds))

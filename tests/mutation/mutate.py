@@ -4,7 +4,7 @@ through `tests/mutation/run [module...]` (which installs mutmut into .venv first
 For each module of modules.toml: keep a work copy of the repository (default
 /tmp/rtk-archive-mutation/<module>, or $RTK_MUTATION_DIR/<module>), give it a [tool.mutmut]
 section for that module alone (the files to mutate, its targeted tests), run `mutmut run`
-there, and print killed / survived / timeout / no tests / other counts of the module's
+there (afresh: earlier results are dropped unless --keep), and print killed / survived / timeout / no tests / other counts of the module's
 mutants, plus every survivor's diff (also written to <work copy>/survivors.txt). mutmut keeps
 its results in the work copy, so `cd <work copy> && mutmut browse` shows them afterwards.
 Not part of CI: a module takes minutes to an hour on two cores.
@@ -39,10 +39,13 @@ def toml_list(values: list[str]) -> str:
     return "[" + ", ".join(json.dumps(v, ensure_ascii=False) for v in values) + "]"
 
 
-def prepare(module: str, spec: dict, work: Path) -> None:
-    """Refresh the work copy from the repository (mutmut's own `mutants/` folder is kept, so
-    unchanged functions keep their results) and write its mutmut configuration."""
+def prepare(module: str, spec: dict, work: Path, keep: bool) -> None:
+    """Refresh the work copy from the repository and write its mutmut configuration. mutmut's
+    own `mutants/` folder (its results and its map of which tests reach which function) is
+    removed first, so every mutant is tested afresh against the current tests, unless `keep`."""
     work.mkdir(parents=True, exist_ok=True)
+    if not keep:
+        shutil.rmtree(work / "mutants", ignore_errors=True)
     for item in REPO.iterdir():
         if NOT_COPIED(str(REPO), [item.name]):
             continue
@@ -89,8 +92,8 @@ def patterns_of(spec: dict) -> list[str]:
     return [f[:-3].replace("/", ".") + ".*" for f in spec["files"]]
 
 
-def run_module(module: str, spec: dict, work: Path, max_children: int) -> Counter:
-    prepare(module, spec, work)
+def run_module(module: str, spec: dict, work: Path, max_children: int, keep: bool) -> Counter:
+    prepare(module, spec, work, keep)
     patterns = patterns_of(spec)
     print(f"== {module}: mutating {', '.join(spec['files'])}; tests: {' '.join(spec['tests'])}", flush=True)
     names = list(spec.get("mutants") or [])
@@ -118,6 +121,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(modules)}")
     parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once (default 1)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep mutmut's earlier results (it then re-tests only changed functions)")
+    parser.add_argument("--table", action="store_true",
+                        help="only print the Markdown table of the modules' last results (for RESULTS.md)")
     parser.add_argument("--work", type=Path,
                         default=Path(os.environ.get("RTK_MUTATION_DIR", "/tmp/rtk-archive-mutation")),
                         help="where the work copies live")
@@ -125,9 +132,27 @@ def main() -> int:
     unknown = set(args.modules) - set(modules)
     if unknown:
         raise SystemExit(f"unknown module(s) {', '.join(sorted(unknown))}; known: {', '.join(modules)}")
+    if args.table:
+        print_table(args.modules or list(modules), args.work)
+        return 0
     for module in args.modules or list(modules):
-        run_module(module, modules[module], args.work / module, args.max_children)
+        run_module(module, modules[module], args.work / module, args.max_children, args.keep)
     return 0
+
+
+def print_table(modules: list[str], work: Path) -> None:
+    print("| module | files | mutants | killed | survived | timeout | no tests | other |")
+    print("|---|---|---|---|---|---|---|---|")
+    for module in modules:
+        path = work / module / "summary.json"
+        if not path.exists():
+            print(f"| {module} | not run | | | | | | |")
+            continue
+        data = json.loads(path.read_text())
+        known = ("killed", "survived", "timeout", "no tests")
+        other = data["total"] - sum(data.get(k, 0) for k in known)
+        print(f"| {module} | {', '.join(data['files'])} | {data['total']} | "
+              + " | ".join(str(data.get(k, 0)) for k in known) + f" | {other} |")
 
 
 if __name__ == "__main__":
