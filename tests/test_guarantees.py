@@ -287,6 +287,8 @@ def test_a_value_with_nothing_usable_left_gets_the_fallback(value):
 
 
 def test_sanitising_keeps_an_ordinary_name_as_it_is_and_collapses_runs_of_spaces():
+    """Rule: "Hostile input is contained" without mangling honest names: an ordinary name
+    keeps its letters (capital X too) and extension; only runs of spaces shrink to one."""
     assert keys.sanitise_component("Xray  report.mp4", fallback="fb") == "Xray report.mp4"
     assert keys.sanitise_component("X.mp4", fallback="fb") == "X.mp4"
 
@@ -350,3 +352,32 @@ def test_a_recording_left_unarchived_past_its_deadline_is_reported_lost_not_left
     assert any(old["id"] in p and "7-day retention ended" in p for p in result.summary.problems)
     row = ledger_rows(tmp_path / "ledger.db", "SELECT state, reason FROM recordings WHERE id=?", (old["id"],))[0]
     assert row["state"] == "lost" and "7-day retention" in row["reason"]
+
+
+def test_a_copy_without_the_requested_write_once_protection_is_not_marked_archived(sim, tmp_path):
+    """Rule: "Nothing is marked archived before it is verified at the target", write-once part
+    (Compliance, Retention): a target configured READ_ONLY meets identical copies that an
+    earlier configuration left writable (its ledger lost). They are the right bytes, but not
+    protected as asked: verification refuses them, with the reason, and marks nothing."""
+    sim.add_recording(size=30_000)
+    plain = [{"name": "nas", "type": "local", "path": str(tmp_path / "nas")}]
+    assert run_archive(make_config(tmp_path, sim, targets=plain), command="test").exit_code == 0
+    for name in ("ledger.db", "ledger.db-wal", "ledger.db-shm", "audit.jsonl"):
+        (tmp_path / name).unlink(missing_ok=True)
+    locked = [{**plain[0], "retention_mode": "READ_ONLY"}]
+
+    result = run_archive(make_config(tmp_path, sim, targets=locked), command="test")
+
+    assert (result.summary.archived, result.summary.failed, result.exit_code) == (0, 1, 1)
+    assert "retention READ_ONLY was requested but the object carries none" in result.summary.problems[0]
+    assert ledger_rows(tmp_path / "ledger.db", "SELECT state FROM copies") == [{"state": "failed"}]
+
+
+def test_each_archived_copy_records_every_check_that_was_made(sim, tmp_path):
+    """Rule: "Nothing is marked archived before it is verified at the target ... its size, the
+    SHA-256 stored with it and every checksum the backend computed itself are compared": the
+    ledger's record of a local copy names all three, the evidence an auditor reads."""
+    sim.add_recording(size=30_000, audio=True)
+    assert run_archive(make_config(tmp_path, sim), command="test").exit_code == 0
+    rows = ledger_rows(tmp_path / "ledger.db", "SELECT verified_by FROM copies WHERE kind != 'manifest'")
+    assert [r["verified_by"] for r in rows] == ["size+sha256(metadata)+crc32c(backend)"] * 2
