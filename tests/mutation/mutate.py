@@ -121,6 +121,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(modules)}")
     parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once (default 1)")
+    parser.add_argument("--only", nargs="+", metavar="PATTERN",
+                        help="only the module's mutants matching these mutmut name patterns "
+                             "(e.g. 'pipeline.archive.x_verify_copy__mutmut_*')")
     parser.add_argument("--keep", action="store_true",
                         help="keep mutmut's earlier results (it then re-tests only changed functions)")
     parser.add_argument("--table", action="store_true",
@@ -136,6 +139,8 @@ def main() -> int:
         print_table(args.modules or list(modules), args.work)
         return 0
     for module in args.modules or list(modules):
+        if args.only:
+            modules[module] = {**modules[module], "mutants": args.only}
         run_module(module, modules[module], args.work / module, args.max_children, args.keep)
     return 0
 
