@@ -152,6 +152,31 @@ def test_an_identical_object_already_at_the_key_is_accepted_as_it_is(sim, tmp_pa
     assert [c["state"] for c in copies] == ["archived"] * 4
 
 
+def test_an_object_whose_bytes_differ_is_never_accepted_as_identical_whatever_its_metadata(sim, tmp_path):
+    """Rule: "An object that already sits under a key with different content is never
+    overwritten ...; an identical one is accepted as is" (Every target gets every file, exactly
+    once). An earlier copy rotted in place (one byte flipped, same size) while its metadata
+    still carries the file's SHA-256: the checksum the target computes from the bytes
+    contradicts it, so it is refused as a different object (left untouched), never accepted."""
+    sim.add_recording(size=50_000)
+    config = make_config(tmp_path, sim)
+    assert run_archive(config, command="test").exit_code == 0
+    victim = media_files(tmp_path / "nas")[0]
+    data = bytearray(victim.read_bytes())
+    data[777] ^= 0xFF
+    victim.write_bytes(bytes(data))  # same inode: the xattr with the old SHA-256 stays
+    assert os.getxattr(victim, "user.rtk_sha256").decode() == sim.expected_sha256(victim.parent.name)
+    for name in ("ledger.db", "ledger.db-wal", "ledger.db-shm", "audit.jsonl"):
+        (tmp_path / name).unlink(missing_ok=True)
+
+    again = run_archive(config, command="test")
+
+    assert (again.summary.archived, again.summary.failed, again.exit_code) == (0, 1, 1)
+    assert "a different object already exists" in again.summary.problems[0]
+    assert victim.read_bytes() == bytes(data)
+    assert ledger_rows(tmp_path / "ledger.db", "SELECT state FROM copies") == [{"state": "failed"}]
+
+
 def test_temporaries_a_killed_run_left_at_a_local_target_are_removed_by_the_next_run(sim, tmp_path):
     """Rule: "A killed run loses nothing ... temporaries a killed run leaves at local/SFTP
     targets are removed by the next run." A temporary as a run killed between its write and
