@@ -224,6 +224,24 @@ def test_a_resumed_download_trusts_only_the_bytes_that_were_synced(sim, tmp_path
         [{"size": 400_000, "sha256": sim.expected_sha256(rec["id"])}]
 
 
+def test_a_download_completed_before_the_kill_is_not_fetched_again(sim, tmp_path):
+    """Rule: "A killed run loses nothing ... Downloads are resumed from the spool": a run killed
+    after its download was complete and synced (before the upload) left the whole file in the
+    spool. The next run asks only for what lies beyond it; the server answers 416 with the
+    file's length, and the spool is archived as it is, without one byte downloaded again."""
+    rec = sim.add_recording(size=120_000)
+    spool = spool_path(tmp_path, rec["id"])
+    spool.parent.mkdir(mode=0o700)
+    spool.write_bytes(sim.file_bytes(rec["id"]))
+    spool.with_name(spool.name + ".ok").write_text("120000")
+
+    result = run_archive(make_config(tmp_path, sim), command="test")
+
+    assert result.exit_code == 0 and result.summary.archived == 1
+    assert [(r.range, r.status, r.bytes_sent > 1000) for r in file_requests(sim)] == [("bytes=120000-", 416, False)]
+    assert sha(media_files(tmp_path / "nas")[0]) == sim.expected_sha256(rec["id"])
+
+
 def test_a_spool_file_without_a_durable_marker_is_downloaded_again_from_zero(sim, tmp_path):
     """Rule: "Downloads are resumed from the spool, trusting only bytes that were fsynced"
     (A killed run loses nothing): a spool file with no marker has no byte known to be on disk,
