@@ -38,12 +38,14 @@ def spool_path(tmp_path: Path, recording_id: str, kind: str = "video") -> Path:
 
 class CorruptSpoolOnceReceived:
     """The run's own progress sink, which, the moment the whole body has been received, flips
-    one byte of the spool file on disk through a second file descriptor: the bytes the run
-    hashed as they arrived and the bytes it then stores differ, as when the spool's disk
-    corrupts data or another process writes into it. Nothing in the pipeline is replaced."""
+    one byte of the spool file on disk through a second file descriptor (or, with
+    `append=True`, adds one at its end): the bytes the run hashed as they arrived and the
+    bytes it then stores differ, as when the spool's disk corrupts data or another process
+    writes into it. Nothing in the pipeline is replaced."""
 
-    def __init__(self, spool: Path, size: int, offset: int, original: int):
+    def __init__(self, spool: Path, size: int, offset: int, original: int, append: bool = False):
         self.spool, self.size, self.offset, self.original = spool, size, offset, original
+        self.append = append
         self.received = 0
         self.fired = False
 
@@ -53,9 +55,12 @@ class CorruptSpoolOnceReceived:
     def advance(self, n: int) -> None:
         self.received += n
         if self.received >= self.size and not self.fired:
-            fd = os.open(self.spool, os.O_WRONLY)
+            fd = os.open(self.spool, os.O_WRONLY | (os.O_APPEND if self.append else 0))
             try:
-                os.pwrite(fd, bytes([self.original ^ 0xFF]), self.offset)
+                if self.append:
+                    os.write(fd, b"\x00")
+                else:
+                    os.pwrite(fd, bytes([self.original ^ 0xFF]), self.offset)
             finally:
                 os.close(fd)
             self.fired = True
@@ -103,6 +108,22 @@ def test_a_copy_that_differs_from_the_download_is_never_marked_archived(sim, tmp
     assert "failed" in actions and "verified" not in actions
     assert not any("manifest" in p.name for p in (tmp_path / "nas").rglob("*")), \
         "a manifest claims the recording is complete there"
+
+
+def test_a_copy_of_another_size_than_the_download_is_refused_quoting_both_sizes(sim, tmp_path):
+    """Rule: "Nothing is marked archived before it is verified at the target ... its size ...
+    compared with the download's": the stored copy is one byte longer than what the run
+    downloaded (the spool grew after the body arrived); it is refused, the reason quoting the
+    copy's size and the download's, and nothing is marked archived."""
+    rec = sim.add_recording(size=200_000)
+    fault = CorruptSpoolOnceReceived(spool_path(tmp_path, rec["id"]), 200_000, 0, 0, append=True)
+
+    result = run_archive(make_config(tmp_path, sim, archive={"concurrency": 1}), command="test", progress=fault)
+
+    assert fault.fired and media_files(tmp_path / "nas")[0].stat().st_size == 200_001
+    assert (result.summary.archived, result.summary.failed) == (0, 1)
+    assert "size 200001 != 200000" in result.summary.problems[0]
+    assert ledger_rows(tmp_path / "ledger.db", "SELECT state FROM copies") == [{"state": "failed"}]
 
 
 def test_one_download_feeds_every_target_and_each_gets_each_file_exactly_once(sim, tmp_path):
@@ -424,3 +445,27 @@ def test_each_archived_copy_records_every_check_that_was_made(sim, tmp_path):
     assert run_archive(make_config(tmp_path, sim), command="test").exit_code == 0
     rows = ledger_rows(tmp_path / "ledger.db", "SELECT verified_by FROM copies WHERE kind != 'manifest'")
     assert [r["verified_by"] for r in rows] == ["size+sha256(metadata)+crc32c(backend)"] * 2
+
+
+def test_the_audit_trail_records_each_copy_stored_then_verified_with_its_facts(sim, tmp_path):
+    """Rules: "Nothing is marked archived before it is verified at the target" and Compliance,
+    "Audit trail: an append-only JSON-lines log of every action (... stored, verified ...)":
+    for every archived copy the log holds a `stored` event and, after it, a `verified` event,
+    both naming the recording, kind, target and key; the verified one carries the file's
+    SHA-256 and size and what was compared, as the ledger does."""
+    sim.add_recording(size=40_000, audio=True)
+    targets = [{"name": f"t{i}", "type": "local", "path": str(tmp_path / f"t{i}")} for i in range(2)]
+    assert run_archive(make_config(tmp_path, sim, targets=targets), command="test").exit_code == 0
+    events = audit_events(tmp_path)
+    copies = ledger_rows(tmp_path / "ledger.db", "SELECT c.recording_id, c.kind, c.target, c.key, c.uri, "
+                         "c.verified_by, f.sha256, f.size FROM copies c JOIN files f "
+                         "ON f.recording_id = c.recording_id AND f.kind = c.kind")
+    assert len(copies) == 4
+    for copy in copies:
+        where = {k: copy[k] for k in ("recording_id", "kind", "target", "key")}
+        stored = [i for i, e in enumerate(events) if e["action"] == "stored" and where.items() <= e.items()]
+        verified = [i for i, e in enumerate(events) if e["action"] == "verified" and where.items() <= e.items()]
+        assert len(stored) == 1 and len(verified) == 1 and stored[0] < verified[0], where
+        assert events[stored[0]]["uri"] == copy["uri"]
+        done = events[verified[0]]
+        assert (done["sha256"], done["size"], done["verified_by"]) == (copy["sha256"], copy["size"], copy["verified_by"])
