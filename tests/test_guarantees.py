@@ -245,6 +245,56 @@ def test_a_resumed_download_trusts_only_the_bytes_that_were_synced(sim, tmp_path
         [{"size": 400_000, "sha256": sim.expected_sha256(rec["id"])}]
 
 
+class StopAfter:
+    """The run's own progress sink that sets the run's stop event (what SIGTERM does) once
+    `limit` bytes have arrived: the in-process twin of tests/test_crash.py's SIGTERM test."""
+
+    def __init__(self, stop: threading.Event, limit: int):
+        self.stop, self.limit, self.received = stop, limit, 0
+
+    def start(self, **_totals) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        self.received += n
+        if self.received >= self.limit:
+            self.stop.set()
+
+    def file_done(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_stopped_download_keeps_its_bytes_durably_and_the_next_run_resumes_there(sim, tmp_path):
+    """Rule: "Stopping is clean. SIGTERM/SIGINT: ... downloads stop (their bytes are kept for
+    the next run) ...; exit code 130", with "A killed run loses nothing ... trusting only bytes
+    that were fsynced": a run stopped mid-download syncs what arrived and records it as
+    durable; the next run asks for exactly the rest and archives the true file."""
+    rec = sim.add_recording(size=600_000)
+    sim.faults.set(throttle_bps=2_000_000)
+    stop = threading.Event()
+    config = make_config(tmp_path, sim, archive={"concurrency": 1})
+
+    first = run_archive(config, command="test", stop=stop, progress=StopAfter(stop, 100_000))
+
+    assert first.exit_code == errors.EXIT_INTERRUPTED and first.summary.archived == 0
+    spool = spool_path(tmp_path, rec["id"])
+    kept = spool.stat().st_size
+    assert 100_000 <= kept < 600_000
+    assert spool.with_name(spool.name + ".ok").read_text() == str(kept)  # every kept byte is durable
+    assert spool.read_bytes() == sim.file_bytes(rec["id"], end=kept)
+    sim.faults.set(throttle_bps=0)
+    before = len(file_requests(sim))
+
+    second = run_archive(config, command="test")
+
+    assert second.exit_code == 0 and second.summary.archived == 1
+    assert [r.range for r in file_requests(sim)[before:]] == [f"bytes={kept}-"]
+    assert sha(media_files(tmp_path / "nas")[0]) == sim.expected_sha256(rec["id"])
+
+
 def test_a_download_completed_before_the_kill_is_not_fetched_again(sim, tmp_path):
     """Rule: "A killed run loses nothing ... Downloads are resumed from the spool": a run killed
     after its download was complete and synced (before the upload) left the whole file in the
@@ -467,5 +517,7 @@ def test_the_audit_trail_records_each_copy_stored_then_verified_with_its_facts(s
         verified = [i for i, e in enumerate(events) if e["action"] == "verified" and where.items() <= e.items()]
         assert len(stored) == 1 and len(verified) == 1 and stored[0] < verified[0], where
         assert events[stored[0]]["uri"] == copy["uri"]
+        downloaded = [e for e in events if e["action"] == "downloaded" and e["kind"] == copy["kind"]]
+        assert [e["source_host"] for e in downloaded] == ["127.0.0.1"]  # where it came from, no query
         done = events[verified[0]]
         assert (done["sha256"], done["size"], done["verified_by"]) == (copy["sha256"], copy["size"], copy["verified_by"])
