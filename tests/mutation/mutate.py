@@ -86,6 +86,28 @@ def results(work: Path, patterns: list[str]) -> dict[str, str]:
     return found
 
 
+def retest(module: str, spec: dict, work: Path) -> None:
+    """Test a finished run's survivors and mutants without tests again, against the tests as
+    they are now (new tests are copied into the run's `mutants/`), each by running the
+    module's selection with the mutant switched on. For tests written after a long run;
+    mutmut's own figures stay as they were, this adds what the new tests kill."""
+    statuses = results(work, patterns_of(spec))
+    todo = sorted(n for n, status in statuses.items() if status in ("survived", "no tests"))
+    shutil.copytree(REPO / "tests", work / "mutants" / "tests", ignore=NOT_COPIED, dirs_exist_ok=True)
+    print(f"== {module}: re-testing {len(todo)} survivors / mutants without tests", flush=True)
+    killed, alive = [], []
+    for name in todo:
+        command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *spec["tests"]]
+        done = subprocess.run(command, cwd=work / "mutants", capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              env={**os.environ, "MUTANT_UNDER_TEST": name, "PYTHONDONTWRITEBYTECODE": "1"})
+        (killed if done.returncode == 1 else alive).append(name)
+        print(f"   {'killed' if done.returncode == 1 else 'alive ' if done.returncode == 0 else 'error '} {name}",
+              flush=True)
+    (work / "retest.json").write_text(json.dumps({"killed_now": killed, "still_alive": alive}, indent=2,
+                                                 ensure_ascii=False))
+    print(f"== {module}: {len(killed)} of {len(todo)} killed by the current tests", flush=True)
+
+
 def patterns_of(spec: dict) -> list[str]:
     if spec.get("mutants"):
         return list(spec["mutants"])
@@ -124,6 +146,8 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", metavar="PATTERN",
                         help="only the module's mutants matching these mutmut name patterns "
                              "(e.g. 'pipeline.archive.x_verify_copy__mutmut_*')")
+    parser.add_argument("--retest", action="store_true",
+                        help="re-test the last run's survivors against the current tests (see retest())")
     parser.add_argument("--keep", action="store_true",
                         help="keep mutmut's earlier results (it then re-tests only changed functions)")
     parser.add_argument("--table", action="store_true",
@@ -138,9 +162,13 @@ def main() -> int:
     if args.table:
         print_table(args.modules or list(modules), args.work)
         return 0
+    if args.only:
+        modules = {name: {**spec, "mutants": args.only} for name, spec in modules.items()}
+    if args.retest:
+        for module in args.modules or list(modules):
+            retest(module, modules[module], args.work / module)
+        return 0
     for module in args.modules or list(modules):
-        if args.only:
-            modules[module] = {**modules[module], "mutants": args.only}
         run_module(module, modules[module], args.work / module, args.max_children, args.keep)
     return 0
 
