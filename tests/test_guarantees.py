@@ -11,6 +11,7 @@ import threading
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -104,8 +105,11 @@ def test_a_copy_that_differs_from_the_download_is_never_marked_archived(sim, tmp
     files = ledger_rows(tmp_path / "ledger.db", "SELECT state FROM files")
     recording = ledger_rows(tmp_path / "ledger.db", "SELECT state FROM recordings")
     assert files == [{"state": "failed"}] and recording == [{"state": "failed"}]
-    actions = [e["action"] for e in audit_events(tmp_path) if e.get("recording_id") == rec["id"]]
-    assert "failed" in actions and "verified" not in actions
+    events = [e for e in audit_events(tmp_path) if e.get("recording_id") == rec["id"]]
+    assert "verified" not in [e["action"] for e in events]
+    failed = [e for e in events if e["action"] == "failed"]
+    assert [(e["kind"], e["target"], e["key"], e["reason"]) for e in failed] == \
+        [("video", "nas", str(stored[0].relative_to(tmp_path / "nas")), copies[0]["last_error"])]
     assert not any("manifest" in p.name for p in (tmp_path / "nas").rglob("*")), \
         "a manifest claims the recording is complete there"
 
@@ -120,9 +124,13 @@ def test_a_copy_of_another_size_than_the_download_is_refused_quoting_both_sizes(
 
     result = run_archive(make_config(tmp_path, sim, archive={"concurrency": 1}), command="test", progress=fault)
 
-    assert fault.fired and media_files(tmp_path / "nas")[0].stat().st_size == 200_001
+    stored = media_files(tmp_path / "nas")
+    assert fault.fired and stored[0].stat().st_size == 200_001
     assert (result.summary.archived, result.summary.failed) == (0, 1)
-    assert "size 200001 != 200000" in result.summary.problems[0]
+    uri = "file://" + quote(str(stored[0]))
+    assert result.summary.problems == [
+        f"recording {rec['id']} video -> nas: target 'nas': copy at {uri} does not match the download: "
+        "size 200001 != 200000, the backend's crc32c differs; it was not marked archived"]
     assert ledger_rows(tmp_path / "ledger.db", "SELECT state FROM copies") == [{"state": "failed"}]
 
 
@@ -485,6 +493,12 @@ def test_a_copy_without_the_requested_write_once_protection_is_not_marked_archiv
     assert (result.summary.archived, result.summary.failed, result.exit_code) == (0, 1, 1)
     assert "retention READ_ONLY was requested but the object carries none" in result.summary.problems[0]
     assert ledger_rows(tmp_path / "ledger.db", "SELECT state FROM copies") == [{"state": "failed"}]
+    # Where the copy is new, it is protected, verified as such, and the ledger records it.
+    fresh = run_archive(make_config(tmp_path / "fresh", sim, targets=[{**locked[0], "path": str(tmp_path / "ro")}]),
+                        command="test")
+    assert fresh.exit_code == 0
+    assert ledger_rows(tmp_path / "fresh" / "ledger.db", "SELECT retention_mode, legal_hold FROM copies "
+                       "WHERE kind != 'manifest'") == [{"retention_mode": "READ_ONLY", "legal_hold": 0}]
 
 
 def test_each_archived_copy_records_every_check_that_was_made(sim, tmp_path):
@@ -511,6 +525,13 @@ def test_the_audit_trail_records_each_copy_stored_then_verified_with_its_facts(s
                          "c.verified_by, f.sha256, f.size FROM copies c JOIN files f "
                          "ON f.recording_id = c.recording_id AND f.kind = c.kind")
     assert len(copies) == 4
+    for copy in copies:  # the ledger keeps what was read back from the target
+        assert copy["uri"] == "file://" + quote(str(tmp_path / copy["target"] / copy["key"]))
+    rows = ledger_rows(tmp_path / "ledger.db", "SELECT c.size, c.sha256, c.native, c.retention_mode, c.legal_hold, "
+                       "f.size AS file_size, f.sha256 AS file_sha256, f.crc32c FROM copies c JOIN files f "
+                       "ON f.recording_id = c.recording_id AND f.kind = c.kind")
+    assert [(r["size"], r["sha256"], json.loads(r["native"]), r["retention_mode"], r["legal_hold"]) for r in rows] == \
+        [(r["file_size"], r["file_sha256"], {"crc32c": r["crc32c"]}, None, 0) for r in rows]
     for copy in copies:
         where = {k: copy[k] for k in ("recording_id", "kind", "target", "key")}
         stored = [i for i, e in enumerate(events) if e["action"] == "stored" and where.items() <= e.items()]
