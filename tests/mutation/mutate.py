@@ -95,14 +95,17 @@ def retest(module: str, spec: dict, work: Path) -> None:
     todo = sorted(n for n, status in statuses.items() if status in ("survived", "no tests"))
     shutil.copytree(REPO / "tests", work / "mutants" / "tests", ignore=NOT_COPIED, dirs_exist_ok=True)
     print(f"== {module}: re-testing {len(todo)} survivors / mutants without tests", flush=True)
-    killed, alive = [], []
+    killed, alive = {}, []
     for name in todo:
         command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *spec["tests"]]
         done = subprocess.run(command, cwd=work / "mutants", capture_output=True, text=True, stdin=subprocess.DEVNULL,
                               env={**os.environ, "MUTANT_UNDER_TEST": name, "PYTHONDONTWRITEBYTECODE": "1"})
-        (killed if done.returncode == 1 else alive).append(name)
-        print(f"   {'killed' if done.returncode == 1 else 'alive ' if done.returncode == 0 else 'error '} {name}",
-              flush=True)
+        if done.returncode == 1:  # the test that failed, so that a kill can be checked (not a flake)
+            killed[name] = [line for line in done.stdout.splitlines() if line.startswith("FAILED")][:1]
+        else:
+            alive.append(name)
+        print(f"   {'killed' if done.returncode == 1 else 'alive ' if done.returncode == 0 else 'error '} {name} "
+              f"{' '.join(killed.get(name, []))}", flush=True)
     (work / "retest.json").write_text(json.dumps({"killed_now": killed, "still_alive": alive}, indent=2,
                                                  ensure_ascii=False))
     print(f"== {module}: {len(killed)} of {len(todo)} killed by the current tests", flush=True)
