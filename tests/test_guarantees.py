@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import stat
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -206,7 +208,7 @@ def test_an_object_whose_bytes_differ_is_never_accepted_as_identical_whatever_it
     assert ledger_rows(tmp_path / "ledger.db", "SELECT state FROM copies") == [{"state": "failed"}]
 
 
-def test_temporaries_a_killed_run_left_at_a_local_target_are_removed_by_the_next_run(sim, tmp_path):
+def test_temporaries_a_killed_run_left_at_a_local_target_are_removed_by_the_next_run(sim, tmp_path, caplog):
     """Rule: "A killed run loses nothing ... temporaries a killed run leaves at local/SFTP
     targets are removed by the next run." A temporary as a run killed between its write and
     its link leaves it (hidden name with the partial marker) is gone after the next run; a
@@ -219,10 +221,12 @@ def test_temporaries_a_killed_run_left_at_a_local_target_are_removed_by_the_next
     bystander = folder / ".keep"
     bystander.write_bytes(b"not ours")
 
-    result = run_archive(make_config(tmp_path, sim), command="test")
+    with caplog.at_level(logging.INFO, logger="rtk_archive"):
+        result = run_archive(make_config(tmp_path, sim), command="test")
 
     assert result.exit_code == 0 and result.summary.archived == 1
     assert not leftover.exists(), "the killed run's temporary is still there"
+    assert "removed 1 temporary file(s) a previous run left at nas" in caplog.text
     assert bystander.read_bytes() == b"not ours"
 
 
@@ -499,6 +503,7 @@ def test_a_copy_without_the_requested_write_once_protection_is_not_marked_archiv
     assert fresh.exit_code == 0
     assert ledger_rows(tmp_path / "fresh" / "ledger.db", "SELECT retention_mode, legal_hold FROM copies "
                        "WHERE kind != 'manifest'") == [{"retention_mode": "READ_ONLY", "legal_hold": 0}]
+    assert [stat.S_IMODE(p.stat().st_mode) for p in media_files(tmp_path / "ro")] == [0o440]  # read-only, readable
 
 
 def test_each_archived_copy_records_every_check_that_was_made(sim, tmp_path):
