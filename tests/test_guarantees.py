@@ -547,3 +547,25 @@ def test_the_audit_trail_records_each_copy_stored_then_verified_with_its_facts(s
         assert [e["source_host"] for e in downloaded] == ["127.0.0.1"]  # where it came from, no query
         done = events[verified[0]]
         assert (done["sha256"], done["size"], done["verified_by"]) == (copy["sha256"], copy["size"], copy["verified_by"])
+
+
+def test_the_ledger_records_each_run_with_its_counts_and_exit_code(sim, tmp_path):
+    """Rule: "A killed run loses nothing ... the ledger commits each step durably" and what
+    `status` reports from it: each finished run is in the ledger with the same counts the run
+    printed, its exit code and the audit head; a file that failed counts its attempt."""
+    sim.add_recording(size=20_000)
+    broken = sim.add_recording(size=20_000)
+    sim.add_recording(size=20_000, stopped_time=sim.now() - timedelta(days=8))
+    sim.faults.set(size_mismatch={broken["id"]: 10})
+    config = make_config(tmp_path, sim)
+
+    results = [run_archive(config, command="test") for _ in range(2)]
+
+    runs = ledger_rows(tmp_path / "ledger.db", "SELECT command, archived, failed, skipped, lost, at_risk, exit_code, "
+                       "finished_at, audit_head FROM runs ORDER BY started_at")
+    assert [{k: r[k] for k in ("archived", "failed", "skipped", "lost", "at_risk", "exit_code")} for r in runs] == \
+        [{**res.summary.counts(), "exit_code": res.exit_code} for res in results]
+    assert [(r["archived"], r["failed"], r["lost"]) for r in runs] == [(1, 1, 1), (0, 1, 0)]
+    assert all(r["command"] == "test" and r["finished_at"] and len(r["audit_head"]) == 64 for r in runs)
+    attempts = ledger_rows(tmp_path / "ledger.db", "SELECT attempts FROM files WHERE recording_id=?", (broken["id"],))
+    assert attempts == [{"attempts": 2}]
