@@ -296,6 +296,8 @@ def test_a_stopped_download_keeps_its_bytes_durably_and_the_next_run_resumes_the
     kept = spool.stat().st_size
     assert 100_000 <= kept < 600_000
     assert spool.with_name(spool.name + ".ok").read_text() == str(kept)  # every kept byte is durable
+    # "The ledger, audit log, lock and spool files are owner-only" (Secrets stay secret).
+    assert [stat.S_IMODE(p.stat().st_mode) for p in sorted(spool.parent.iterdir())] == [0o600, 0o600]
     assert spool.read_bytes() == sim.file_bytes(rec["id"], end=kept)
     sim.faults.set(throttle_bps=0)
     before = len(file_requests(sim))
