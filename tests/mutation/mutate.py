@@ -151,6 +151,8 @@ def main() -> int:
                              "(e.g. 'pipeline.archive.x_verify_copy__mutmut_*')")
     parser.add_argument("--retest", action="store_true",
                         help="re-test the last run's survivors against the current tests (see retest())")
+    parser.add_argument("--tests", nargs="+", metavar="ARG",
+                        help="pytest arguments replacing the module's selection (e.g. with --retest: only the new tests)")
     parser.add_argument("--keep", action="store_true",
                         help="keep mutmut's earlier results (it then re-tests only changed functions)")
     parser.add_argument("--table", action="store_true",
@@ -167,6 +169,8 @@ def main() -> int:
         return 0
     if args.only:
         modules = {name: {**spec, "mutants": args.only} for name, spec in modules.items()}
+    if args.tests:
+        modules = {name: {**spec, "tests": args.tests} for name, spec in modules.items()}
     if args.retest:
         for module in args.modules or list(modules):
             retest(module, modules[module], args.work / module)
