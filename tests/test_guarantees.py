@@ -218,15 +218,20 @@ def test_temporaries_a_killed_run_left_at_a_local_target_are_removed_by_the_next
     folder.mkdir(parents=True)
     leftover = folder / ".video-talk.mp4.rtk-partial-0123456789abcdef"
     leftover.write_bytes(b"half a file")
+    second = folder / ".audio-talk.mp3.rtk-partial-fedcba9876543210"
+    second.write_bytes(b"another half")
     bystander = folder / ".keep"
     bystander.write_bytes(b"not ours")
 
+    targets = [{"name": "nas", "type": "local", "path": str(tmp_path / "nas")},
+               {"name": "new", "type": "local", "path": str(tmp_path / "new")}]  # not created yet
     with caplog.at_level(logging.INFO, logger="rtk_archive"):
-        result = run_archive(make_config(tmp_path, sim), command="test")
+        result = run_archive(make_config(tmp_path, sim, targets=targets), command="test")
 
     assert result.exit_code == 0 and result.summary.archived == 1
-    assert not leftover.exists(), "the killed run's temporary is still there"
-    assert "removed 1 temporary file(s) a previous run left at nas" in caplog.text
+    assert not leftover.exists() and not second.exists(), "the killed run's temporaries are still there"
+    assert "removed 2 temporary file(s) a previous run left at nas" in caplog.text
+    assert "left at new" not in caplog.text  # nothing to sweep in a folder that did not exist
     assert bystander.read_bytes() == b"not ours"
 
 
