@@ -203,7 +203,11 @@ def test_an_object_whose_bytes_differ_is_never_accepted_as_identical_whatever_it
     again = run_archive(config, command="test")
 
     assert (again.summary.archived, again.summary.failed, again.exit_code) == (0, 1, 1)
-    assert "a different object already exists" in again.summary.problems[0]
+    rid, sha256 = victim.parent.name, sim.expected_sha256(victim.parent.name)
+    assert again.summary.problems == [
+        f"recording {rid} video -> nas: target 'nas': a different object already exists at "
+        f"file://{quote(str(victim))} (size 50000, sha256 {sha256}); rtk-archive never overwrites: "
+        "move it away or change key_template"]
     assert victim.read_bytes() == bytes(data)
     assert ledger_rows(tmp_path / "ledger.db", "SELECT state FROM copies") == [{"state": "failed"}]
 
