@@ -41,14 +41,21 @@ class Break:
     change: str
     owner: str
     file: str
-    original: str
-    replacement: str
+    original: tuple[str, ...]  # alternatives, for versions of the code: the first found once is used
+    replacement: tuple[str, ...]  # one per original
     tests: tuple[str, ...]
 
 
 def load(path: Path = TABLE) -> list[Break]:
     rows = tomllib.loads(path.read_text())["break"]
-    breaks = [Break(**{**row, "tests": tuple(row["tests"])}) for row in rows]
+    def alternatives(value) -> tuple[str, ...]:
+        return tuple(value) if isinstance(value, list) else (value,)
+
+    breaks = [Break(**{**row, "tests": tuple(row["tests"]), "original": alternatives(row["original"]),
+                       "replacement": alternatives(row["replacement"])}) for row in rows]
+    uneven = [b.id for b in breaks if len(b.original) != len(b.replacement)]
+    if uneven:
+        raise SystemExit(f"{path}: rows with as many replacements as originals needed: {', '.join(uneven)}")
     ids = [b.id for b in breaks]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -82,11 +89,11 @@ def apply(copy: Path, row: Break) -> str | None:
     if not path.exists():
         return f"{row.file} does not exist"
     text = path.read_text()
-    found = text.count(row.original)
-    if found != 1:
-        return f"the original text occurs {found} times in {row.file} (expected once): update the row"
-    path.write_text(text.replace(row.original, row.replacement))
-    return None
+    for original, replacement in zip(row.original, row.replacement):
+        if text.count(original) == 1:
+            path.write_text(text.replace(original, replacement))
+            return None
+    return f"no original text of the row occurs exactly once in {row.file}: update the row"
 
 
 def verdict(code: int) -> str:
