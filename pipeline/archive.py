@@ -23,7 +23,7 @@ import tenacity
 
 import pipeline
 from pipeline import keys, manifest
-from pipeline.api import RETENTION, ApiError, ApiNotFound
+from pipeline.realtimekit import RETENTION, ApiError, ApiNotFound
 from pipeline.audit import AuditLog
 from pipeline.comparison import compare_bytes, compare_copy, read_back
 from pipeline.config import Config

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from pipeline import keys
-from pipeline.api import DEFAULT_BASE_URL
+from pipeline.realtimekit import DEFAULT_BASE_URL
 from pipeline.errors import ConfigError
 from storage.base import TargetSettings, check_endpoint
 from storage.registry import settings_model, target_types

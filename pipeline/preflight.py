@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import tenacity
 
 from pipeline import errors
-from pipeline.api import ApiAuthError, ApiError
+from pipeline.realtimekit import ApiAuthError, ApiError
 from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError
 from storage.base import ProbeResult, Target

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pipeline import errors, preflight
-from pipeline.api import ApiAuthError, ApiError, RealtimeKitClient
+from pipeline.realtimekit import ApiAuthError, ApiError, RealtimeKitClient
 from pipeline.archive import Archiver, RunSummary, verify_copy
 from pipeline.audit import AuditLog
 from pipeline.config import Config

@@ -13,16 +13,16 @@ import httpx
 import pytest
 
 import pipeline
-from pipeline.api import (
+from pipeline.realtimekit import (
     ApiAuthError,
     ApiError,
     ApiNotFound,
     RealtimeKitClient,
     Recording,
     StorageConfig,
-    _parse_retry_after,
     redact_url,
 )
+from pipeline.realtimekit.answers import parse_retry_after
 from pipeline.simulator import Simulator
 
 TOKEN_LOGGER = "rtk_archive.api"
@@ -279,8 +279,10 @@ def test_start_pause_resume_stop_active_and_track(sim, client):
     with pytest.raises(ValueError):
         client.pause_resume_stop(started.id, "rewind")
 
-    track = client.start_track_recording(meeting_id=meeting_id, layers={"default": {"outputs": [{"type": "REALTIMEKIT_BUCKET"}]}})
-    assert track.success is True and track.data["meeting_id"] == meeting_id
+    # The answer's shape is the official SDK's: {success, data: {recording: {...}}}.
+    track = client.start_track_recording(meeting_id=meeting_id, layers={"default": {"media_kind": "audio"}})
+    assert track.success is True and track.problems == [] and track.data.recording.status == "INVOKED"
+    assert client.get_recording(track.data.recording.id).output_file_name == track.data.recording.output_file_name
 
 
 def test_post_is_not_retried_on_a_server_error_but_is_on_429(sim, client):
@@ -311,10 +313,10 @@ def test_429_retry_after_is_honoured(sim, client, caplog):
 def test_retry_after_as_http_date_and_cap():
     now = 1_700_000_000.0
     date = format_datetime(datetime.fromtimestamp(now + 30, timezone.utc), usegmt=True)
-    assert _parse_retry_after(date, now) == pytest.approx(30, abs=1)
-    assert _parse_retry_after("120", now) == 60.0
-    assert _parse_retry_after("-5", now) == 0.0
-    assert _parse_retry_after("soon", now) is None
+    assert parse_retry_after(date, now) == pytest.approx(30, abs=1)
+    assert parse_retry_after("120", now) == 60.0
+    assert parse_retry_after("-5", now) == 0.0
+    assert parse_retry_after("soon", now) is None
 
 
 def test_long_retry_after_is_capped_at_60_seconds(sim, client):

@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 from http.client import HTTPConnection
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from datetime import datetime, timedelta, timezone
@@ -19,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from pipeline.simulator import SHAPES, Simulator
+from pipeline.simulator import SHAPES, SimulateError, Simulator, serve
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -185,11 +187,25 @@ def test_second_recording_of_a_meeting_is_refused_without_allow_multiple(sim, ht
 
 
 def test_track_recording(sim, http):
-    body = {"meeting_id": "m-1", "layers": {"default": {"outputs": [{"type": "REALTIMEKIT_BUCKET"}]}}}
+    """The track endpoint as the current API reference and the official SDK have it: meeting_id
+    required, layers and user_ids optional; the answer is {success, data: {recording: {...}}}
+    with an active recording's keys, and that recording is a real one (get one finds it)."""
+    body = {"meeting_id": "m-1", "layers": {"default": {"file_name_prefix": "desk", "media_kind": "audio"}}}
     answer = http.post(rec_url(sim, "/track"), json=body).json()
-    assert answer["success"] is True and answer["data"]["meeting_id"] == "m-1"
-    bad = http.post(rec_url(sim, "/track"), json={"meeting_id": "m-1"})
-    assert bad.status_code == 400 and bad.json()["error"]["message"]
+    assert list(answer) == ["success", "data"] and list(answer["data"]) == ["recording"]
+    recording = answer["data"]["recording"]
+    assert list(recording) == ACTIVE_KEYS and recording["status"] == "INVOKED"
+    assert recording["output_file_name"].startswith("desk_") and ISO_MS_Z.match(recording["invoked_time"])
+    assert http.get(rec_url(sim, f"/{recording['id']}")).json()["data"]["id"] == recording["id"]
+    assert sim.track_recordings[-1] == {"id": recording["id"], "meeting_id": "m-1", "layers": ["default"],
+                                        "user_ids": None, "invoked_time": recording["invoked_time"]}
+
+    no_layers = http.post(rec_url(sim, "/track"), json={"meeting_id": "m-2", "user_ids": ["u-1", "u-2"]})
+    assert no_layers.status_code == 200 and no_layers.json()["data"]["recording"]["status"] == "INVOKED"
+    for bad_body in ({"layers": {"default": {}}}, {"meeting_id": "m-3", "layers": ["default"]},
+                     {"meeting_id": "m-3", "user_ids": [f"u-{n}" for n in range(101)]}):
+        bad = http.post(rec_url(sim, "/track"), json=bad_body)
+        assert bad.status_code == 400 and bad.json()["error"]["message"], bad_body
 
 
 def test_errors_use_the_documented_envelopes(sim, http):
@@ -740,3 +756,28 @@ def test_cli_prints_a_source_block_and_stops_on_sigterm():
         assert process.wait(timeout=10) == 0
         process.stdout.close()
         process.stderr.close()
+
+
+def test_serve_checks_its_settings_calls_on_ready_and_stops_on_request():
+    """serve() is what the CLI's `simulate` calls (no CLI imports): bad settings are one
+    SimulateError line naming the option, on_ready gets the listening simulator, and setting
+    `stop` ends it (off the main thread, where signals cannot)."""
+    for settings, option in (({"port": 70000}, "--port"), ({"min_size": 10, "max_size": 5}, "--min-size"),
+                             ({"url_lifetime": float("nan")}, "--url-lifetime"), ({"days": -1}, "--days")):
+        with pytest.raises(SimulateError, match=option):
+            serve(**settings)
+    ready: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    thread = threading.Thread(target=serve, kwargs={"port": 0, "recordings": 3, "on_ready": ready.put, "stop": stop})
+    thread.start()
+    try:
+        sim = ready.get(timeout=10)
+        with httpx.Client(timeout=10) as client:
+            answer = client.get(rec_url(sim), headers={"Authorization": f"Bearer {sim.token}"})
+        assert answer.json()["paging"]["total_count"] == 3
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    with httpx.Client(timeout=10) as client, pytest.raises(httpx.ConnectError):
+        client.get(rec_url(sim))
