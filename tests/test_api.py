@@ -226,6 +226,39 @@ def test_a_whole_page_of_repeats_is_not_the_end():
         assert [r.id for r in client.iter_recordings(sort_order="DESC")] == ["a", "b", "c"]
 
 
+def test_pages_counted_from_zero_fail_loudly(sim):
+    """The first page must start at offset 1 (realtimekit-facts.md: the docs read as 1-based,
+    the Go spec allows 0). A server counting pages from 0 answers page_no=1 with the second
+    page; the client refuses to list (one line) instead of silently missing the first page,
+    whether that page has items or is empty because everything fits on the real first one."""
+    sim.faults.pages_from_zero = True
+    for per_page in (3, 50):
+        with make_client(sim, per_page=per_page) as client, pytest.raises(ApiError) as caught:
+            list(client.iter_recordings(status=None))
+        message = str(caught.value)
+        assert f"starts at offset {per_page + 1}, not 1" in message and "count pages from 0" in message
+        assert "\n" not in message and not caught.value.retryable
+    with make_client(sim) as client, pytest.raises(ApiError, match="not 1"):
+        client.list_page()
+    assert [r.query["page_no"] for r in api_requests(sim)] == [["1"]] * 3  # never went on to page 2
+
+
+def test_zero_based_offsets_fail_and_an_empty_listing_passes():
+    """start_offset 0 on a first page with items fails; an empty listing may say 0 (nothing missed)."""
+    answers = {"items": {"success": True, "data": [{"id": "a"}], "paging": {"start_offset": 0, "end_offset": 0, "total_count": 1}},
+               "empty": {"success": True, "data": [], "paging": {"start_offset": 0, "end_offset": 0, "total_count": 0}}}
+    which = ["items"]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answers[which[0]])
+
+    with mock_client(handler) as client:
+        with pytest.raises(ApiError, match="starts at offset 0, not 1"):
+            list(client.iter_recordings())
+        which[0] = "empty"
+        assert list(client.iter_recordings()) == [] and client.list_page().data == []
+
+
 def test_headers_sent():
     seen: list[httpx.Request] = []
 
@@ -597,3 +630,18 @@ def test_client_rejects_nonsense_settings():
         RealtimeKitClient(base_url="http://x", account_id="a", app_id="b", api_token="")
     with pytest.raises(ValueError):
         RealtimeKitClient(base_url="http://x", account_id="a", app_id="b", api_token="t", per_page=0)
+
+
+def test_a_run_against_pages_counted_from_zero_stops_with_one_line(sim, tmp_path):
+    """The same check seen by a user: `run` ends with the API exit code and one line that says
+    why, and archives nothing (rather than everything but the first page)."""
+    from pipeline import errors
+    from tests.helpers import write_config
+    from tests.inprocess import run_main
+
+    sim.faults.pages_from_zero = True
+    result = run_main("run", "--config", str(write_config(tmp_path, sim)), "--json")
+    payload = json.loads(result.stdout)
+    assert result.returncode == errors.EXIT_API and payload["exit_code"] == errors.EXIT_API
+    assert "count pages from 0" in payload["error"] and "\n" not in payload["error"]
+    assert not [path for path in (tmp_path / "nas").rglob("*") if path.is_file()]

@@ -293,6 +293,13 @@ def test_paging_offsets_and_an_empty_page_past_the_end(sim, http):
     assert len(ids) == len(set(ids)) == 20
 
 
+def test_pages_from_zero_fault_answers_page_one_with_the_second_page(sim, http):
+    sim.faults.pages_from_zero = True
+    first = list_all(http, sim, per_page=6, page_no=1, sort_order="ASC")
+    assert first["paging"] == {"total_count": 20, "start_offset": 7, "end_offset": 12}
+    assert [r.faults for r in sim.requests if r.kind == "api"][-1] == ["pages_from_zero"]
+
+
 def test_per_page_is_capped_by_the_server():
     with Simulator(recordings=9, max_per_page=4) as sim, httpx.Client(headers={"Authorization": f"Bearer {sim.token}"}) as http:
         body = list_all(http, sim, per_page=50)

@@ -1,5 +1,5 @@
 """Reading the API's answers for the client: JSON or not, the two error envelopes, Retry-After,
-and the list endpoint's paging (when a listing is complete)."""
+and the list endpoint's paging (when a listing is complete; whether pages count from 1)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from datetime import timezone
 from typing import Any
 
-from .models import Paging
+from .errors import ApiError
+from .models import Paging, short_repr
 
 # The official SDKs honour Retry-After only up to a minute; Cloudflare can ask for 5 minutes,
 # and the retry budget (max_retry_seconds) bounds the total anyway.
@@ -95,3 +96,20 @@ def listing_complete(paging: Paging | None, consumed: int) -> bool:
     if paging is None or paging.total_count is None:
         return False
     return max(paging.end_offset or 0, consumed) >= paging.total_count
+
+
+def check_first_page(where: str, raw_paging: Any, items: list[Any]) -> None:
+    """The documented first page starts at offset 1 (`start_offset 1, end_offset 30`), so page
+    numbers count from 1. If the API ever counts from 0, asking for page 1 would silently skip
+    the first page of recordings: refuse to list instead (one line, ApiError)."""
+    if not isinstance(raw_paging, Mapping) or "start_offset" not in raw_paging:
+        return  # no paging to check (the client then stops on total_count or an empty page)
+    paging = read_paging(raw_paging)
+    start = paging.start_offset if paging is not None else None
+    if start == 1 or (not items and not (paging and paging.total_count)):
+        return  # as documented, or nothing listed at all (an empty listing may say 0)
+    raise ApiError(
+        f"{where}: the first page starts at offset {short_repr(raw_paging.get('start_offset'))}, not 1: "
+        "the API's paging is not the documented one (it may count pages from 0); "
+        "refusing to list rather than miss recordings"
+    )

@@ -18,7 +18,7 @@ from tenacity import stop_before_delay
 
 from pipeline import __version__
 
-from .answers import decode, error_entries, listing_complete, parse_retry_after, read_paging
+from .answers import check_first_page, decode, error_entries, listing_complete, parse_retry_after, read_paging
 from .errors import POST_RETRYABLE_STATUSES, ApiAuthError, ApiError, ApiNotFound, RequestNotSent, is_retryable_status
 from .models import (
     ActiveRecording,
@@ -180,7 +180,7 @@ class RealtimeKitClient:
     # -- internals: records --------------------------------------------------------------------
 
     def _list_call(self, page_no: int, filters: Mapping[str, Any]) -> tuple[dict[str, Any], list[Any]]:
-        """One page of the list endpoint: (the answer, its items)."""
+        """One page of the list endpoint: (the answer, its items); the first page's paging checked."""
         params = _list_filters(filters) + [("page_no", str(page_no)), ("per_page", str(self.per_page))]
         body = self._call("GET", self._recordings_path, params=params)
         items = body.get("data")
@@ -188,6 +188,8 @@ class RealtimeKitClient:
             items = []
         if not isinstance(items, list):
             raise ApiError(f"GET /{self._recordings_path}: 'data' is not a list ({type(items).__name__})")
+        if page_no == 1:
+            check_first_page(f"GET /{self._recordings_path}", body.get("paging"), items)
         return body, items
 
     def _recording_path(self, recording_id: str) -> str:

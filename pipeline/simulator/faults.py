@@ -14,7 +14,8 @@ class Faults:
     """Switchable misbehaviour. Count fields hit the next N matching requests (-1 = until reset).
 
     API faults (checked in this order, after the token check): forbidden, rate_limit,
-    server_errors, html_answers, unsuccessful, broken_json, drop_answers; slow_answers delays.
+    server_errors, html_answers, unsuccessful, broken_json, drop_answers; slow_answers delays;
+    pages_from_zero makes the list endpoint count pages from 0 (page_no=1 is the second page).
     File faults: file_server_errors, drop_downloads, throttle_bps, ignore_range, size_mismatch.
     URL faults: expired_list_urls (list answers sign already-expired URLs), url_lifetime
     (a lifetime in seconds overriding the simulator's, e.g. to expire mid-transfer).
@@ -41,6 +42,7 @@ class Faults:
     drop_answers: int = 0  # connection closed half-way through an API answer
     slow_answers: int = 0
     slow_seconds: float = 1.0
+    pages_from_zero: bool = False  # list pages counted from 0: page_no=1 answers the second page
     expired_list_urls: int = 0
     url_lifetime: float | None = None
     file_server_errors: int = 0  # 503 on file downloads

@@ -143,6 +143,9 @@ class Api:
         if _one(query, "sort_order", "DESC").upper() == "DESC":
             matches.reverse()
         page_no = max(1, _int_param(query, "page_no", 1))
+        if self.faults.pages_from_zero:
+            page_no += 1  # page_no=1 answers what a 0-based API calls page 1: the second page
+            self.faults.note("pages_from_zero")
         per_page = _int_param(query, "per_page", DEFAULT_PER_PAGE) or DEFAULT_PER_PAGE
         per_page = min(per_page, self.sim.max_per_page)
         offset = (page_no - 1) * per_page
