@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -623,6 +625,21 @@ def test_redact_url():
     assert redact_url("http://[::1]:8080/f?s=1") == "http://[::1]:8080/f"
     assert redact_url("") == ""
     assert redact_url("http://bad:port/x?sig=1") == "http://bad:port/x"
+
+
+def test_loading_the_config_or_the_models_imports_no_http_library():
+    """Issue 10: the config reads DEFAULT_BASE_URL and RETENTION from pipeline.realtimekit, and
+    start-up must stay fast for `status`: neither the package face, its models nor the config
+    may import httpx or tenacity (only the client does, when first used)."""
+    code = ("import sys, pipeline.config, pipeline.realtimekit.models\n"
+            "from pipeline.realtimekit import DEFAULT_BASE_URL, RETENTION, ApiError, Recording\n"
+            "print(sorted(m for m in ('httpx', 'tenacity') if m in sys.modules))\n"
+            "from pipeline.realtimekit import RealtimeKitClient\n"
+            "print(sorted(m for m in ('httpx', 'tenacity') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            cwd=pipeline.__path__[0] + "/..")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[]", "['httpx', 'tenacity']"]
 
 
 def test_client_rejects_nonsense_settings():
