@@ -24,11 +24,11 @@ from pydantic import (
     OnErrorOmit,
     PrivateAttr,
     ValidationError,
-    ValidatorFunctionWrapHandler,
     WrapValidator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+from pydantic_core.core_schema import ValidatorFunctionWrapHandler
 
 from .wire import parse_api_time, redact_url
 
