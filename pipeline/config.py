@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from pipeline.archive import object_keys as keys
-from pipeline.api import DEFAULT_BASE_URL
+from pipeline.realtimekit import DEFAULT_BASE_URL
 from pipeline.errors import ConfigError
 from storage import TargetSettings, check_endpoint, settings_model, target_types
 

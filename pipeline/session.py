@@ -98,7 +98,7 @@ def open_targets(config: Config, only: str | None = None) -> Iterator[dict[str, 
 def make_client(config: Config):
     """The RealtimeKit API client (imported here, not at start-up: commands that only read the
     ledger never load the HTTP stack)."""
-    from pipeline.api import RealtimeKitClient
+    from pipeline.realtimekit import RealtimeKitClient
 
     if not config.api_token:
         raise errors.ConfigError(

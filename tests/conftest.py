@@ -1,19 +1,8 @@
 from __future__ import annotations
 
-import pytest
+from tests.simulated import simulator_fixture
 
-from pipeline.simulator import Simulator
-
-
-@pytest.fixture
-def sim():
-    """A simulator with no generated recordings: each test adds exactly what it needs."""
-    with Simulator(recordings=0, seed=3, min_size=10_000, max_size=300_000) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def busy_sim():
-    """A simulator with a generated mix: statuses, audio, disabled bucket, past retention."""
-    with Simulator(recordings=24, seed=5, min_size=10_000, max_size=400_000) as simulator:
-        yield simulator
+# A simulator with no generated recordings: each test adds exactly what it needs.
+sim = simulator_fixture("sim", recordings=0, seed=3, min_size=10_000, max_size=300_000)
+# A simulator with a generated mix: statuses, audio, disabled bucket, past retention.
+busy_sim = simulator_fixture("busy_sim", recordings=24, seed=5, min_size=10_000, max_size=400_000)

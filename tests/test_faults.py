@@ -10,7 +10,7 @@ import logging
 
 import pytest
 
-from pipeline.api import ApiAuthError, ApiError
+from pipeline.realtimekit import ApiAuthError, ApiError
 from pipeline.session import run_archive
 from pipeline.archive.download import RESUME_OVERLAP
 from tests.helpers import file_requests, ledger_rows, make_config, stored_digest

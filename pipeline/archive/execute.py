@@ -10,7 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 
-from pipeline.api import ApiError, ApiNotFound
+from pipeline.realtimekit import ApiError, ApiNotFound
 from pipeline.archive import object_keys as keys
 from pipeline.archive.bookkeeping import Book
 from pipeline.archive.completion import Completion

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pipeline.archive import object_keys as keys
 from pipeline.clock import iso_utc
 from pipeline.ledger import Known, ListedFile, ListedRecording
-from pipeline.api import RETENTION, Recording
+from pipeline.realtimekit import RETENTION, Recording
 
 
 @dataclass

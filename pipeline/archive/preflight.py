@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from pipeline import errors, retry
-from pipeline.api import ApiAuthError, ApiError
+from pipeline.realtimekit import ApiAuthError, ApiError
 from pipeline.config import Config
 from pipeline.errors import ConfigError
 from storage import ProbeResult, Target

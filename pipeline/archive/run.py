@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from pipeline import errors
-from pipeline.api import ApiAuthError, ApiError
+from pipeline.realtimekit import ApiAuthError, ApiError
 from pipeline.archive import preflight
 from pipeline.archive.bookkeeping import Book, RunSummary
 from pipeline.archive.context import Context

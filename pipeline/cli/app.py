@@ -92,7 +92,7 @@ def _flushed(code: int) -> int:
 
 def _run_command(args, argv: list[str]) -> Outcome:
     """Run the command; every exception becomes an Outcome with its documented exit code."""
-    from pipeline.api import ApiError
+    from pipeline.realtimekit import ApiError
 
     try:
         args.console = setup_logging(args)

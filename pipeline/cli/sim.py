@@ -24,9 +24,15 @@ def demo_config() -> str:
 
 
 def cmd_simulate(args) -> Outcome:
-    from pipeline import simulator
+    """Serve until SIGINT/SIGTERM; a setting out of range or a busy port is one line (exit 2)."""
+    from pipeline.simulator import SimulateError, serve
 
-    return Outcome(simulator.run(args))
+    settings = ("host", "port", "recordings", "seed", "url_lifetime", "min_size", "max_size", "days")
+    try:
+        serve(**{name: getattr(args, name) for name in settings})
+    except SimulateError as exc:
+        raise errors.ConfigError(str(exc)) from None
+    return Outcome(errors.EXIT_OK)
 
 
 def cmd_demo(args) -> Outcome:
