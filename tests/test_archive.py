@@ -8,7 +8,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-from pipeline.archive.execute import object_keys as keys
+from pipeline.archive import object_keys as keys
 from pipeline.session import run_archive
 from tests.helpers import expected_files, file_requests, ledger_rows, make_config, past_retention_files
 

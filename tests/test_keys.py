@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pipeline.archive.execute import object_keys as keys
+from pipeline.archive import object_keys as keys
 from pipeline.archive.hashing import BackgroundHasher, Hasher, hash_file
 from pipeline.redact import Redactor
 

@@ -7,6 +7,7 @@ code it records in the ledger is the one the command line returns."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -158,13 +159,15 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
         yield
         return
 
+    received = itertools.count()  # next() is one C call: two signals at once still count 0, then 1
+
     def handle(signum, _frame):
-        if stop.is_set():
+        if next(received):
             log.error("second %s: leaving now", signal.Signals(signum).name)
             os._exit(errors.EXIT_INTERRUPTED)
+        stop.set()  # before the log line: a second signal may arrive while it is written
         log.warning("%s received: finishing in-flight uploads, abandoning downloads; "
                     "send it again to quit at once", signal.Signals(signum).name)
-        stop.set()
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
