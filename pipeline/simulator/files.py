@@ -13,15 +13,13 @@ import secrets
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from .faults import Faults
 from .records import Rec, iso
+from .transport import Handler
 from .world import FILE_BYTES_LIMIT, World
-
-if TYPE_CHECKING:
-    from .server import Handler
 
 
 class FileServer:

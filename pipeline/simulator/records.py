@@ -10,12 +10,13 @@ import random
 import re
 import uuid
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline.realtimekit import RETENTION, format_api_time, parse_api_time
 
-if TYPE_CHECKING:
-    from .world import World
+# The World (world.py) these functions create recordings in: not imported (it imports this
+# module); any object with its attributes (rng, now, meetings, sessions, recs...) does.
+World = Any
 
 MEETING_TITLES = (
     "Weekly Sync",

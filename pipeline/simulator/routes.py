@@ -11,12 +11,17 @@ from datetime import datetime
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+from .envelopes import cf_error, rtk_error
 from .records import create, finish, iso, parse_time
+from .transport import Handler
 from .world import STATUSES
 
 if TYPE_CHECKING:
     from .records import Rec
-    from .server import Handler, Simulator
+
+# The Simulator (server.py) that owns the world these routes answer from: not imported (it
+# imports this module); any object with its attributes does.
+Simulator = Any
 
 API_PREFIX = "/client/v4"
 MAX_PER_PAGE = 100
@@ -294,16 +299,6 @@ def _control_action(sim: Simulator, method: str, path: str, payload: dict[str, A
 # ---------------------------------------------------------------------------------------------
 # Bodies and parameters
 # ---------------------------------------------------------------------------------------------
-
-
-def cf_error(code: int, message: str) -> dict[str, Any]:
-    """Cloudflare's API envelope (auth, routing, rate limits, gateway)."""
-    return {"success": False, "errors": [{"code": code, "message": message}], "messages": [], "result": None}
-
-
-def rtk_error(code: int, message: str) -> dict[str, Any]:
-    """RealtimeKit's own envelope."""
-    return {"success": False, "error": {"code": code, "message": message}}
 
 
 def _gateway_page(status: int) -> bytes:
