@@ -30,7 +30,7 @@ from pipeline.config import Config
 from pipeline.download import Download, DownloadedFile, SignedUrl
 from pipeline.errors import DownloadError, FileUnavailable, Interrupted, VerificationError, os_reason
 from pipeline.ledger import CopyRow, Ledger, iso_utc, utcnow
-from storage.base import LocalFile, NotFound, ObjectConflict, StorageError, StoredObject, Target
+from storage import LocalFile, NotFound, ObjectConflict, StorageError, StoredObject, Target
 
 log = logging.getLogger("rtk_archive.archive")
 # Copy states `verify` records; only a deep verify or a fresh verified put clears them.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-from storage.base import StoredObject, Target
+from storage import StoredObject, Target
 
 READ_CHUNK = 1 << 20
 

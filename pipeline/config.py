@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pipeline import keys
 from pipeline.api import DEFAULT_BASE_URL
 from pipeline.errors import ConfigError
-from storage.base import TargetSettings, check_endpoint
+from storage import TargetSettings, check_endpoint
 from storage.registry import settings_model, target_types
 
 DEFAULT_KEY_TEMPLATE = "{yyyy}/{mm}/{dd}/{recording_id}/{kind}-{file_name}"

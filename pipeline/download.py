@@ -38,7 +38,7 @@ import tenacity
 from pipeline.errors import DownloadError, FileUnavailable, Interrupted
 from pipeline.hashing import BackgroundHasher, Hasher, hash_file
 from pipeline.spool import SpoolSpace
-from storage.base import LocalFile
+from storage import LocalFile
 
 log = logging.getLogger("rtk_archive.download")
 

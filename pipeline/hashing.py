@@ -10,7 +10,7 @@ from pathlib import Path
 
 import google_crc32c
 
-from storage.base import Checksums
+from storage import Checksums
 
 CHUNK_SIZE = 1 << 20
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pipeline
 from pipeline.hashing import hash_file
 from pipeline.ledger import CopyRow, utcnow
-from storage.base import LocalFile
+from storage import LocalFile
 
 FORMAT = "rtk-archive-manifest/1"
 RECORDING_FIELDS = ("id", "meeting_id", "meeting_title", "session_id", "status", "output_file_name",

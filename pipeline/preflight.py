@@ -30,7 +30,7 @@ from pipeline import errors
 from pipeline.api import ApiAuthError, ApiError
 from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError
-from storage.base import ProbeResult, Target
+from storage import ProbeResult, Target
 from storage.local import nearest_existing
 
 log = logging.getLogger("rtk_archive.preflight")

@@ -26,7 +26,7 @@ from pipeline.hashing import hash_file
 from pipeline.ledger import Ledger, iso_utc
 from pipeline.lock import RunLock
 from pipeline.spool import prepare_spool
-from storage.base import LocalFile, StorageError, Target
+from storage import LocalFile, StorageError, Target
 from storage.registry import build_target
 
 log = logging.getLogger("rtk_archive.run")

@@ -28,7 +28,7 @@ from pipeline.config import Config
 from pipeline.errors import BookkeepingError
 from pipeline.ledger import CopyRow, Ledger, iso_utc
 from pipeline.runner import bookkeeping, note_audit_head, open_targets
-from storage.base import NotFound, StorageError, StoredObject, Target
+from storage import NotFound, StorageError, StoredObject, Target
 
 log = logging.getLogger("rtk_archive.verify")
 

@@ -10,25 +10,18 @@ import hashlib
 import json
 import os
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import google_crc32c
 import pytest
 from pydantic import ValidationError
 
-from pipeline.hashing import hash_file
-from storage import LocalFile, NotFound, PermanentStorageError, build_target
-from storage.gcs import GCSSettings, GCSTarget, retention_of
+from storage import NotFound, PermanentStorageError, build_target
+from storage.gcs.adapter import GCSTarget, retention_of
+from storage.gcs.settings import GCSSettings
 from tests.servers.gcs_emulator import service_account_json
+from tests.storage.files import source as local_file
 
 MiB = 1 << 20
-
-
-def local_file(tmp_path: Path, data: bytes, name: str = "f.mp4") -> LocalFile:
-    path = tmp_path / name
-    path.write_bytes(data)
-    hasher = hash_file(path)
-    return LocalFile(path=path, size=hasher.size, checksums=hasher.checksums())
 
 
 def settings(rig_gcs, prefix: str = "gcs-specific", **overrides) -> GCSSettings:
