@@ -39,3 +39,19 @@ class Capabilities:
     # Uploads go through temporary names a reader can see (local, sftp): a killed run leaves
     # them behind, and `sweep_partials` removes them.
     temporaries_visible: bool = False
+
+
+def folder_capabilities(digest: str, how_read_only: str) -> Capabilities:
+    """A folder (on this machine, or on an SSH server): every file is written to a visible
+    temporary name beside its final one and then linked or renamed there, which refuses an
+    existing name; READ_ONLY is a chmod the folder's owner can undo (so the tool can still remove
+    a probe file). `digest` is re-computed from the stored bytes at each stat."""
+    return Capabilities(
+        digests=frozenset({digest}), multipart_digests=frozenset({digest}),
+        retention_modes=("READ_ONLY",),
+        retention_note=f" ({how_read_only}; weaker: the owner can undo it)",
+        retention_timed=False,
+        retained_objects_removable=True,
+        conditional_create=True,
+        temporaries_visible=True,
+    )

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import google_crc32c
 from pydantic import Field, field_validator
 
-from storage.capabilities import Capabilities
+from storage.capabilities import folder_capabilities
 from storage.errors import NotFound, ObjectConflict, PermanentStorageError, RetryableStorageError, StorageError
 from storage.probe import PROBE_PREFIX
 from storage.settings import TargetSettings
@@ -31,16 +31,9 @@ LOW_SPACE = 1 << 30  # below this, the probe warns: one recording can be larger
 XATTR = f"user.{SHA256_METADATA_KEY}"
 
 
-CAPABILITIES = Capabilities(
-    # No checksum of its own: the CRC32C re-computed from the stored bytes at each stat.
-    digests=frozenset({"crc32c"}), multipart_digests=frozenset({"crc32c"}),
-    retention_modes=("READ_ONLY",),
-    retention_note=" (files made read-only after the rename; weaker: the owner can undo it)",
-    retention_timed=False,
-    retained_objects_removable=True,  # READ_ONLY is a chmod: the folder's owner can still unlink
-    conditional_create=True,  # link(2) refuses an existing name
-    temporaries_visible=True,
-)
+# A file has no checksum of its own: the CRC32C re-computed from the stored bytes. The final
+# name is made by link(2), which refuses an existing name.
+CAPABILITIES = folder_capabilities("crc32c", "files made read-only after the rename")
 
 
 class LocalSettings(TargetSettings):

@@ -3,10 +3,10 @@ backend's settings model extends TargetSettings and declares its Capabilities.""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from storage.capabilities import Capabilities
 
@@ -88,3 +88,7 @@ def check_endpoint(value: str | None) -> str | None:
     if parts.username or parts.password:
         raise ValueError("endpoint must not contain credentials")
     return value
+
+
+# A service URL override field, checked by check_endpoint.
+EndpointURL = Annotated[str | None, AfterValidator(check_endpoint)]

@@ -10,7 +10,7 @@ import json
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from storage.capabilities import Capabilities
-from storage.settings import TargetSettings, check_endpoint, unused_field
+from storage.settings import EndpointURL, TargetSettings, unused_field
 
 MiB = 1 << 20
 CHUNK_QUANTUM = 256 * 1024  # resumable chunks must be multiples of 256 KiB
@@ -64,7 +64,7 @@ class GCSSettings(TargetSettings):
     # Not used by gcs. Empty or absent is accepted so a storage_config can be copied as it is; a
     # value is refused, since it would be silently ignored (a key belongs in secret).
     access_key: SecretStr | None = None
-    endpoint: str | None = None  # service URL override (emulators, private endpoints)
+    endpoint: EndpointURL = None  # service URL override (emulators, private endpoints)
     project: str | None = None  # billing project; object operations do not need one
     chunk_size: int = Field(default=16 * MiB, ge=CHUNK_QUANTUM, le=1024 * MiB)
 
@@ -82,11 +82,6 @@ class GCSSettings(TargetSettings):
         unused_field(value, "access_key is not used by gcs targets: put the service-account key "
                             "JSON in secret and leave access_key empty")
         return None
-
-    @field_validator("endpoint")
-    @classmethod
-    def _valid_endpoint(cls, value: str | None) -> str | None:
-        return check_endpoint(value)
 
     @field_validator("chunk_size")
     @classmethod

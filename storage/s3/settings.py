@@ -9,7 +9,7 @@ from typing import ClassVar
 from pydantic import Field, SecretStr, create_model, field_validator, model_validator
 
 from storage.s3.providers import AWS, PROVIDERS, S3Provider
-from storage.settings import TargetSettings, check_endpoint
+from storage.settings import EndpointURL, TargetSettings
 
 MiB = 1 << 20
 # S3 refuses parts under 5 MiB (except the last); s3transfer caps a file at 10,000 parts and
@@ -31,7 +31,7 @@ class S3CompatibleSettings(TargetSettings):
     secret: SecretStr | None = None  # secret access key
     bucket: str = Field(min_length=1)
     region: str | None = None
-    endpoint: str | None = None  # service URL override (S3-compatible stores, test servers)
+    endpoint: EndpointURL = None  # service URL override (S3-compatible stores, test servers)
     account_id: str | None = None  # names the endpoint where the provider's pattern uses it (r2)
     storage_class: str | None = None
     multipart_threshold: int = Field(default=64 * MiB, ge=MIN_PART_SIZE)
@@ -55,11 +55,6 @@ class S3CompatibleSettings(TargetSettings):
         if not _REGION.match(value):
             raise ValueError(f"region {value!r} is not a region name like us-east-1 or nyc3")
         return value
-
-    @field_validator("endpoint")
-    @classmethod
-    def _check_endpoint(cls, value: str | None) -> str | None:
-        return check_endpoint(value)
 
     @field_validator("account_id")
     @classmethod

@@ -11,24 +11,16 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
-from storage.capabilities import Capabilities
+from storage.capabilities import folder_capabilities
 from storage.settings import TargetSettings
 
 HOST_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
                   "ecdsa-sha2-nistp521")
 
 
-CAPABILITIES = Capabilities(
-    # SFTP keeps no metadata: the server's own `sha256sum` of the stored bytes, where the
-    # account may run it (remote_checksum); the stored SHA-256 is that same digest.
-    digests=frozenset({"sha256"}), multipart_digests=frozenset({"sha256"}),
-    retention_modes=("READ_ONLY",),
-    retention_note=" (chmod 0444 after the rename; weaker: the owner can undo it)",
-    retention_timed=False,
-    retained_objects_removable=True,  # READ_ONLY is a chmod: the folder's owner can still remove
-    conditional_create=True,  # SFTP RENAME refuses an existing name
-    temporaries_visible=True,
-)
+# SFTP keeps no metadata: the server's own `sha256sum` of the stored bytes, where the account may
+# run it (remote_checksum). SFTP's RENAME refuses an existing name.
+CAPABILITIES = folder_capabilities("sha256", "chmod 0444 after the rename")
 
 
 class SFTPSettings(TargetSettings):
