@@ -19,9 +19,8 @@ from pydantic import Field, field_validator
 
 from storage.capabilities import folder_capabilities
 from storage.errors import NotFound, ObjectConflict, PermanentStorageError, RetryableStorageError, StorageError
-from storage.probe import PROBE_PREFIX
 from storage.settings import TargetSettings
-from storage.target import Target, check_key, is_partial, partial_name
+from storage.target import PROBE_PREFIX, Target, check_key, is_partial, partial_name
 from storage.values import SHA256_METADATA_KEY, LocalFile, ProbeResult, Retention, StoredObject
 
 COPY_BUFFER = 8 << 20  # large: one read and one write per 8 MiB across file systems

@@ -32,9 +32,8 @@ from storage.errors import (
     is_retryable_status,
     require_sdk,
 )
-from storage.probe import PROBE_BYTES
 from storage.protection import iso_utc, missing_protection, retain_until
-from storage.target import Target
+from storage.target import PROBE_BYTES, Target
 from storage.values import SHA256_METADATA_KEY, BucketRetention, LocalFile, Retention, StoredObject
 
 SDK_PACKAGE = "azure-storage-blob"

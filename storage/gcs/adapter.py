@@ -29,9 +29,8 @@ from storage.gcs.errors import (
     no_bucket,
 )
 from storage.gcs.settings import GCS_RETENTION_MODES, GCSSettings, credentials_info
-from storage.probe import PROBE_BYTES
 from storage.protection import iso_utc, missing_protection, retain_until
-from storage.target import Target
+from storage.target import PROBE_BYTES, Target
 from storage.values import SHA256_METADATA_KEY, BucketRetention, LocalFile, Retention, StoredObject
 
 SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]

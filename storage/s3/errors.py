@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from storage.errors import (
     NotFound,
@@ -17,8 +17,17 @@ from storage.errors import (
     is_retryable_status,
 )
 
-if TYPE_CHECKING:
-    from storage.s3.adapter import S3Target
+
+class S3Facts(Protocol):
+    """What the messages need to know of the target (an S3Target, storage/s3/adapter.py)."""
+
+    name: str
+    bucket: str
+    settings: Any
+
+    def where(self) -> str: ...
+
+    def missing_bucket(self) -> str: ...
 
 _ERROR_CODE = re.compile(r"[^A-Za-z0-9.]")
 
@@ -37,7 +46,7 @@ def http_status(exc: Exception) -> int | None:
     return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
 
 
-def classify(target: S3Target, exc: Exception, action: str) -> StorageError:
+def classify(target: S3Facts, exc: Exception, action: str) -> StorageError:
     botocore_exceptions = sys.modules.get("botocore.exceptions")
     # botocore is imported whenever one of its exceptions exists, so looking it up in
     # sys.modules never imports an SDK just to classify an unrelated error.
@@ -53,14 +62,14 @@ def classify(target: S3Target, exc: Exception, action: str) -> StorageError:
     return RetryableStorageError(f"{action}: {type(exc).__name__}", target=target.name)
 
 
-def _client_error(target: S3Target, exc, action: str) -> StorageError:
+def _client_error(target: S3Facts, exc, action: str) -> StorageError:
     error = exc.response.get("Error", {})
     code = _ERROR_CODE.sub("", str(error.get("Code", "")))[:64] or "unknown"
     rule = _RULES.get(code, _by_status)
     return rule(target, action, code, http_status(exc), error)
 
 
-def _botocore_error(target: S3Target, exc, action: str, errors) -> StorageError:
+def _botocore_error(target: S3Facts, exc, action: str, errors) -> StorageError:
     kind, name, where = type(exc).__name__, target.name, target.where()
     if isinstance(exc, (errors.NoCredentialsError, errors.PartialCredentialsError)):
         return PermanentStorageError(

@@ -27,14 +27,20 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from storage.errors import NotFound, ObjectConflict, PermanentStorageError, RetryableStorageError, StorageError, require_sdk
-from storage.probe import PROBE_PREFIX
+from storage.errors import (
+    NotFound,
+    ObjectConflict,
+    PermanentStorageError,
+    RetryableStorageError,
+    StorageError,
+    require_sdk,
+)
 from storage.sftp import remote
 from storage.sftp.errors import classify
 from storage.sftp.login import load_private_key, open_session
 from storage.sftp.pool import Session, SessionPool, dropped
 from storage.sftp.settings import SFTPSettings
-from storage.target import Target, is_partial, partial_name
+from storage.target import PROBE_PREFIX, Target, is_partial, partial_name
 from storage.values import LocalFile, Retention, StoredObject
 
 log = logging.getLogger(__name__)

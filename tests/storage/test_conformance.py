@@ -17,7 +17,7 @@ from storage import (
     settings_model,
     target_types,
 )
-from storage.probe import PROBE_PREFIX
+from storage.target import PROBE_PREFIX
 from tests.storage import conftest as storage_conftest
 from tests.storage.files import FailingFile, local_file, make_target, read_back, write
 

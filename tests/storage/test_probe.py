@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from storage.probe import PROBE_PREFIX
+from storage.target import PROBE_PREFIX
 from tests.servers.process import free_port
 from tests.storage.files import make_target
 
