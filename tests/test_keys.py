@@ -39,9 +39,18 @@ def test_dot_names_never_hide_or_climb():
 
 
 def test_long_unicode_names_are_cut_on_a_character_boundary_keeping_the_extension():
-    name = keys.video_file_name("réunion-" * 60 + ".mp4", "r")
-    assert len(name.encode()) <= keys.MAX_NAME_BYTES and name.endswith(".mp4")
-    name.encode().decode("utf-8")  # still valid UTF-8
+    """Rule: "Hostile input is contained ... at most 180 bytes": a long name is cut to the
+    longest whole-character prefix that fits with its extension, never mid-character."""
+    stem = "ré" * 100  # 3 bytes a pair: the 176-byte budget ends inside an "é"
+    name = keys.video_file_name(stem + ".mp4", "r")
+    assert name.endswith(".mp4")
+    kept = name[: -len(".mp4")]
+    assert stem.startswith(kept)  # a prefix of the original: nothing replaced, nothing re-ordered
+    assert len(name.encode()) <= keys.MAX_NAME_BYTES
+    # The longest such prefix: one more character would not fit. The budget ends inside a
+    # two-byte "é", so a byte cut would leave half a character; a character cut drops it whole.
+    assert len((stem[: len(kept) + 1] + ".mp4").encode()) > keys.MAX_NAME_BYTES
+    assert stem.encode()[: keys.MAX_NAME_BYTES - 4] != kept.encode()
 
 
 def test_hostile_recording_ids_stay_in_one_component():

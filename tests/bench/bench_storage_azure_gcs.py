@@ -3,12 +3,12 @@
     python tests/bench/bench_storage_azure_gcs.py [--size-mb 200] [--rounds 3]
 
 Starts Azurite and gcp-storage-emulator on 127.0.0.1, writes one random file, and uploads it in
-alternating rounds: (a) the SDK's plain upload (azure `upload_blob(max_concurrency=…)`, gcs
+rounds whose order rotates: (a) the SDK's plain upload (azure `upload_blob(max_concurrency=…)`, gcs
 `upload_from_filename` with the same chunk size), (b) the adapter's `put`, which adds the
 stat-before-put, the checksums and the stat afterwards, and, to tell where the difference comes
 from, (c) the SDK's upload with the same integrity options as the adapter (azure
 `validate_content=True` + Content-MD5, gcs declared md5Hash/crc32c + `checksum="crc32c"`).
-Alternating keeps drift in the emulators from favouring one side. Each object is deleted after its round so
+Rotating the order keeps drift in the emulators from favouring one side. Each object is deleted after its round so
 the in-memory GCS emulator does not grow. The emulators bound the speed: compare the two columns
 of one run, not figures from different days.
 """
@@ -119,10 +119,13 @@ def gcs_rounds(server, src: LocalFile, rounds: int) -> dict[str, list[float]]:
 
 
 def run_rounds(variants: dict, rounds: int, delete) -> dict[str, list[float]]:
-    """Each round runs every variant once, in turn, on a fresh key, then deletes the object."""
+    """Each round runs every variant once, on a fresh key, then deletes the object; the order
+    of the variants rotates from round to round, so none always goes first."""
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, (upload, stored_key) in variants.items():
+    names = list(variants)
+    for round_no in range(rounds):
+        for name in names[round_no % len(names):] + names[:round_no % len(names)]:
+            upload, stored_key = variants[name]
             key = f"{uuid.uuid4().hex}.mp4"
             times[name].append(timed(upload, key))
             delete(stored_key(key))
@@ -151,7 +154,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rtk-bench-") as tmp:
         folder = Path(tmp)
         src = make_file(folder, args.size_mb)
-        print(f"file: {src.size / 1e6:.0f} MB, {args.rounds} rounds, variants alternating")
+        print(f"file: {src.size / 1e6:.0f} MB, {args.rounds} rounds, the order of the variants rotating")
         (folder / "azurite").mkdir()
         with running_azurite(folder / "azurite") as azurite:
             report("azure", src.size, azure_rounds(azurite, src, args.rounds))
