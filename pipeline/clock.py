@@ -1,20 +1,15 @@
-"""The one timestamp format of rtk-archive: ISO 8601 in UTC with milliseconds and a `Z`
-(`2026-11-30T02:30:00.000Z`), as RealtimeKit writes its own. The ledger, the audit log, the
-manifests, the reports and the API's query parameters all use it, so they sort and compare as
-text."""
+"""Time as rtk-archive writes it: the one timestamp format (defined once, in storage.values,
+the lowest layer: ISO 8601 in UTC with milliseconds and a Z, `2026-11-30T02:30:00.000Z`, as
+RealtimeKit writes its own), now, and reading it back. The ledger, the audit log, manifests,
+reports and the API's query parameters all use it, so they sort and compare as text."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from storage import iso_utc
 
-def iso_utc(value: datetime | None) -> str | None:
-    """`value` in the one format; a naive datetime is taken as UTC; None stays None."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+__all__ = ["from_iso", "iso_utc", "utcnow"]
 
 
 def utcnow() -> str:

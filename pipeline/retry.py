@@ -11,6 +11,8 @@ from collections.abc import Callable
 import tenacity
 
 Wait = Callable[[tenacity.RetryCallState], float]
+State = tenacity.RetryCallState
+GaveUp = tenacity.RetryError  # .last_attempt: the last attempt's number and outcome
 
 
 def backoff(initial: float = 1.0, maximum: float = 30.0) -> Wait:
@@ -20,11 +22,14 @@ def backoff(initial: float = 1.0, maximum: float = 30.0) -> Wait:
 
 def policy(*, retry, attempts: int | None = None, seconds: float | None = None, stop=None, wait: Wait | None = None,
            log: logging.Logger | None = None, what: str = "", before_sleep=None,
-           sleep: Callable[[float], None] | None = None, last_result: bool = False) -> tenacity.Retrying:
+           sleep: Callable[[float], None] | None = None, last_result: bool = False,
+           reraise: bool = True) -> tenacity.Retrying:
     """A retry policy: `retry` decides what is retried (a tenacity retry condition); it stops
     after `attempts` tries or `seconds` (or the caller's own `stop`); `log` gets one warning
-    before each wait (or the caller's own `before_sleep` says what it wants). With `last_result` a policy on results returns the last result as it is
-    when it gives up; otherwise the last exception is raised as it is."""
+    before each wait (or the caller's own `before_sleep` says what it wants). With
+    `last_result` a policy on results returns the last result as it is when it gives up;
+    otherwise the last exception is raised as it is (or, with reraise=False,
+    wrapped in a GaveUp that knows how many attempts were made)."""
     stops = [s for s in (stop, attempts and tenacity.stop_after_attempt(attempts),
                          seconds is not None and tenacity.stop_after_delay(seconds)) if s]
     kwargs = {}
@@ -37,7 +42,7 @@ def policy(*, retry, attempts: int | None = None, seconds: float | None = None, 
         stop=_any(stops),
         wait=wait or backoff(),
         before_sleep=before_sleep or (_logger(log, what, attempts) if log else None),
-        reraise=not last_result,
+        reraise=reraise and not last_result,
         **kwargs)
 
 
@@ -70,3 +75,8 @@ def _logger(log: logging.Logger, what: str, attempts: int | None):
 
 def on_exception_type(*types: type[BaseException]):
     return tenacity.retry_if_exception_type(types)
+
+
+def before_delay(seconds: float):
+    """Stop before a wait would end later than `seconds` after the first attempt."""
+    return tenacity.stop_before_delay(seconds)

@@ -1,25 +1,26 @@
-"""Storage adapters: one module per backend behind the small protocol in storage.base."""
+"""Storage: one adapter per backend behind the protocol in storage/target.py. This is the face
+the pipeline imports from; nothing in `storage` imports the pipeline."""
 
-from storage.base import (
-    Checksums,
-    LocalFile,
+from storage.capabilities import Capabilities
+from storage.errors import (
     MissingSDK,
     NotFound,
     ObjectConflict,
     PermanentStorageError,
-    ProbeResult,
-    Retention,
     RetryableStorageError,
     StorageError,
-    StoredObject,
-    Target,
-    TargetSettings,
-    check_endpoint,
+    is_retryable_status,
 )
+from storage.local import nearest_existing
+from storage.protection import describe_missing, missing_protection
 from storage.registry import build_target, settings_model, target_types
+from storage.settings import TargetSettings, check_endpoint
+from storage.target import Target
+from storage.values import Checksums, LocalFile, ProbeResult, Retention, StoredObject, iso_utc
 
 __all__ = [
-    "Checksums", "LocalFile", "MissingSDK", "NotFound", "ObjectConflict", "PermanentStorageError", "ProbeResult",
-    "Retention", "RetryableStorageError", "StorageError", "StoredObject", "Target", "TargetSettings",
-    "build_target", "check_endpoint", "settings_model", "target_types",
+    "Capabilities", "Checksums", "LocalFile", "MissingSDK", "NotFound", "ObjectConflict",
+    "PermanentStorageError", "ProbeResult", "Retention", "RetryableStorageError", "StorageError",
+    "StoredObject", "Target", "TargetSettings", "build_target", "check_endpoint", "describe_missing",
+    "is_retryable_status", "iso_utc", "missing_protection", "nearest_existing", "settings_model", "target_types",
 ]

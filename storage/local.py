@@ -10,7 +10,6 @@ import os
 import shutil
 import stat as stat_module
 import threading
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
@@ -18,24 +17,12 @@ from urllib.parse import quote
 import google_crc32c
 from pydantic import Field, field_validator
 
-from storage.base import (
-    PROBE_PREFIX,
-    check_key,
-    SHA256_METADATA_KEY,
-    LocalFile,
-    NotFound,
-    ObjectConflict,
-    PermanentStorageError,
-    ProbeResult,
-    Retention,
-    RetryableStorageError,
-    StorageError,
-    StoredObject,
-    Target,
-    TargetSettings,
-)
+from storage.capabilities import folder_capabilities
+from storage.errors import NotFound, ObjectConflict, PermanentStorageError, RetryableStorageError, StorageError
+from storage.settings import TargetSettings
+from storage.target import PROBE_PREFIX, Target, check_key, is_partial, partial_name
+from storage.values import SHA256_METADATA_KEY, LocalFile, ProbeResult, Retention, StoredObject
 
-PARTIAL_MARKER = ".rtk-partial-"
 COPY_BUFFER = 8 << 20  # large: one read and one write per 8 MiB across file systems
 HASH_BUFFER = 2 << 20
 LOW_SPACE = 1 << 30  # below this, the probe warns: one recording can be larger
@@ -43,10 +30,13 @@ LOW_SPACE = 1 << 30  # below this, the probe warns: one recording can be larger
 XATTR = f"user.{SHA256_METADATA_KEY}"
 
 
+# A file has no checksum of its own: the CRC32C re-computed from the stored bytes. The final
+# name is made by link(2), which refuses an existing name.
+CAPABILITIES = folder_capabilities("crc32c", "files made read-only after the rename")
+
+
 class LocalSettings(TargetSettings):
-    retention_modes = ("READ_ONLY",)
-    retention_note = " (files made read-only after the rename; weaker: the owner can undo it)"
-    retention_timed = False
+    capabilities = CAPABILITIES
 
     type: str = "local"
     path: str = Field(min_length=1)  # the folder
@@ -60,7 +50,6 @@ class LocalSettings(TargetSettings):
 class LocalTarget(Target):
     type = "local"
     settings_model = LocalSettings
-    retained_objects_removable = True  # READ_ONLY is a chmod: the folder's owner can still unlink
 
     def __init__(self, settings: LocalSettings):
         super().__init__(settings)
@@ -103,7 +92,7 @@ class LocalTarget(Target):
     def _upload(self, file: LocalFile, full_key: str, metadata: Mapping[str, str]) -> StoredObject:
         final = self._path(full_key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        temp = final.with_name(f".{final.name}{PARTIAL_MARKER}{uuid.uuid4().hex}")
+        temp = final.with_name(partial_name(final.name))
         try:
             if not (file.disposable and _take_by_link(file.path, temp)):
                 with file.open() as src, open(temp, "xb") as fh:
@@ -170,7 +159,7 @@ class LocalTarget(Target):
             return 0
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
-                if PARTIAL_MARKER in name and name.startswith("."):
+                if is_partial(name):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(os.path.join(dirpath, name))
                         removed += 1

@@ -1,20 +1,25 @@
-"""The target registry: a `type` string (RealtimeKit's storage_config.type, plus `local`) maps
-to the adapter class. Modules are imported only when a type is used, and adapters import their
-SDK only when they connect, so a user archiving to SFTP never needs the Azure SDK."""
+"""The target registry: a `type` string (RealtimeKit's storage_config.type, plus `local` and the
+S3-compatible providers) maps to its adapter. Modules are imported only when a type is used,
+and adapters import their SDK only when they connect, so a user archiving to SFTP never needs
+the Azure SDK."""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 
-from storage.base import Target, TargetSettings
+from storage.s3.providers import PROVIDERS as S3_PROVIDERS
+from storage.settings import TargetSettings
+from storage.target import Target
 
+# type -> "module:name". Every S3-compatible provider is one adapter with a class per provider
+# profile (storage/s3/providers.py): its name is a table of them, looked up by type.
 _ADAPTERS: dict[str, str] = {
     "local": "storage.local:LocalTarget",
-    "aws": "storage.s3:S3Target",
-    "digitalocean": "storage.s3:SpacesTarget",
-    "azure": "storage.azure:AzureTarget",
-    "gcs": "storage.gcs:GCSTarget",
-    "sftp": "storage.sftp:SFTPTarget",
+    **dict.fromkeys(S3_PROVIDERS, "storage.s3.adapter:ADAPTERS"),
+    "azure": "storage.azure.adapter:AzureTarget",
+    "gcs": "storage.gcs.adapter:GCSTarget",
+    "sftp": "storage.sftp.target:SFTPTarget",
 }
 
 
@@ -23,21 +28,15 @@ def target_types() -> list[str]:
     return list(_ADAPTERS)
 
 
-def register(type_name: str, dotted: str) -> None:
-    """Add an adapter ("package.module:Class"); a type that is already taken is refused."""
-    if type_name in _ADAPTERS:
-        raise ValueError(f"storage type {type_name!r} is already registered")
-    _ADAPTERS[type_name] = dotted
-
-
 def adapter_class(type_name: str) -> type[Target]:
     try:
         dotted = _ADAPTERS[type_name]
     except KeyError:
         known = ", ".join(_ADAPTERS)
         raise ValueError(f"unknown target type {type_name!r} (known types: {known})") from None
-    module_name, class_name = dotted.split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    module_name, name = dotted.split(":")
+    found = getattr(importlib.import_module(module_name), name)
+    return found[type_name] if isinstance(found, Mapping) else found
 
 
 def settings_model(type_name: str) -> type[TargetSettings]:

@@ -59,7 +59,7 @@ def test_bad_config_exits_2_with_one_line_and_no_traceback(tmp_path):
     assert result.returncode == errors.EXIT_USAGE
     assert result.stderr.strip().splitlines() == [
         f"rtk-archive: error: {path}: targets[0] (x).type: unknown target type 'ftp' "
-        "(one of local, aws, digitalocean, azure, gcs, sftp)"]
+        "(one of local, aws, digitalocean, r2, b2, wasabi, minio, azure, gcs, sftp)"]
 
 
 def test_missing_token_is_a_config_error(sim, tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.local import PARTIAL_MARKER
+from storage.target import PARTIAL_MARKER
 from tests.helpers import expected_files, file_requests, ledger_rows, run_cli, write_config
 from tests.mounts import ext4, fill, needs_root, read_only, tmpfs
 

@@ -563,7 +563,7 @@ def test_a_copy_without_the_requested_write_once_protection_is_not_marked_archiv
     result = run_archive(make_config(tmp_path, sim, targets=locked), command="test")
 
     assert (result.summary.archived, result.summary.failed, result.exit_code) == (0, 1, 1)
-    assert "retention READ_ONLY was requested but the object carries none" in result.summary.problems[0]
+    assert "write-once protection missing: retention READ_ONLY (the object carries none)" in result.summary.problems[0]
     assert ledger_rows(tmp_path / "ledger.db", "SELECT state FROM copies") == [{"state": "failed"}]
     # Where the copy is new, it is protected, verified as such, and the ledger records it.
     fresh = run_archive(make_config(tmp_path / "fresh", sim, targets=[{**locked[0], "path": str(tmp_path / "ro")}]),

@@ -17,7 +17,7 @@ from pipeline.redact import REDACTOR, Redactor, RedactingFilter
 from pipeline.simulator import Simulator
 from tests.helpers import run_cli, write_config
 from tests.inprocess import run_main
-from tests.storage.rig_aws import rig_aws  # noqa: F401  (fixtures: real servers)
+from tests.storage.rig_s3 import rig_aws  # noqa: F401  (fixtures: real servers)
 from tests.storage.rig_azure import rig_azure  # noqa: F401
 from tests.storage.rig_sftp import rig_sftp  # noqa: F401
 

@@ -27,7 +27,7 @@ from pipeline.archive import object_keys as keys
 from pipeline.config import parse_config
 from pipeline.errors import ConfigError
 from pipeline.simulator import STATUSES, Simulator
-from storage.base import check_key
+from storage.target import check_key
 from tests.helpers import cli_command, cli_env, config_dict, to_toml
 from tests.inprocess import run_main
 

@@ -13,6 +13,7 @@ import httpx
 
 from pipeline.archive.checkpoints import Validator
 from pipeline.errors import DownloadError, FileUnavailable
+from storage import is_retryable_status
 
 log = logging.getLogger("rtk_archive.download")
 
@@ -48,7 +49,7 @@ class AnswerRules:
         status = response.status_code
         if status in (200, 206):
             return
-        if status in (408, 429) or status >= 500:
+        if is_retryable_status(status):
             raise Retryable(f"file server answered HTTP {status}")
         if status == 404:
             raise FileUnavailable(f"{self.label}: the file server answered 404: the file is gone")

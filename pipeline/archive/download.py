@@ -32,7 +32,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import tenacity
 
 from pipeline import retry
 from pipeline.archive.answers import AnswerRules, Restart, Retryable
@@ -167,7 +166,7 @@ class Download(AnswerRules):
 
     # ----------------------------------------------------------------- budgets
 
-    def _give_up(self, state: tenacity.RetryCallState) -> bool:
+    def _give_up(self, state: retry.State) -> bool:
         """After a failed attempt: give up after `attempts` failures, or `max_seconds`, in a
         row without progress. Progress (passing the furthest byte reached so far) renews both,
         so a long file is never abandoned while it advances; restarting from 0 is no progress."""
@@ -179,11 +178,11 @@ class Download(AnswerRules):
         self._failures += 1
         return self._failures >= self.attempts or now - self._last_progress >= self.max_seconds
 
-    def _pause(self, state: tenacity.RetryCallState) -> float:
+    def _pause(self, state: retry.State) -> float:
         """Exponential backoff with jitter, counted from the last progress."""
         return min(30.0, self.backoff * 2 ** (self._failures - 1) + random.uniform(0, self.backoff))
 
-    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+    def _log_retry(self, state: retry.State) -> None:
         exc = state.outcome.exception() if state.outcome else None
         log.warning("%s: %s; retrying from byte %d (attempt %d of %d since the last progress)", self.label, exc,
                     self.offset, self._failures + 1, self.attempts)

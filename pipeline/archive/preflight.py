@@ -28,8 +28,8 @@ from pipeline import errors, retry
 from pipeline.realtimekit import ApiAuthError, ApiError
 from pipeline.config import Config
 from pipeline.errors import ConfigError
-from storage import ProbeResult, Target
-from storage.local import nearest_existing
+from storage import ProbeResult, Target, nearest_existing
+
 
 log = logging.getLogger("rtk_archive.preflight")
 

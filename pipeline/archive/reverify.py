@@ -134,7 +134,7 @@ class _Checker:
         """A recorded problem whose object, re-read, is the archived file's exact bytes: archived
         again, as found, if it also carries the write-once protection a fresh put would need."""
         retention_problems, _ = compare_copy(stored, size=size, digests=digests,
-                                             retention=target.settings.retention_mode)
+                                             protection=target.settings)
         if retention_problems:
             self._problem(row, "mismatch", "; ".join(retention_problems))
             return

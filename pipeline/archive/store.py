@@ -43,7 +43,7 @@ def store_file(book: Book, target: Target, rid: str, kind: str, key: str, local:
         _refuse_altered(book, target, rid, kind, key, local)
         stored = put_with_retries(book, target, key, local, {"rtk_recording_id": ascii_metadata(rid), "rtk_kind": kind})
         book.audit("stored", recording_id=rid, kind=kind, target=target.name, key=key, uri=stored.uri)
-        verified_by = verify_copy(local, stored, target.name, retention=target.settings.retention_mode)
+        verified_by = verify_copy(local, stored, target.name, protection=target.settings)
     except (StorageError, VerificationError) as exc:
         reason = str(exc)
         ledger.record_copy_failure(rid, kind, target.name, key=key, error=reason)

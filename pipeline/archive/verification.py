@@ -8,21 +8,21 @@ import hashlib
 from collections.abc import Mapping
 
 from pipeline.errors import VerificationError
-from storage import LocalFile, StoredObject, Target
+from storage import LocalFile, StoredObject, Target, TargetSettings, describe_missing, missing_protection
 
 READ_CHUNK = 1 << 20
 
 
 def compare_copy(stored: StoredObject, *, size: int | None, digests: Mapping[str, str | None],
-                 retention: str | None = None) -> tuple[list[str], list[str]]:
+                 protection: TargetSettings | None = None) -> tuple[list[str], list[str]]:
     """Compare what the backend reports for a copy (size, the SHA-256 stored with it, the
-    digests the backend computed itself, and the write-once protection when one is required)
-    with the file's size and digests. Returns (problems, what was compared)."""
+    digests the backend computed itself, and the write-once protection the target's settings
+    ask for, when given) with the file's size and digests. Returns (problems, what was compared)."""
     problems: list[str] = []
     compared: list[str] = []
-    if retention and (stored.retention is None or stored.retention.mode != retention):
-        found = stored.retention.mode if stored.retention else "none"
-        problems.append(f"retention {retention} was requested but the object carries {found}")
+    missing = missing_protection(protection, stored) if protection is not None else []
+    if missing:
+        problems.append(f"write-once protection missing: {describe_missing(protection, stored, missing)}")
     if size is not None:
         compared.append("size")
         if stored.size != size:
@@ -61,12 +61,13 @@ def compare_bytes(found: tuple[int, str], *, size: int | None, sha256: str | Non
             f"with SHA-256 {sha256 or '?'} (content altered)"]
 
 
-def verify_copy(local: LocalFile, stored: StoredObject, target_name: str, *, retention: str | None = None) -> str:
+def verify_copy(local: LocalFile, stored: StoredObject, target_name: str, *,
+                protection: TargetSettings | None = None) -> str:
     """Compare a copy just stored with the file it came from (and, when the target asks for
     write-once protection, check the copy carries it); returns what was compared. Raises
     VerificationError on any difference: the copy is then not marked archived."""
     problems, compared = compare_copy(stored, size=local.size, digests=local.checksums.as_dict(),
-                                      retention=retention)
+                                      protection=protection)
     if problems:
         raise VerificationError(f"target '{target_name}': copy at {stored.uri} does not match the download: "
                                 + "; ".join(problems) + "; it was not marked archived")

@@ -13,8 +13,7 @@ from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
-from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception, stop_after_attempt
-from tenacity import stop_before_delay
+from pipeline import retry
 
 from pipeline import __version__
 
@@ -232,16 +231,12 @@ class RealtimeKitClient:
         json: Any = None,
     ) -> dict[str, Any]:
         """One API call, retried per policy; returns the decoded success envelope."""
-        retrying = Retrying(
-            stop=stop_after_attempt(self.max_retries + 1) | stop_before_delay(self.max_retry_seconds),
-            wait=self._wait,
-            retry=retry_if_exception(lambda exc: _should_retry(method, exc)),
-            before_sleep=self._log_retry,
-            sleep=self.sleep,
-        )
+        retrying = retry.policy(retry=retry.on_exception(lambda exc: _should_retry(method, exc)),
+                                attempts=self.max_retries + 1, stop=retry.before_delay(self.max_retry_seconds),
+                                wait=self._wait, before_sleep=self._log_retry, sleep=self.sleep, reraise=False)
         try:
             return retrying(self._call_once, method, path, params, json)
-        except RetryError as exc:
+        except retry.GaveUp as exc:
             last = exc.last_attempt.exception()
             attempts = exc.last_attempt.attempt_number
             if not isinstance(last, ApiError):  # only ApiErrors are retried; keep mypy honest
@@ -309,7 +304,7 @@ class RealtimeKitClient:
             )
         return body
 
-    def _wait(self, state: RetryCallState) -> float:
+    def _wait(self, state: retry.State) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, ApiError) and exc.retry_after is not None:
             return exc.retry_after
@@ -317,7 +312,7 @@ class RealtimeKitClient:
         base = min(self.backoff_initial * 2 ** (state.attempt_number - 1), self.backoff_max)
         return base * (1 - 0.25 * random.random())
 
-    def _log_retry(self, state: RetryCallState) -> None:
+    def _log_retry(self, state: retry.State) -> None:
         exc = state.outcome.exception() if state.outcome else None
         log.warning(
             "%s; retry %d of %d in %.1f s",

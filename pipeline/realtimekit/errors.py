@@ -1,20 +1,20 @@
-"""The RealtimeKit API's failures as exceptions (one line each), and the one answer to "is this
-HTTP status worth another try?" for the API client."""
+"""The RealtimeKit API's failures as exceptions (one line each), and which answers the API
+client tries again."""
 
 from __future__ import annotations
 
-# 408 timeout, 409 conflict (the API answers it while a record is being changed), 429 rate
-# limit, and any 5xx: the same set the official SDKs retry. storage.errors.is_retryable_status
-# is the storage side's counterpart; when it lands, this should become that one definition.
-RETRYABLE_STATUSES = frozenset({408, 409, 429})
+from storage import is_retryable_status as is_retryable_http_status
+
 # A POST that may have reached the server is not retried: starting a recording twice is worse
 # than reporting a failure. Only "surely not processed" answers are retried for POST.
 POST_RETRYABLE_STATUSES = frozenset({429})
 
 
 def is_retryable_status(status: int) -> bool:
-    """True when an answer with this HTTP status is worth another try (POST: see above)."""
-    return status in RETRYABLE_STATUSES or status >= 500
+    """The one rule of what is worth another try (storage.is_retryable_status: 408, 429, 5xx
+    but 501/505), plus 409: the API answers it while a record is being changed, and the
+    official SDKs retry it. POST: see above."""
+    return is_retryable_http_status(status) or status == 409
 
 
 class ApiError(Exception):

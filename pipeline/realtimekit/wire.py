@@ -9,6 +9,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from pipeline.clock import iso_utc
+
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 # RealtimeKit keeps a recording (and signs its URL) for 7 days after it stopped.
 RETENTION = timedelta(days=7)
@@ -58,9 +60,5 @@ def parse_api_time(value: Any) -> datetime:
 
 
 def format_api_time(value: datetime | str) -> str:
-    """ISO 8601 in UTC with milliseconds and `Z`, as the API writes it. Naive means UTC."""
-    if isinstance(value, str):
-        return value
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """A time as the API writes it (the one format of pipeline.clock); text is passed on as it is."""
+    return value if isinstance(value, str) else iso_utc(value)

@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from storage.registry import adapter_class  # noqa: E402
+from storage import settings_model  # noqa: E402
 
 
 # --------------------------------------------------------------------------- children
@@ -117,7 +117,7 @@ def workload(sim, work: Path, name: str, sizes: list[int], concurrency: int, rou
         "targets": [{"name": "bench", "type": "local", "path": str(run_dir / "target")}],
     }
     # The tool computes MD5 only when a configured target checks it: the baseline does the same.
-    md5 = any(adapter_class(t["type"]).uses_md5 for t in config["targets"])
+    md5 = any(settings_model(t["type"]).capabilities.uses_md5 for t in config["targets"])
     specs = {"plain": {"urls": urls, "dir": str(base / "plain"), "concurrency": concurrency, "md5": md5},
              "archive": {"config": config}}
     order = ["plain", "archive"] if round_no % 2 == 0 else ["archive", "plain"]

@@ -35,10 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from boto3.s3.transfer import TransferConfig
 
 from pipeline.archive.hashing import hash_file
-from storage.base import LocalFile, NotFound
-from storage.s3 import S3Settings, S3Target
+from storage import LocalFile, NotFound
+from storage.s3.adapter import S3Target
+from storage.s3.settings import SETTINGS_MODELS
 from tests.servers.moto import start_moto
 
+S3Settings = SETTINGS_MODELS["aws"]
 BUCKET = "rtk-bench"
 MiB = 1 << 20
 

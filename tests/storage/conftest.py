@@ -1,5 +1,5 @@
 """Every test that takes `rig` runs against every registered storage type, each against its
-real server (see tests/storage/rig_<type>.py, which defines the fixture `rig_<type>`)."""
+real server (see the RIGS of tests/storage/rig_<backend>.py, which define the fixtures)."""
 
 from __future__ import annotations
 
@@ -8,42 +8,39 @@ import uuid
 
 import pytest
 
-from storage.registry import target_types
+from storage import target_types
+from tests.storage.rig import Rig
 
-# Registered types whose rig module is missing; test_every_type_has_a_rig fails on any.
-MISSING_RIGS: list[str] = []
+RIG_MODULES = ("rig_local", "rig_s3", "rig_azure", "rig_gcs", "rig_sftp")
 
-for _type in target_types():
-    try:
-        _module = importlib.import_module(f"tests.storage.rig_{_type}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"tests.storage.rig_{_type}":
-            raise
-        MISSING_RIGS.append(_type)
-        continue
-    globals()[f"rig_{_type}"] = getattr(_module, f"rig_{_type}")
+# Every server a rig reaches, by id (a type, or "<type>-<server>" for a second server of a type
+# where one cannot decide every case), and the fixture that starts it.
+RIGS: dict[str, type[Rig]] = {}
+RIG_FIXTURES: dict[str, str] = {}
+for _name in RIG_MODULES:
+    _module = importlib.import_module(f"tests.storage.{_name}")
+    for _server, _rig_class in _module.RIGS.items():
+        RIGS[_server] = _rig_class
+        RIG_FIXTURES[_server] = _rig_class.fixture or f"rig_{_rig_class.type}"
+        globals()[RIG_FIXTURES[_server]] = getattr(_module, RIG_FIXTURES[_server])
 
-
-# A second server for a type, where one server cannot decide every case (see its rig module).
-EXTRA_RIGS = {"gcs-fake-gcs-server": "rig_gcs_fake"}
-globals()["rig_gcs_fake"] = importlib.import_module("tests.storage.rig_gcs").rig_gcs_fake
-RIG_FIXTURES = {**{t: f"rig_{t}" for t in target_types() if t not in MISSING_RIGS}, **EXTRA_RIGS}
+# Registered types without a conformance rig; test_every_registered_type_has_a_rig fails on any.
+MISSING_RIGS: list[str] = [t for t in target_types() if t not in {r.type for r in RIGS.values()}]
 
 
-def _rig_fixture(name: str, params: list[str]):
-    @pytest.fixture(name=name, params=params)
+def _rig_fixture(name: str, servers: list[str]):
+    @pytest.fixture(name=name, params=servers)
     def fixture(request):
         return request.getfixturevalue(RIG_FIXTURES[request.param])
     return fixture
 
 
 # Every server of every registered type.
-rig = _rig_fixture("rig", list(RIG_FIXTURES))
+rig = _rig_fixture("rig", list(RIGS))
 # Types with credentials a server can refuse: a local folder has none (test_conformance checks that).
-credentialed_rig = _rig_fixture("credentialed_rig", [p for p in RIG_FIXTURES if p != "local"])
-# Servers that enforce create-only writes. gcp-storage-emulator ignores ifGenerationMatch, so
-# GCS's create-only write is decided on fake-gcs-server.
-create_only_rig = _rig_fixture("create_only_rig", [p for p in RIG_FIXTURES if p != "gcs"])
+credentialed_rig = _rig_fixture("credentialed_rig", [s for s, r in RIGS.items() if r.has_credentials])
+# Servers that enforce the adapter's create-only write (see Rig.enforces_create_only).
+create_only_rig = _rig_fixture("create_only_rig", [s for s, r in RIGS.items() if r.enforces_create_only])
 
 
 @pytest.fixture

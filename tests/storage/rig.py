@@ -2,15 +2,29 @@
 
 A rig knows how to reach one backend's real test server and how to look at it behind the
 adapter's back (list, tamper, delete), so tests can check what the adapter really left there.
-Each backend's rig lives in tests/storage/rig_<type>.py as a fixture named `rig_<type>`."""
+Each backend's rigs live in tests/storage/rig_<backend>.py, as fixtures named `rig_<type>`; the
+class attributes below tell the suite, before any server starts, what that server enforces."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 
 class Rig(ABC):
-    type: str
+    type: ClassVar[str]
+    # The fixture that starts this rig's server; None: `rig_<type>`.
+    fixture: ClassVar[str | None] = None
+    # The backend has credentials a server can refuse (see bad_credentials).
+    has_credentials: ClassVar[bool] = True
+    # The write-time create-only condition is enforced by this server for this adapter, so a
+    # race between put's look and its write can be tested here.
+    enforces_create_only: ClassVar[bool] = True
+    # ...for multipart / block uploads too (a race case with large files).
+    create_only_in_parts: ClassVar[bool] = False
+    # The server refuses an upload whose declared digests do not match the bytes (instead of
+    # storing it and reporting digests of the real bytes).
+    refuses_lying_digests: ClassVar[bool] = False
 
     @abstractmethod
     def target_settings(self, name: str, prefix: str) -> dict:

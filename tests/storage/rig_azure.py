@@ -14,6 +14,8 @@ CONTAINER = "conformance"
 
 class AzureRig(Rig):
     type = "azure"
+    create_only_in_parts = True  # If-None-Match on the block list too
+    refuses_lying_digests = True  # the adapter checks the bytes' CRC32C before the commit
 
     def __init__(self, server: Azurite):
         from azure.storage.blob import BlobServiceClient
@@ -75,3 +77,6 @@ def rig_azure(tmp_path_factory):
     yield rig
     rig.close()
     server.stop()
+
+
+RIGS: dict[str, type[Rig]] = {"azure": AzureRig}

@@ -1,3 +1,5 @@
+"""The local rig: a folder of the test's own, looked at directly."""
+
 from __future__ import annotations
 
 import os
@@ -11,6 +13,7 @@ from tests.storage.rig import Rig
 
 class LocalRig(Rig):
     type = "local"
+    has_credentials = False
 
     def __init__(self, root: Path):
         self.root = root
@@ -59,3 +62,6 @@ class LocalRig(Rig):
 @pytest.fixture
 def rig_local(tmp_path_factory) -> LocalRig:
     return LocalRig(tmp_path_factory.mktemp("local-target"))
+
+
+RIGS: dict[str, type[Rig]] = {"local": LocalRig}

@@ -105,3 +105,6 @@ def rig_sftp(tmp_path_factory) -> SFTPRig:
     yield rig
     rig.cleanup()
     server.stop()
+
+
+RIGS: dict[str, type[Rig]] = {"sftp": SFTPRig}

@@ -7,26 +7,19 @@ import hashlib
 import os
 import types
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from pipeline.archive.hashing import hash_file
 from storage import LocalFile, NotFound, PermanentStorageError, RetryableStorageError, build_target
-from storage.azure import AzureSettings, AzureTarget, _retention
+from storage.azure.adapter import AzureTarget, _retention
+from storage.azure.settings import AzureSettings
 from tests.servers.azurite import ACCOUNT_KEY, connection_string
 from tests.servers.process import free_port
+from tests.storage.files import source as local_file
 
 # A key-shaped value that must never be echoed (base64, like a real AccountKey).
 FAKE_KEY = base64.b64encode(b"a-key-that-must-never-be-printed!" * 2).decode()
-
-
-def local_file(tmp_path: Path, data: bytes, name: str = "f.mp4") -> LocalFile:
-    path = tmp_path / name
-    path.write_bytes(data)
-    hasher = hash_file(path)
-    return LocalFile(path=path, size=hasher.size, checksums=hasher.checksums())
 
 
 def settings(rig_azure, prefix: str = "azure-specific", **overrides) -> AzureSettings:
@@ -238,7 +231,7 @@ def test_retention_is_reported_from_the_blob_properties():
         immutability_policy=types.SimpleNamespace(expiry_time=expiry, policy_mode="Locked"),
         has_legal_hold=True)
     retention = _retention(props)
-    assert (retention.mode, retention.until, retention.legal_hold) == ("LOCKED", "2031-01-02T03:04:05Z", True)
+    assert (retention.mode, retention.until, retention.legal_hold) == ("LOCKED", "2031-01-02T03:04:05.000Z", True)
     hold_only = types.SimpleNamespace(immutability_policy=types.SimpleNamespace(expiry_time=None, policy_mode=None),
                                       has_legal_hold=True)
     assert _retention(hold_only).mode == "HOLD"

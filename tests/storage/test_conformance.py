@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-from pathlib import Path
 
 import pytest
 
-from pipeline.archive.hashing import hash_file
 from storage import (
     LocalFile,
     NotFound,
@@ -20,34 +17,15 @@ from storage import (
     settings_model,
     target_types,
 )
-from storage.base import PROBE_PREFIX
+from storage.target import PROBE_PREFIX
 from tests.storage import conftest as storage_conftest
-
-
-def make_target(rig, prefix: str, **overrides):
-    raw = {**rig.target_settings("conformance", prefix), **overrides}
-    return build_target(settings_model(raw["type"]).model_validate(raw))
-
-
-def local_file(path: Path) -> LocalFile:
-    hasher = hash_file(path)
-    return LocalFile(path=path, size=hasher.size, checksums=hasher.checksums())
-
-
-def write(tmp_path: Path, name: str, data: bytes) -> LocalFile:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return local_file(path)
-
-
-def read_back(target, key: str) -> bytes:
-    with target.open_read(key) as stream:
-        return stream.read()
+from tests.storage.files import FailingFile, local_file, make_target, read_back, write
 
 
 def test_every_registered_type_has_a_rig():
     assert storage_conftest.MISSING_RIGS == [], "registered types without a conformance rig"
-    assert set(target_types()) >= {"local", "aws", "digitalocean", "azure", "gcs", "sftp"}
+    assert set(target_types()) >= {"local", "aws", "digitalocean", "r2", "b2", "wasabi", "minio",
+                                   "azure", "gcs", "sftp"}
 
 
 def test_round_trip_keeps_size_and_sha256(rig, prefix, tmp_path):
@@ -65,6 +43,18 @@ def test_round_trip_keeps_size_and_sha256(rig, prefix, tmp_path):
         assert read_back(target, "rec-1/video.mp4") == data
         assert again.key.endswith("rec-1/video.mp4")
         assert rig.raw_read(again.key) == data
+
+
+def test_stat_reports_exactly_the_digests_the_backend_declares(rig, prefix, tmp_path):
+    """Capabilities are declared, never discovered by trial: after a single-part put, stat
+    reports exactly the whole-file digests the backend's Capabilities name (no more: nothing the
+    pipeline does not expect; no fewer: no evidence silently missing), each the file's own."""
+    src = write(tmp_path, "d", os.urandom(100_000))
+    with make_target(rig, prefix) as target:
+        target.put(src, "digests/video.mp4")
+        native = target.stat("digests/video.mp4").native
+        assert set(native) == target.capabilities.digests
+    assert all(src.checksums.as_dict()[name] == value for name, value in native.items())
 
 
 def test_missing_key_is_not_found(rig, prefix):
@@ -103,6 +93,8 @@ def test_large_file_through_multipart(rig, prefix, tmp_path):
         assert stored.size == 12 << 20
         stat = target.stat("large/video.mp4")
         assert stat.sha256 == src.checksums.sha256
+        # Only what stays a whole-file digest after a multipart upload is reported (declared).
+        assert set(stat.native) == target.capabilities.multipart_digests
         assert hashlib.sha256(read_back(target, "large/video.mp4")).hexdigest() == src.checksums.sha256
 
 
@@ -128,36 +120,6 @@ def test_different_content_is_refused(rig, prefix, tmp_path):
         assert read_back(target, "clash/video.mp4") == original
 
 
-class _FailingReader(io.BufferedReader):
-    """A source whose read breaks halfway, like a disk error or a truncated spool file. It is
-    a stream, not a file: no descriptor to copy from behind its back."""
-
-    def __init__(self, raw, fail_after: int):
-        super().__init__(raw)
-        self._left = fail_after
-
-    def fileno(self):
-        raise io.UnsupportedOperation("a stream without a file descriptor")
-
-    def read(self, size=-1):
-        if self._left <= 0:
-            raise OSError("simulated read failure halfway through the source")
-        chunk = super().read(size if size is not None and size >= 0 else self._left)
-        chunk = chunk[: self._left]
-        self._left -= len(chunk)
-        return chunk
-
-    def readinto(self, buffer):
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
-class FailingFile(LocalFile):
-    def open(self):
-        return _FailingReader(io.FileIO(self.path, "rb"), self.size // 2)
-
-
 def test_source_failing_midway_leaves_no_object(rig, prefix, tmp_path):
     good = write(tmp_path, "src", os.urandom(12 << 20))
     broken = FailingFile(path=good.path, size=good.size, checksums=good.checksums)
@@ -169,27 +131,18 @@ def test_source_failing_midway_leaves_no_object(rig, prefix, tmp_path):
             target.stat("broken/video.mp4")
 
 
-# How each server answers digests that do not match the bytes (see the test below).
-REFUSES_LYING_DIGESTS = {
-    "azure": True,  # the adapter checks the bytes' CRC32C before the commit
-    "gcs": True,  # gcp-storage-emulator checks the declared md5Hash / crc32c, as GCS does
-    "gcs-fake-gcs-server": False,  # checks nothing on the way in, reports digests of the stored bytes
-    "aws": False, "digitalocean": False,  # botocore hashes the bytes it sends: S3 stores them
-    "local": False, "sftp": False,  # no check on the way in: stat re-computes a digest
-}
-
-
-def test_wrong_checksum_is_refused_by_the_backend_or_caught(rig, prefix, tmp_path, request):
+def test_wrong_checksum_is_refused_by_the_backend_or_caught(rig, prefix, tmp_path):
     """README "Nothing is marked archived before it is verified": declared digests that do not
-    match the bytes never leave an object that claims the wrong SHA-256. Per backend: refused on
-    the way in, or stored with a stat whose own digest is of the real bytes (and so contradicts
-    the claim, which the pipeline's comparison then refuses)."""
-    server = request.node.callspec.params["rig"]
+    match the bytes never leave an object that claims the wrong SHA-256. Per server (see
+    Rig.refuses_lying_digests): refused on the way in, or stored with a stat whose own digest is
+    of the real bytes (and so contradicts the claim, which the pipeline's comparison then
+    refuses). A provider that reports no digest of its own (declared so) is verified by size
+    and the stored SHA-256 alone: the README says so, and this test holds it to that."""
     data = os.urandom(70_000)
     good = write(tmp_path, "bad", data)
     lying = LocalFile(path=good.path, size=good.size, checksums=write(tmp_path, "other", os.urandom(70_000)).checksums)
     with make_target(rig, prefix) as target:
-        if REFUSES_LYING_DIGESTS[server]:
+        if rig.refuses_lying_digests:
             with pytest.raises(StorageError):
                 target.put(lying, "lying/video.mp4")
             assert rig.list_keys(prefix) == []
@@ -197,6 +150,9 @@ def test_wrong_checksum_is_refused_by_the_backend_or_caught(rig, prefix, tmp_pat
         stored = target.put(lying, "lying/video.mp4")
         assert stored.size == len(data)
         native = target.stat("lying/video.mp4").native
+        if not target.capabilities.digests:
+            assert native == {}
+            return
         real = local_file(good.path).checksums.as_dict()
         assert native and all(real[name] == value for name, value in native.items())
         assert any(lying.checksums.as_dict()[name] != value for name, value in native.items())
@@ -235,8 +191,11 @@ def test_a_local_folder_has_no_credentials_to_refuse(rig_local):
 
 # Local and sftp have one code path for every size; this fake-gcs-server build drops the
 # precondition of resumable uploads (fixed upstream later), so its single-request case decides GCS.
-RACES = [(server, "single") for server in storage_conftest.RIG_FIXTURES if server != "gcs"] + [
-    (server, "parts") for server in ("aws", "digitalocean", "azure")]
+# S3-compatible providers without conditional writes have no race protection to test (declared:
+# Capabilities.conditional_create; test_s3_specific checks the probe says so).
+RIGS = storage_conftest.RIGS
+RACES = [(s, "single") for s, r in RIGS.items() if r.enforces_create_only] + [
+    (s, "parts") for s, r in RIGS.items() if r.enforces_create_only and r.create_only_in_parts]
 
 
 @pytest.mark.parametrize(("create_only_rig", "size"), RACES, indirect=["create_only_rig"])

@@ -10,25 +10,18 @@ import hashlib
 import json
 import os
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import google_crc32c
 import pytest
 from pydantic import ValidationError
 
-from pipeline.archive.hashing import hash_file
-from storage import LocalFile, NotFound, PermanentStorageError, build_target
-from storage.gcs import GCSSettings, GCSTarget, retention_of
+from storage import NotFound, PermanentStorageError, build_target
+from storage.gcs.adapter import GCSTarget, retention_of
+from storage.gcs.settings import GCSSettings
 from tests.servers.gcs_emulator import service_account_json
+from tests.storage.files import source as local_file
 
 MiB = 1 << 20
-
-
-def local_file(tmp_path: Path, data: bytes, name: str = "f.mp4") -> LocalFile:
-    path = tmp_path / name
-    path.write_bytes(data)
-    hasher = hash_file(path)
-    return LocalFile(path=path, size=hasher.size, checksums=hasher.checksums())
 
 
 def settings(rig_gcs, prefix: str = "gcs-specific", **overrides) -> GCSSettings:
@@ -246,7 +239,7 @@ def test_retention_is_reported_from_the_object(rig_gcs):
     blob._properties.update({"retention": {"mode": "Unlocked", "retainUntilTime": "2031-01-02T03:04:05.000Z"},
                              "temporaryHold": True})
     retention = retention_of(blob)
-    assert (retention.mode, retention.until, retention.legal_hold) == ("UNLOCKED", "2031-01-02T03:04:05Z", True)
+    assert (retention.mode, retention.until, retention.legal_hold) == ("UNLOCKED", "2031-01-02T03:04:05.000Z", True)
     hold_only = storage.Blob("k", rig_gcs.bucket)
     hold_only._properties["eventBasedHold"] = True
     assert retention_of(hold_only).mode == "HOLD"

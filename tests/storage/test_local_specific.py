@@ -12,8 +12,8 @@ import pytest
 
 import storage.local as local_module
 from storage import LocalFile, ObjectConflict, PermanentStorageError, build_target, settings_model
-from storage.local import PARTIAL_MARKER
-from tests.storage.test_conformance import local_file, write
+from storage.target import PARTIAL_MARKER
+from tests.storage.files import local_file, write
 
 
 def target_at(folder: Path):

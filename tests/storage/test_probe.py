@@ -9,14 +9,13 @@ import uuid
 
 import pytest
 
-from storage import build_target, settings_model
-from storage.base import PROBE_PREFIX
+from storage.target import PROBE_PREFIX
 from tests.servers.process import free_port
+from tests.storage.files import make_target
 
 
 def make(rig, prefix: str, **overrides):
-    raw = {**rig.target_settings("probe", prefix), **overrides}
-    return build_target(settings_model(raw["type"]).model_validate(raw))
+    return make_target(rig, prefix, name="probe", **overrides)
 
 
 def probe(rig, prefix: str, **overrides) -> dict:

@@ -21,14 +21,16 @@ from storage import (
     StorageError,
     build_target,
 )
-from storage import s3 as s3_module
-from storage.s3 import S3Settings, S3Target, SpacesSettings, SpacesTarget
+from storage.s3 import adapter as s3_module
+from storage.s3.adapter import S3Target
+from storage.s3.settings import SETTINGS_MODELS
 from tests.servers.moto import moto_server  # noqa: F401  (the session fixture)
 from tests.servers.process import free_port
-from tests.storage.test_conformance import FailingFile, local_file, write
+from tests.storage.files import FailingFile, local_file, write
 
 MiB = 1 << 20
 SMALL_PARTS = {"multipart_threshold": 5 * MiB, "part_size": 5 * MiB}
+S3Settings, SpacesSettings = SETTINGS_MODELS["aws"], SETTINGS_MODELS["digitalocean"]
 BUCKET = "rtk-s3-specific"
 LOCK_BUCKET = "rtk-s3-object-lock"
 
@@ -67,7 +69,7 @@ def test_spaces_endpoint_is_derived_from_the_region_without_network():
     settings = SpacesSettings(name="do", bucket="space", region="NYC3", path="/recordings/")
     assert settings.region == "nyc3"
     assert settings.service_endpoint() == "https://nyc3.digitaloceanspaces.com"
-    target = SpacesTarget(settings)
+    target = build_target(settings)
     # Building a client resolves the URL but sends nothing.
     assert target._s3().meta.endpoint_url == "https://nyc3.digitaloceanspaces.com"
     assert target.describe() == "do://space/recordings @ nyc3"
@@ -77,7 +79,7 @@ def test_spaces_endpoint_is_derived_from_the_region_without_network():
 def test_spaces_endpoint_override_is_honoured():
     settings = SpacesSettings(name="do", bucket="space", region="sgp1",
                               endpoint="https://sgp1.example.test/")
-    target = SpacesTarget(settings)
+    target = build_target(settings)
     assert target._s3().meta.endpoint_url == "https://sgp1.example.test"
     target.close()
 
@@ -344,6 +346,6 @@ def test_spaces_profile_round_trip(server, prefix, tmp_path):
                               endpoint=server.endpoint, path=prefix, access_key=server.access_key,
                               secret=server.secret)
     src = local_file(write(tmp_path, "do", b"spaces").path)
-    with SpacesTarget(settings) as target:
+    with build_target(settings) as target:
         assert target.put(src, "do/video.mp4").sha256 == src.checksums.sha256
         assert target.describe() == f"do://rtk-s3-specific-do/{prefix} @ nyc3"

@@ -10,16 +10,14 @@ import os
 import stat
 import subprocess
 import threading
-from pathlib import Path
 
 import paramiko
 import pytest
 from pydantic import ValidationError
 
-import storage.sftp as sftp_module
-from pipeline.archive.hashing import hash_file
+import storage.sftp.remote as sftp_remote
+import storage.sftp.target as sftp_target
 from storage import (
-    LocalFile,
     NotFound,
     ObjectConflict,
     PermanentStorageError,
@@ -27,8 +25,9 @@ from storage import (
     build_target,
     settings_model,
 )
-from storage.local import PARTIAL_MARKER
+from storage.target import PARTIAL_MARKER
 from tests.servers.process import free_port
+from tests.storage.files import source as local_file
 
 KEY = "rec-1/video.mp4"
 
@@ -42,13 +41,6 @@ def target_for(rig, prefix: str, **overrides):
 def settings(rig, prefix: str = "x", **overrides):
     raw = {**rig.target_settings("sftp-test", prefix), **overrides}
     return settings_model("sftp").model_validate({k: v for k, v in raw.items() if v is not None})
-
-
-def local_file(tmp_path: Path, data: bytes, name: str = "src.bin") -> LocalFile:
-    path = tmp_path / name
-    path.write_bytes(data)
-    hasher = hash_file(path)
-    return LocalFile(path=path, size=hasher.size, checksums=hasher.checksums())
 
 
 def fingerprint(key_line: str) -> str:
@@ -275,7 +267,7 @@ def test_concurrent_puts_share_a_few_connections(rig_sftp, prefix, tmp_path, mon
         for thread in threads:
             thread.join(30)
     assert errors == []
-    assert 1 <= opened[0] <= sftp_module.MAX_CONNECTIONS
+    assert 1 <= opened[0] <= sftp_target.MAX_CONNECTIONS
     assert len(rig_sftp.list_keys(prefix)) == 8
 
 
@@ -320,7 +312,7 @@ def test_without_remote_checksum_sha256_is_unknown(rig_sftp, prefix, tmp_path):
 
 
 def test_server_without_sha256sum_degrades_to_size_only(rig_sftp, prefix, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(sftp_module, "_run_command", lambda channel, command, timeout: (127, b""))
+    monkeypatch.setattr(sftp_remote, "run_command", lambda channel, command, timeout: (127, b""))
     with caplog.at_level(logging.WARNING, logger="storage.sftp"):
         with target_for(rig_sftp, prefix) as target:
             target.put(local_file(tmp_path, b"a"), "a.mp4")
@@ -338,7 +330,7 @@ def test_existing_different_file_is_refused(rig_sftp, prefix, tmp_path):
 
 def writer_racing_us(monkeypatch, rig, final: str, data: bytes) -> None:
     """Another writer lands `data` at `final` just after our last look before the rename."""
-    real_exists = sftp_module._exists
+    real_exists = sftp_remote.exists
     looks = []
 
     def late_writer(sftp, path):
@@ -348,7 +340,7 @@ def writer_racing_us(monkeypatch, rig, final: str, data: bytes) -> None:
             return False
         return real_exists(sftp, path)
 
-    monkeypatch.setattr(sftp_module, "_exists", late_writer)
+    monkeypatch.setattr(sftp_remote, "exists", late_writer)
 
 
 def test_rename_never_overwrites_a_file_that_appeared_meanwhile(rig_sftp, prefix, tmp_path, monkeypatch):

@@ -14,146 +14,36 @@ they are not the verified file's: the stored Content-MD5 is therefore true of th
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import mimetypes
-import re
 import threading
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
 from typing import BinaryIO
-from urllib.parse import urlsplit
 
 import google_crc32c
-from pydantic import ConfigDict, Field, SecretStr, field_validator
 
-from storage.base import (
-    unused_field,
-    PROBE_BYTES,
-    SHA256_METADATA_KEY,
-    BucketRetention,
-    LocalFile,
+from storage.azure.settings import AzureSettings, account_label
+from storage.errors import (
     NotFound,
     ObjectConflict,
     PermanentStorageError,
-    Retention,
     RetryableStorageError,
     StorageError,
-    StoredObject,
-    Target,
-    TargetSettings,
+    is_retryable_status,
     require_sdk,
 )
+from storage.protection import missing_protection, retain_until
+from storage.values import iso_utc
+from storage.target import PROBE_BYTES, Target
+from storage.values import SHA256_METADATA_KEY, BucketRetention, LocalFile, Retention, StoredObject
 
-MiB = 1 << 20
 SDK_PACKAGE = "azure-storage-blob"
-# Azure's limits: a block is at most 4000 MiB, a single Put Blob at most 5000 MiB.
-MAX_BLOCK_SIZE = 4000 * MiB
-MAX_SINGLE_PUT = 5000 * MiB
-CONTAINER_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
-# Modes Azure can enforce (version-level immutability policies); the others belong to S3/local.
-AZURE_RETENTION_MODES = ("LOCKED", "UNLOCKED")
 # The SDK's own retries cover one request; the pipeline retries a whole put on top of that.
 # Its default waits 15 s, then 18 s, then 24 s: a server that is down cost a minute and a half
 # per request (and per preflight probe) before the pipeline even heard of it.
 SDK_RETRIES = {"retry_total": 3, "initial_backoff": 1, "increment_base": 2}
-# HTTP statuses where the same request may succeed later. 501 (not implemented) is permanent.
-RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 AUTH_ERROR_CODES = {"AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",
                     "InvalidAuthenticationInfo", "AccountIsDisabled"}
-
-
-# --------------------------------------------------------------------------- settings
-
-
-def parse_connection_string(value: str) -> dict[str, str]:
-    """`Name=value;Name=value` with names case-insensitive (upper-cased here, as the SDK does)
-    and values that may contain `=` (base64 keys, SAS tokens). Errors never quote the value."""
-    settings = {}
-    for segment in value.strip().rstrip(";").split(";"):
-        name, sep, item = segment.partition("=")
-        if not sep or not name.strip():
-            raise ValueError("access_key is not an Azure storage connection string "
-                             "(expected Name=value pairs separated by ';')")
-        settings[name.strip().upper()] = item.strip()
-    return settings
-
-
-def check_connection_string(value: str) -> None:
-    """Refuse, at configuration time, what the SDK would only refuse at the first request."""
-    parts = parse_connection_string(value)
-    if parts.get("USEDEVELOPMENTSTORAGE", "").lower() == "true":
-        return
-    if not (parts.get("ACCOUNTNAME") or parts.get("BLOBENDPOINT")):
-        raise ValueError("access_key: the connection string names no AccountName or BlobEndpoint")
-    if not (parts.get("ACCOUNTKEY") or parts.get("SHAREDACCESSSIGNATURE")):
-        raise ValueError("access_key: the connection string has no AccountKey or SharedAccessSignature")
-    if parts.get("ACCOUNTKEY"):
-        try:
-            base64.b64decode(parts["ACCOUNTKEY"], validate=True)
-        except binascii.Error:
-            raise ValueError("access_key: the AccountKey in the connection string is not valid base64 "
-                             "(copy the connection string again from the portal)") from None
-
-
-def account_label(connection_string: str) -> str:
-    """The account a connection string points at, for URIs and logs (never the key)."""
-    try:
-        parts = parse_connection_string(connection_string)
-    except ValueError:  # only settings built without validation get here; the SDK will refuse it
-        return "unknown-account"
-    if parts.get("USEDEVELOPMENTSTORAGE", "").lower() == "true":
-        return "devstoreaccount1"
-    if parts.get("ACCOUNTNAME"):
-        return parts["ACCOUNTNAME"]
-    endpoint = urlsplit(parts.get("BLOBENDPOINT", ""))
-    return endpoint.netloc or "unknown-account"
-
-
-class AzureSettings(TargetSettings):
-    # Inputs stay out of validation messages: a misplaced connection string must not be echoed.
-    model_config = ConfigDict(hide_input_in_errors=True)
-    retention_modes = AZURE_RETENTION_MODES
-    retention_note = " (a version-level immutability policy)"
-    legal_hold_supported = True
-
-    type: str = "azure"
-    access_key: SecretStr  # the storage account connection string
-    bucket: str = Field(min_length=1)  # the container
-    # RealtimeKit sends these empty for azure. Empty or absent is accepted so a storage_config can
-    # be copied as it is; a value is refused, since it would be silently ignored.
-    secret: SecretStr | None = None
-    region: str | None = None
-    max_concurrency: int = Field(default=8, ge=1, le=64)
-    block_size: int = Field(default=8 * MiB, ge=64 * 1024, le=MAX_BLOCK_SIZE)
-    max_single_put_size: int = Field(default=64 * MiB, ge=0, le=MAX_SINGLE_PUT)
-
-    @field_validator("access_key")
-    @classmethod
-    def _valid_connection_string(cls, value: SecretStr) -> SecretStr:
-        check_connection_string(value.get_secret_value())
-        return value
-
-    @field_validator("bucket")
-    @classmethod
-    def _valid_container(cls, value: str) -> str:
-        if not CONTAINER_NAME.match(value):
-            raise ValueError(f"bucket {value!r} is not a valid Azure container name "
-                             "(3-63 lower-case letters, digits and single hyphens)")
-        return value
-
-    @field_validator("secret")
-    @classmethod
-    def _secret_unused(cls, value: SecretStr | None) -> SecretStr | None:
-        return unused_field(value, "secret is not used by azure targets: the connection string in "
-                                   "access_key carries the account key; leave secret empty")
-
-    @field_validator("region")
-    @classmethod
-    def _region_unused(cls, value: str | None) -> str | None:
-        return unused_field(value, "region is not used by azure targets: the connection string in "
-                                   "access_key names the account; leave region empty")
-
 
 
 # --------------------------------------------------------------------------- upload source
@@ -205,7 +95,6 @@ class _CheckedSource:
 
 
 class AzureTarget(Target):
-    uses_md5 = True  # Content-MD5 / the declared md5 is checked by the service
     type = "azure"
     settings_model = AzureSettings
     settings: AzureSettings
@@ -296,34 +185,26 @@ class AzureTarget(Target):
         blob_sdk = require_sdk("azure.storage.blob", SDK_PACKAGE, target=self.name)
         mode = {"LOCKED": blob_sdk.BlobImmutabilityPolicyMode.LOCKED,
                 "UNLOCKED": blob_sdk.BlobImmutabilityPolicyMode.UNLOCKED}[self.settings.retention_mode]
-        until = datetime.now(timezone.utc) + timedelta(days=self.settings.retention_days)
-        return blob_sdk.ImmutabilityPolicy(expiry_time=until, policy_mode=mode)
-
-    def _missing_protection(self, stored: StoredObject) -> tuple[bool, bool]:
-        retention = stored.retention
-        want_policy = self.settings.retention_mode is not None
-        want_hold = self.settings.legal_hold
-        missing_policy = want_policy and (retention is None or retention.until is None)
-        missing_hold = want_hold and (retention is None or not retention.legal_hold)
-        return missing_policy, missing_hold
+        return blob_sdk.ImmutabilityPolicy(expiry_time=retain_until(self.settings.retention_days),
+                                           policy_mode=mode)
 
     def _ensure_protection(self, blob, full_key: str, stored: StoredObject) -> StoredObject:
         """An account may take the upload but not keep the policy or hold (Azurite does this).
         Ask once more explicitly; if the account refuses, remove the fresh blob, so a retry does
         not find an identical but unprotected object and take it as done."""
-        missing_policy, missing_hold = self._missing_protection(stored)
-        if not (missing_policy or missing_hold):
+        missing = missing_protection(self.settings, stored)
+        if not missing:
             return stored
         try:
-            if missing_policy:
+            if "retention_mode" in missing:
                 blob.set_immutability_policy(self.immutability_policy())
-            if missing_hold:
+            if "legal_hold" in missing:
                 blob.set_legal_hold(True)
         except Exception as exc:
             self._remove_unprotected(blob, stored)
             raise self._protection_refused(exc) from exc
         stored = self._stat(full_key)
-        if any(self._missing_protection(stored)):
+        if missing_protection(self.settings, stored):
             self._remove_unprotected(blob, stored)
             raise PermanentStorageError(
                 f"{stored.uri}: the account accepted the immutability policy / legal hold but does "
@@ -334,7 +215,7 @@ class AzureTarget(Target):
     def _protection_refused(self, exc: Exception) -> StorageError:
         core = require_sdk("azure.core.exceptions", SDK_PACKAGE, target=self.name)
         status = getattr(exc, "status_code", None)
-        if isinstance(exc, core.HttpResponseError) and status is not None and status not in RETRYABLE_STATUS:
+        if isinstance(exc, core.HttpResponseError) and status is not None and not is_retryable_status(status):
             return PermanentStorageError(
                 f"the account refused the immutability policy / legal hold (HTTP {exc.status_code}"
                 f"{_code_suffix(exc)}); the uploaded blob was removed. Enable version-level "
@@ -446,17 +327,9 @@ def _retention(props) -> Retention | None:
     mode_text = str(getattr(mode, "value", mode) or "").upper()
     return Retention(
         mode=mode_text if expiry is not None and mode_text else "HOLD",
-        until=_iso_utc(expiry) if expiry is not None else None,
+        until=iso_utc(expiry) if expiry is not None else None,
         legal_hold=hold,
     )
-
-
-def _iso_utc(value) -> str:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-    return str(value)
 
 
 def _error_code(exc: Exception) -> str:
@@ -485,7 +358,7 @@ def _is_auth_failure(core, exc: Exception) -> bool:
 
 def _by_status(exc: Exception, action: str, target: str) -> StorageError:
     status = getattr(exc, "status_code", None)
-    if status in RETRYABLE_STATUS or (status is None):
+    if status is None or is_retryable_status(status):
         return RetryableStorageError(f"{action}: the service is unavailable{_status_suffix(exc)}",
                                      target=target)
     if status == 501:

@@ -14,125 +14,32 @@ are anonymous when only an `endpoint` is set (emulators), or are the application
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
-import json
 import mimetypes
 import threading
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
 
-from pydantic import ConfigDict, Field, SecretStr, field_validator
-
-from storage.base import (
-    unused_field,
-    check_endpoint,
-    PROBE_BYTES,
-    BucketRetention,
-    LocalFile,
-    NotFound,
-    ObjectConflict,
-    PermanentStorageError,
-    Retention,
-    RetryableStorageError,
-    SHA256_METADATA_KEY,
-    StorageError,
-    StoredObject,
-    Target,
-    TargetSettings,
-    require_sdk,
+from storage.errors import NotFound, PermanentStorageError, StorageError, is_retryable_status, require_sdk
+from storage.gcs.errors import (
+    SDK_PACKAGE,
+    classify,
+    data_corruption_types,
+    generation_of,
+    mentions_bucket,
+    no_bucket,
 )
+from storage.gcs.settings import GCS_RETENTION_MODES, GCSSettings, credentials_info
+from storage.protection import missing_protection, retain_until
+from storage.values import iso_utc
+from storage.target import PROBE_BYTES, Target
+from storage.values import SHA256_METADATA_KEY, BucketRetention, LocalFile, Retention, StoredObject
 
-MiB = 1 << 20
-SDK_PACKAGE = "google-cloud-storage"
-CHUNK_QUANTUM = 256 * 1024  # resumable chunks must be multiples of 256 KiB
 SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
-GCS_RETENTION_MODES = {"LOCKED": "Locked", "UNLOCKED": "Unlocked"}  # object retention modes
-RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
-
-
-# --------------------------------------------------------------------------- settings
-
-
-def credentials_info(secret: str) -> dict:
-    """The credentials JSON from `secret`, given raw or base64-encoded (RealtimeKit does not say
-    which). Errors name `secret` and never quote it."""
-    text = secret.strip()
-    if not text.startswith("{"):
-        try:
-            text = base64.b64decode(text, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise ValueError("secret is neither service-account JSON nor base64 of it") from None
-    try:
-        info = json.loads(text)
-    except json.JSONDecodeError:
-        raise ValueError("secret is not valid JSON (expected the service account's key file)") from None
-    # Only service-account keys: other credential types (external_account...) can make
-    # google-auth run commands or fetch URLs named in the file, and RealtimeKit uses none.
-    if not isinstance(info, dict) or info.get("type") != "service_account":
-        raise ValueError("secret is JSON but not a service-account key (\"type\" must be "
-                         "\"service_account\")")
-    missing = [name for name in ("client_email", "private_key", "token_uri") if not info.get(name)]
-    if missing:
-        raise ValueError(f"secret: the service-account key lacks {', '.join(missing)}")
-    return info
-
-
-class GCSSettings(TargetSettings):
-    # Inputs stay out of validation messages: a pasted key must not be echoed.
-    model_config = ConfigDict(hide_input_in_errors=True)
-    retention_modes = tuple(GCS_RETENTION_MODES)
-    retention_note = " (object retention; the bucket must have it enabled)"
-    legal_hold_supported = True  # a temporary hold
-
-    type: str = "gcs"
-    bucket: str = Field(min_length=1)
-    secret: SecretStr | None = None  # credentials JSON, raw or base64; absent: see module doc
-    region: str | None = None  # informational: a bucket's location is fixed when it is created
-    # Not used by gcs. Empty or absent is accepted so a storage_config can be copied as it is; a
-    # value is refused, since it would be silently ignored (a key belongs in secret).
-    access_key: SecretStr | None = None
-    endpoint: str | None = None  # service URL override (emulators, private endpoints)
-    project: str | None = None  # billing project; object operations do not need one
-    chunk_size: int = Field(default=16 * MiB, ge=CHUNK_QUANTUM, le=1024 * MiB)
-
-    @field_validator("secret")
-    @classmethod
-    def _valid_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None or not value.get_secret_value().strip():
-            return None
-        credentials_info(value.get_secret_value())
-        return value
-
-    @field_validator("access_key")
-    @classmethod
-    def _access_key_unused(cls, value: SecretStr | None) -> None:
-        unused_field(value, "access_key is not used by gcs targets: put the service-account key "
-                            "JSON in secret and leave access_key empty")
-        return None
-
-    @field_validator("endpoint")
-    @classmethod
-    def _valid_endpoint(cls, value: str | None) -> str | None:
-        return check_endpoint(value)
-
-    @field_validator("chunk_size")
-    @classmethod
-    def _chunk_multiple(cls, value: int) -> int:
-        if value % CHUNK_QUANTUM:
-            raise ValueError(f"chunk_size must be a multiple of 256 KiB ({CHUNK_QUANTUM} bytes)")
-        return value
-
-
-
-# --------------------------------------------------------------------------- the adapter
 
 
 class GCSTarget(Target):
     """google-cloud-storage clients hold a requests session, which is not documented as
     thread-safe: each thread gets its own client."""
-
-    uses_md5 = True  # Content-MD5 / the declared md5 is checked by the service
 
     type = "gcs"
     settings_model = GCSSettings
@@ -229,8 +136,7 @@ class GCSTarget(Target):
         mode = self.settings.retention_mode
         if mode is not None:
             blob.retention.mode = GCS_RETENTION_MODES[mode]
-            blob.retention.retain_until_time = (datetime.now(timezone.utc)
-                                                + timedelta(days=self.settings.retention_days))
+            blob.retention.retain_until_time = retain_until(self.settings.retention_days)
 
     def _send(self, blob, source, file: LocalFile) -> None:
         api = require_sdk("google.api_core.exceptions", SDK_PACKAGE, target=self.name)
@@ -240,9 +146,9 @@ class GCSTarget(Target):
             blob.upload_from_file(source, size=file.size, checksum="crc32c", if_generation_match=0)
         except api.NotFound as exc:  # creating an object: only the bucket can be missing
             raise self._no_bucket(f"upload of {blob.name}") from exc
-        except _data_corruption_types() as exc:
+        except data_corruption_types() as exc:
             # The SDK deleted the object already; make sure, so no bad object can remain.
-            self._discard(blob, _generation_of(exc))
+            self._discard(blob, generation_of(exc))
             raise PermanentStorageError(
                 f"upload of {blob.name}: corrupted on transfer (the CRC32C of the bytes sent and "
                 "of the stored object differ); the object was removed", target=self.name) from exc
@@ -259,21 +165,18 @@ class GCSTarget(Target):
         """The emulator, or a bucket without object retention, may store the object and drop
         the retention or hold: remove it then, so a retry does not find an identical but
         unprotected object and take it as done."""
-        retention = stored.retention
-        missing_retention = self.settings.retention_mode is not None and (
-            retention is None or retention.until is None)
-        missing_hold = self.settings.legal_hold and (retention is None or not retention.legal_hold)
-        if missing_retention or missing_hold:
+        missing = missing_protection(self.settings, stored)
+        if missing:
             self._discard(blob, blob.generation)
             raise PermanentStorageError(
                 f"{stored.uri}: the bucket stored the object without the requested "
-                f"{'retention' if missing_retention else 'temporary hold'}; the object was removed. "
+                f"{'retention' if 'retention_mode' in missing else 'temporary hold'}; the object was removed. "
                 f"Enable object retention on bucket {self.settings.bucket}, or remove "
                 "retention_mode / legal_hold from this target", target=self.name)
 
     def _protection_refused(self, exc: Exception, name: str) -> StorageError:
         code = getattr(exc, "code", None)
-        if isinstance(code, int) and code not in RETRYABLE_STATUS:
+        if isinstance(code, int) and not is_retryable_status(code):
             return PermanentStorageError(
                 f"{self._uri(name)}: the bucket refused the temporary hold (HTTP {code}); the object "
                 "was removed. Check the service account's permissions (storage.objects.update)",
@@ -304,7 +207,7 @@ class GCSTarget(Target):
             blob.reload()
         except api.NotFound as exc:
             # The emulator answers an empty 404 for a missing bucket too; GCS says which it is.
-            if _mentions_bucket(exc):
+            if mentions_bucket(exc):
                 raise self._no_bucket(f"stat of {blob.name}") from exc
             raise NotFound(f"{self._uri(blob.name)} not found", target=self.name) from exc
 
@@ -385,59 +288,10 @@ class GCSTarget(Target):
     # -- errors ---------------------------------------------------------------------------
 
     def _no_bucket(self, action: str) -> PermanentStorageError:
-        return PermanentStorageError(
-            f"{action}: bucket {self.settings.bucket} does not exist (or the credentials cannot "
-            "see it); create it or fix bucket", target=self.name)
+        return no_bucket(action, self.settings.bucket, self.name)
 
     def _classify(self, exc: Exception, action: str) -> StorageError:
-        api = require_sdk("google.api_core.exceptions", SDK_PACKAGE, target=self.name)
-        auth = require_sdk("google.auth.exceptions", "google-auth", target=self.name)
-        if isinstance(exc, api.NotFound):  # e.g. an object deleted while it was being read
-            if _mentions_bucket(exc):
-                return self._no_bucket(action)
-            return NotFound(f"{action}: no such object in bucket {self.settings.bucket}", target=self.name)
-        if isinstance(exc, (api.PreconditionFailed, api.Conflict)):
-            return ObjectConflict(f"{action}: an object already exists under this name in bucket "
-                                  f"{self.settings.bucket}; rtk-archive never overwrites", target=self.name)
-        if isinstance(exc, (api.Forbidden, api.Unauthorized)):
-            return PermanentStorageError(
-                f"{action}: access refused (HTTP {exc.code}); check secret / the service account's "
-                f"permissions on bucket {self.settings.bucket}", target=self.name)
-        if isinstance(exc, auth.RefreshError) and not getattr(exc, "retryable", False):
-            return PermanentStorageError(
-                f"{action}: no access token could be obtained; check secret (the service-account "
-                "key may be revoked, deleted or for another project)", target=self.name)
-        if isinstance(exc, auth.DefaultCredentialsError):
-            return PermanentStorageError(
-                f"{action}: no credentials: set secret to the service-account key JSON, or "
-                "provide application default credentials", target=self.name)
-        if isinstance(exc, (auth.RefreshError, auth.TransportError)):
-            return RetryableStorageError(f"{action}: the token endpoint is unavailable", target=self.name)
-        if isinstance(exc, api.GoogleAPICallError):
-            return self._by_status(exc, action)
-        if isinstance(exc, ValueError) and "bytes remaining" in str(exc):
-            # The SDK's own message about a short source (sizes only, no secret).
-            return PermanentStorageError(f"{action}: the source file is shorter than its verified "
-                                         "size; it changed after it was verified", target=self.name)
-        if isinstance(exc, OSError):  # requests' connection errors and source read errors
-            return RetryableStorageError(f"{action}: I/O error ({type(exc).__name__})", target=self.name)
-        return RetryableStorageError(f"{action}: {type(exc).__name__}", target=self.name)
-
-    def _by_status(self, exc, action: str) -> StorageError:
-        code = getattr(exc, "code", None)
-        if code in RETRYABLE_STATUS:
-            return RetryableStorageError(f"{action}: the service is unavailable (HTTP {code})",
-                                         target=self.name)
-        if code == 400 and _mentions_checksum(exc):
-            return PermanentStorageError(
-                f"{action}: GCS refused the bytes: their checksum differs from the file's "
-                "(corrupted on transfer, or the source changed); nothing was stored", target=self.name)
-        reason = _reason(exc)
-        return PermanentStorageError(f"{action}: refused by the service (HTTP {code}"
-                                     f"{', ' + reason if reason else ''})", target=self.name)
-
-
-# --------------------------------------------------------------------------- helpers
+        return classify(exc, action, bucket=self.settings.bucket, target=self.name)
 
 
 def retention_of(blob) -> Retention | None:
@@ -448,65 +302,5 @@ def retention_of(blob) -> Retention | None:
     if not until and not hold:
         return None
     return Retention(mode=str(mode).upper() if until and mode else "HOLD",
-                     until=_iso_utc(until) if until else None, legal_hold=hold)
+                     until=iso_utc(until) if until else None, legal_hold=hold)
 
-
-def _iso_utc(value: str) -> str:
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _data_corruption_types() -> tuple[type[Exception], ...]:
-    """DataCorruption moved into google-cloud-storage in 3.0; older versions raise
-    google-resumable-media's."""
-    types = []
-    with contextlib.suppress(ImportError):  # absent in google-cloud-storage < 3
-        from google.cloud.storage.exceptions import DataCorruption
-
-        types.append(DataCorruption)
-    with contextlib.suppress(ImportError):  # absent when google-resumable-media is not installed
-        from google.resumable_media import DataCorruption as LegacyDataCorruption
-
-        types.append(LegacyDataCorruption)
-    return tuple(types)
-
-
-def _generation_of(exc: Exception):
-    """The generation of the object a failed check created, from the final response."""
-    response = getattr(exc, "response", None)
-    with contextlib.suppress(ValueError, AttributeError, KeyError, TypeError):  # no JSON: by name
-        return int(response.json()["generation"])
-    return None
-
-
-def _error_payload(exc: Exception) -> dict:
-    response = getattr(exc, "response", None)
-    with contextlib.suppress(ValueError, AttributeError, TypeError):  # not a JSON error body
-        error = response.json().get("error")
-        if isinstance(error, dict):
-            return error
-    return {}
-
-
-def _reason(exc: Exception) -> str:
-    """GCS's reason word (notFound, invalid, forbidden...): fixed vocabulary, safe to show."""
-    errors = getattr(exc, "errors", None) or _error_payload(exc).get("errors") or []
-    for item in errors:
-        if isinstance(item, dict) and isinstance(item.get("reason"), str):
-            return item["reason"]
-    return ""
-
-
-def _mentions(exc: Exception, *words: str) -> bool:
-    message = str(_error_payload(exc).get("message") or "").lower()
-    return any(word in message for word in words)
-
-
-def _mentions_bucket(exc: Exception) -> bool:
-    return _mentions(exc, "bucket") and not _mentions(exc, "no such object")
-
-
-def _mentions_checksum(exc: Exception) -> bool:
-    return _mentions(exc, "md5", "crc32c", "checksum", "hash")

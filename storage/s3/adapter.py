@@ -1,0 +1,351 @@
+"""The S3 adapter, through boto3: one adapter for every S3-compatible provider; what differs
+between them is data (storage/s3/providers.py), never a second copy of the code.
+
+What a put does on the wire (all checked against moto 5.2 and boto3 1.43):
+- `upload_fileobj` with a TransferConfig: one PutObject below `multipart_threshold`, otherwise a
+  multipart upload that s3transfer aborts itself when anything fails, so a failed put leaves
+  neither an object nor an open multipart upload behind.
+- `ChecksumAlgorithm="SHA256"` where the provider takes it: botocore hashes the bytes it
+  actually sends and the server checks them on arrival (per part for multipart). We deliberately
+  do NOT send the file's own digest as `ChecksumSHA256`: real S3 would refuse a mismatch, but
+  moto (and possibly other S3-compatible stores) stores any declared value unchecked and then
+  reports it back from head_object, so the "native" digest would merely echo our own claim. A
+  digest computed from the transmitted bytes is independent evidence on every server; the
+  pipeline compares it with the file's SHA-256 (that is how a file that changed after hashing
+  is caught). A provider without it is verified by its single-part ETag (an MD5) where that is
+  one.
+- `If-None-Match: *` on PutObject and CompleteMultipartUpload where the provider honours it (S3
+  conditional writes, honoured by moto; s3transfer does not accept it in ExtraArgs, so a client
+  event hook adds it): the base class already refuses an existing key, this closes the race
+  between its stat and our write. A 412 becomes ObjectConflict.
+- Object Lock headers when retention is configured, and a check on the stored object that the
+  server really applied them (moto ignores them on multipart uploads to an unlocked bucket).
+- The file's SHA-256 as user metadata, sent as `x-amz-meta-rtk-sha256` (see `_wire_name`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import re
+import threading
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from storage.errors import NotFound, PermanentStorageError, StorageError, require_sdk
+from storage.protection import describe_missing, missing_protection, retain_until
+from storage.values import iso_utc
+from storage.s3.errors import classify, error_code, http_status
+from storage.s3.providers import PROVIDERS, S3Provider
+from storage.s3.settings import SETTINGS_MODELS, S3CompatibleSettings
+from storage.target import Target
+from storage.values import SHA256_METADATA_KEY, BucketRetention, LocalFile, Retention, StoredObject
+
+CONNECT_TIMEOUT = 10  # seconds
+READ_TIMEOUT = 120  # a slow store can take a while to acknowledge a 16 MiB part
+# botocore's own retries cover a single request (throttling, a dropped connection); the
+# pipeline's retry loop covers a whole put on top of that.
+BOTO_RETRIES = {"max_attempts": 3, "mode": "standard"}
+
+_PLAIN_MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
+
+
+class S3Target(Target):
+    type = "aws"
+    settings_model = SETTINGS_MODELS["aws"]
+    provider: S3Provider = PROVIDERS["aws"]
+
+    settings: S3CompatibleSettings
+
+    def __init__(self, settings: S3CompatibleSettings):
+        super().__init__(settings)
+        self.bucket = settings.bucket
+        self._client = None
+        self._client_lock = threading.Lock()
+        self._bucket_checked = False
+
+    @classmethod
+    def for_provider(cls, provider: S3Provider) -> type[S3Target]:
+        """This adapter with one provider's profile: its type and its settings model."""
+        name = provider.title.replace(" ", "") + "Target"
+        return type(name, (cls,), {"type": provider.type, "provider": provider,
+                                   "settings_model": SETTINGS_MODELS[provider.type], "__module__": __name__})
+
+    def describe(self) -> str:
+        s = self.settings
+        return self.provider.label.format(bucket=self.bucket, path=s.path, region=s.region, endpoint=s.endpoint)
+
+    def close(self) -> None:
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def where(self) -> str:
+        """Where the bucket lives, for messages."""
+        return self.settings.service_endpoint() or f"AWS region {self.settings.region}"
+
+    def missing_bucket(self) -> str:
+        return (f"bucket {self.bucket!r} does not exist at {self.where()}: create it or fix "
+                "`bucket`/`region`")
+
+    # -- the client -------------------------------------------------------------------------
+
+    def _s3(self):
+        """The boto3 client, created on first use (boto3 clients are thread-safe; creating
+        one is not, hence the lock)."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    def _make_client(self):
+        boto3 = require_sdk("boto3", "boto3", target=self.name)
+        botocore_config = require_sdk("botocore.config", "boto3", target=self.name)
+        settings = self.settings
+        endpoint = settings.service_endpoint()
+        # A provider that takes no flexible checksums gets none, not even botocore's default CRC.
+        checksums = {} if self.provider.checksum else {"request_checksum_calculation": "when_required",
+                                                       "response_checksum_validation": "when_required"}
+        config = botocore_config.Config(
+            retries=dict(BOTO_RETRIES),
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
+            # Several puts share this client, each with max_concurrency part uploads.
+            max_pool_connections=max(10, 2 * settings.max_concurrency),
+            s3={"addressing_style": self.provider.addressing if endpoint else "auto"},
+            user_agent_extra="rtk-archive",
+            **checksums,
+        )
+        credentials = {}
+        if settings.access_key is not None and settings.secret is not None:
+            credentials = {
+                "aws_access_key_id": settings.access_key.get_secret_value(),
+                "aws_secret_access_key": settings.secret.get_secret_value(),
+            }
+        # A session of our own: the default session is shared module state, not thread-safe.
+        session = boto3.session.Session()
+        client = session.client("s3", region_name=settings.region, endpoint_url=endpoint,
+                                config=config, **credentials)
+        if self.provider.conditional_writes:
+            for operation in ("PutObject", "CompleteMultipartUpload"):
+                client.meta.events.register(f"before-parameter-build.s3.{operation}", _create_only)
+        return client
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def _upload(self, file: LocalFile, full_key: str, metadata: Mapping[str, str]) -> StoredObject:
+        client = self._s3()
+        with file.open() as stream:
+            client.upload_fileobj(stream, self.bucket, full_key,
+                                  ExtraArgs=self._extra_args(metadata), Config=self._transfer_config())
+        stored = self._stat(full_key)
+        missing = missing_protection(self.settings, stored)
+        if missing:
+            # A store that ignores Object Lock headers (moto for multipart uploads; possibly
+            # other S3-compatible stores) would leave an unprotected object while the user
+            # asked for write-once: say so loudly rather than report success.
+            raise PermanentStorageError(
+                f"{stored.uri} was stored WITHOUT the requested Object Lock protection "
+                f"({describe_missing(self.settings, stored, missing)}): the bucket {self.bucket!r} "
+                "or the server does not apply it; use a bucket with Object Lock enabled", target=self.name)
+        return stored
+
+    def _transfer_config(self):
+        transfer = require_sdk("boto3.s3.transfer", "boto3", target=self.name)
+        settings = self.settings
+        return transfer.TransferConfig(
+            multipart_threshold=settings.multipart_threshold,
+            multipart_chunksize=settings.part_size,
+            max_concurrency=settings.max_concurrency,
+            use_threads=True,
+            # The classic s3transfer manager, never the CRT one boto3 may pick when awscrt is
+            # installed: its abort-on-failure and ExtraArgs handling is what was tested here.
+            preferred_transfer_client="classic",
+        )
+
+    def _extra_args(self, metadata: Mapping[str, str]) -> dict[str, Any]:
+        settings = self.settings
+        extra: dict[str, Any] = {"Metadata": {_wire_name(name): value for name, value in metadata.items()}}
+        if self.provider.checksum:
+            extra["ChecksumAlgorithm"] = self.provider.checksum
+        if settings.storage_class:
+            extra["StorageClass"] = settings.storage_class
+        if settings.retention_mode:
+            extra["ObjectLockMode"] = settings.retention_mode
+            extra["ObjectLockRetainUntilDate"] = retain_until(settings.retention_days)
+        if settings.legal_hold:
+            extra["ObjectLockLegalHoldStatus"] = "ON"
+        return extra
+
+    def _stat(self, full_key: str) -> StoredObject:
+        try:
+            head = self._s3().head_object(Bucket=self.bucket, Key=full_key, ChecksumMode="ENABLED")
+        except Exception as exc:
+            if http_status(exc) == 404:
+                self._check_bucket_exists()
+                raise NotFound(f"{self._uri(full_key)} not found", target=self.name) from None
+            raise
+        return StoredObject(
+            key=full_key,
+            uri=self._uri(full_key),
+            size=head["ContentLength"],
+            sha256=_stored_sha256(head.get("Metadata", {})),
+            native=_native_digests(head, self.provider),
+            version=head.get("VersionId") or _etag(head) or None,
+            retention=_retention(head),
+        )
+
+    def _check_bucket_exists(self) -> None:
+        """HEAD answers a bare 404 both for a missing key and a missing bucket; ask once per
+        target, so a typo in `bucket` is reported as such and not as "nothing stored yet"."""
+        if self._bucket_checked:
+            return
+        try:
+            self._s3().head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            if http_status(exc) == 404:
+                raise PermanentStorageError(self.missing_bucket(), target=self.name) from None
+            raise
+        self._bucket_checked = True
+
+    def _delete(self, full_key: str) -> None:
+        # On a versioned bucket a plain delete only hides the object behind a delete marker:
+        # delete the very version the probe wrote.
+        client = self._s3()
+        version = client.head_object(Bucket=self.bucket, Key=full_key).get("VersionId")
+        if version and version != "null":
+            client.delete_object(Bucket=self.bucket, Key=full_key, VersionId=version)
+        else:
+            client.delete_object(Bucket=self.bucket, Key=full_key)
+
+    def _bucket_retention(self) -> BucketRetention:
+        """Object Lock as the bucket reports it. A bucket with Object Lock keeps every version
+        it holds (a default retention locks even objects written without one), so the probe
+        writes nothing there."""
+        try:
+            answer = self._s3().get_object_lock_configuration(Bucket=self.bucket)
+        except Exception as exc:
+            if error_code(exc) != "ObjectLockConfigurationNotFoundError":
+                raise
+            answer = {}
+        config = answer.get("ObjectLockConfiguration") or {}
+        enabled = config.get("ObjectLockEnabled") == "Enabled"
+        if not enabled:
+            needs = self._protection_needs()
+            problem = (f"{needs} Object Lock, which bucket {self.bucket!r} does not have: every upload "
+                       "would be refused; use a bucket created with Object Lock, or remove those "
+                       "settings") if needs else None
+            return BucketRetention(summary="Object Lock: not enabled", problem=problem)
+        rule = (config.get("Rule") or {}).get("DefaultRetention") or {}
+        if rule:
+            period = f"{rule['Days']}d" if rule.get("Days") else f"{rule.get('Years')}y"
+            summary = f"Object Lock: enabled, default {rule.get('Mode')} {period}"
+        else:
+            summary = "Object Lock: enabled, no default retention"
+        return BucketRetention(summary=summary, locks_new_objects=True)
+
+    def _probe_write_nothing(self, full_key: str) -> str:
+        """CreateMultipartUpload needs s3:PutObject and takes the same Object Lock headers as an
+        upload (refused by a bucket without Object Lock); aborting it leaves nothing behind."""
+        client = self._s3()
+        extra = self._extra_args({SHA256_METADATA_KEY: "0" * 64})
+        upload = client.create_multipart_upload(Bucket=self.bucket, Key=full_key, **extra)
+        client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload["UploadId"])
+        return "a multipart upload with this target's settings was started and aborted"
+
+    @contextlib.contextmanager
+    def _open_read(self, full_key: str):
+        response = self._s3().get_object(Bucket=self.bucket, Key=full_key)
+        body = response["Body"]
+        try:
+            yield body
+        finally:
+            body.close()
+
+    def _uri(self, full_key: str) -> str:
+        return f"s3://{self.bucket}/{full_key}"
+
+    def _classify(self, exc: Exception, action: str) -> StorageError:
+        return classify(self, exc, action)
+
+
+# Every provider's adapter class: what the registry hands out for each S3-compatible type.
+ADAPTERS: dict[str, type[S3Target]] = {name: S3Target.for_provider(p) for name, p in PROVIDERS.items()}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _create_only(params: dict, **_kwargs) -> None:
+    """botocore hook: make every object write create-only (S3 conditional writes)."""
+    params.setdefault("IfNoneMatch", "*")
+
+
+def _wire_name(name: str) -> str:
+    """Metadata names travel as `x-amz-meta-<name>` headers. Headers with underscores are
+    dropped by common HTTP front ends (nginx by default, WSGI servers such as moto's), so an
+    underscore becomes a hyphen on S3; S3 itself keeps both."""
+    return name.replace("_", "-")
+
+
+def _stored_sha256(metadata: Mapping[str, str]) -> str | None:
+    # Objects written with the underscore spelling (by another tool, or directly) count too.
+    return metadata.get(_wire_name(SHA256_METADATA_KEY)) or metadata.get(SHA256_METADATA_KEY)
+
+
+def _native_digests(head: Mapping[str, Any], provider: S3Provider) -> dict[str, str]:
+    """Digests the server computed over the stored bytes, hex encoded, only where they are
+    digests of the whole file and the provider's entry says they are what they seem."""
+    native = {}
+    sha256 = _full_object_sha256(head) if provider.checksum == "SHA256" else None
+    if sha256:
+        native["sha256"] = sha256
+    md5 = _etag_md5(head) if provider.etag_is_md5 else None
+    if md5:
+        native["md5"] = md5
+    return native
+
+
+def _full_object_sha256(head: Mapping[str, Any]) -> str | None:
+    # A multipart object carries a checksum of the part checksums, not the file's digest (S3
+    # has no full-object SHA-256 for multipart), so it is left out. Real S3 marks it ("...=-3",
+    # ChecksumType COMPOSITE); moto returns it bare, so the ETag's "-N" is checked too.
+    value = head.get("ChecksumSHA256")
+    if not value or "-" in value or head.get("ChecksumType") == "COMPOSITE" or _is_multipart(head):
+        return None
+    try:
+        digest = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None  # not a digest we can read: report nothing rather than a wrong value
+    return digest.hex() if len(digest) == 32 else None
+
+
+def _etag_md5(head: Mapping[str, Any]) -> str | None:
+    # The ETag is the MD5 of the bytes only for a single-part object stored unencrypted or
+    # with SSE-S3; SSE-KMS and SSE-C ETags are opaque, multipart ones end in "-N".
+    etag = _etag(head).lower()
+    if head.get("SSECustomerAlgorithm") or head.get("ServerSideEncryption", "AES256") != "AES256":
+        return None
+    return etag if _PLAIN_MD5_ETAG.match(etag) else None
+
+
+def _etag(head: Mapping[str, Any]) -> str:
+    return str(head.get("ETag", "")).strip('"')
+
+
+def _is_multipart(head: Mapping[str, Any]) -> bool:
+    return "-" in _etag(head)
+
+
+def _retention(head: Mapping[str, Any]) -> Retention | None:
+    mode = head.get("ObjectLockMode")
+    until = head.get("ObjectLockRetainUntilDate")
+    hold = head.get("ObjectLockLegalHoldStatus") == "ON"
+    if not mode and not hold:
+        return None
+    if isinstance(until, datetime):
+        until = iso_utc(until)
+    return Retention(mode=mode or "HOLD", until=until, legal_hold=hold)
