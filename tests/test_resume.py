@@ -153,7 +153,9 @@ def test_downloaded_counts_the_bytes_this_run_fetched(sim, tmp_path):
     first = run_archive(config, command="test", stop=stop)
     watcher.join()
     assert first.exit_code == errors.EXIT_INTERRUPTED
-    assert 400_000 <= first.summary.bytes_downloaded <= sent(sim, rec["id"])
+    # The server may have sent bytes the client had not read yet when it stopped: fetched is at
+    # most what was sent, and some of it (the watcher waits for 400 kB sent).
+    assert 0 < first.summary.bytes_downloaded <= sent(sim, rec["id"])
     sim.faults.set(throttle_bps=0)
     before = len(file_requests(sim))
     second = run_archive(config, command="test")
