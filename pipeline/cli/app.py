@@ -91,6 +91,15 @@ def _flushed(code: int) -> int:
 
 
 def _run_command(args, argv: list[str]) -> Outcome:
+    """Run the command, then tell the operator's tooling (heartbeat, metrics textfile)."""
+    from pipeline.cli.ops import after_command
+
+    outcome = _command_outcome(args, argv)
+    after_command(args, outcome)
+    return outcome
+
+
+def _command_outcome(args, argv: list[str]) -> Outcome:
     """Run the command; every exception becomes an Outcome with its documented exit code."""
     from pipeline.realtimekit import ApiError
 

@@ -45,6 +45,10 @@ COUNTS = {
 def load(args) -> Config:
     config = load_config(args.config)
     REDACTOR.add(config.secret_values())
+    from pipeline.cli.logs import apply_config
+
+    args.loaded_config = config  # for what follows the command (pipeline.cli.ops)
+    apply_config(args, config)
     return config
 
 
