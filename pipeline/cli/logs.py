@@ -96,16 +96,22 @@ def apply_config(args, config) -> None:
 
 
 def open_log_file(path) -> logging.Handler:
-    """A WatchedFileHandler appending to `path`: created 0600 (the log may name recordings and
-    hosts), reopened when logrotate moves it away. A path that cannot be opened is a clear
+    """A handler appending to `path`, reopened when logrotate moves it away; the file is created
+    0600 (the log names recordings, hosts and targets). A path that cannot be opened is a clear
     configuration error."""
-    path = os.fspath(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # before the handler: its mode
-        os.close(fd)
-        return logging.handlers.WatchedFileHandler(path, mode="a", encoding="utf-8")
+        return PrivateWatchedFileHandler(os.fspath(path), mode="a", encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"log file {path}: cannot open: {exc.strerror or exc}") from None
+
+
+class PrivateWatchedFileHandler(logging.handlers.WatchedFileHandler):
+    """WatchedFileHandler semantics (reopen when the file was moved or deleted), and every file it
+    creates, the first one or the one after a rotation, is created 0600, whatever the umask."""
+
+    def _open(self):
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
 
 
 class JsonFormatter(logging.Formatter):
