@@ -15,6 +15,10 @@ import pytest
 from pipeline.cli.logs import JsonFormatter, setup_logging
 from pipeline.redact import REDACTOR
 from tests.helpers import config_dict, expected_files, run_cli, to_toml, write_config
+from tests.storage.rig_azure import rig_azure  # noqa: F401  (fixtures: real servers)
+from tests.storage.rig_s3 import rig_aws  # noqa: F401
+from tests.storage.rig_sftp import rig_sftp  # noqa: F401
+from tests.test_redaction import API_TOKEN, _secrets
 
 LEVELS = [["-q"], [], ["-v"], ["-vv"], ["-vvv"]]
 
@@ -51,6 +55,30 @@ def test_json_logs_parse_line_by_line_and_stay_redacted(level, sim, tmp_path):
     if level == ["-vvv"]:
         assert any(r["logger"].startswith("httpx") for r in records), "the libraries' debug is json too"
         assert "?***" in result.stderr
+
+
+def test_json_logs_redact_every_kind_of_secret_at_the_most_verbose_level(tmp_path, rig_aws, rig_azure,  # noqa: F811
+                                                                        rig_sftp):  # noqa: F811
+    """The README "Secrets stay secret" run of tests/test_redaction.py, in json at -vvv: S3
+    keys, an Azure connection string, an SSH private key, the API token and the presigned query
+    strings appear in no json line, the libraries' records included."""
+    from pipeline.simulator import Simulator
+
+    prefix = f"json-redaction-{tmp_path.name}"
+    targets = [{"name": "nas", "type": "local", "path": str(tmp_path / "nas")},
+               rig_aws.target_settings("s3", prefix), rig_azure.target_settings("blob", prefix),
+               rig_sftp.target_settings("sftp", prefix)]
+    with Simulator(recordings=0, seed=22, token=API_TOKEN, min_size=20_000, max_size=80_000) as simulator:
+        simulator.add_recording(size=60_000, audio=True)
+        config = write_config(tmp_path, simulator, targets=targets)
+        result = run_cli("run", "--config", str(config), "--log-format", "json", "-vvv", timeout=300)
+        signatures = {value for request in simulator.requests if request.kind == "file"
+                      for values in request.query.values() for value in values if len(value) >= 8}
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = _json_lines(result.stderr)
+    assert {r["logger"].split(".")[0] for r in records} >= {"httpx", "botocore", "paramiko", "azure"}
+    for secret in _secrets(targets) + sorted(signatures):
+        assert secret not in result.stderr, f"{secret[:12]}... in the json log"
 
 
 def test_json_logs_carry_the_structured_fields(sim, tmp_path):
