@@ -162,3 +162,15 @@ def test_build_registry_reads_the_ledger_at_each_collection(sim, tmp_path):
     with open_session(config, "metrics", record=False) as context:
         registry = build_registry(context.ledger)
         assert "rtk_archive_last_run_exit_code 0.0" in generate_latest(registry).decode()
+
+
+def test_a_ledger_that_cannot_be_read_leaves_the_metrics_with_a_warning(sim, tmp_path):
+    """The ledger path is a folder: the run fails with exit 74 and its one line; the metrics
+    step adds a warning, no traceback, and the exit code stays 74."""
+    sim.add_recording(size=20_000, audio=False)
+    config, textfile = _config(tmp_path, sim)
+    (tmp_path / "ledger.db").mkdir()
+    result = run_cli("run", "--config", str(config))
+    assert result.returncode == 74, result.stderr
+    assert "metrics: not written" in result.stderr and "Traceback" not in result.stderr
+    assert not textfile.exists()

@@ -3,9 +3,9 @@ its Outcome once; every failure becomes one line and a documented exit code, nev
 
 Exit codes (pipeline.errors, README "Exit codes"): 0 all done; 1 some items failed, are lost,
 or a check found a problem; 2 bad configuration or usage; 3 another run holds the ledger;
-4 the RealtimeKit API refused or could not be reached; 70 internal error (a bug: one line, the
-details in a private crash file); 74 the ledger, its lock or the audit log cannot be used;
-130 interrupted by SIGINT/SIGTERM."""
+4 the RealtimeKit API refused or could not be reached; 5 stopped at a time or transfer
+budget, work remains; 70 internal error (a bug: one line, the details in a private crash
+file); 74 the ledger, its lock or the audit log cannot be used; 130 interrupted by SIGINT/SIGTERM."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from pipeline.cli.output import Outcome
+from pipeline.errors import RtkArchiveError
 
 log = logging.getLogger("rtk_archive.ops")
 
@@ -26,17 +27,21 @@ def start_heartbeat(args, config) -> None:
 
 
 def after_command(args, outcome: Outcome) -> None:
-    """The command ended (whatever its outcome): the heartbeat's last ping, then the metrics."""
-    heartbeat = getattr(args, "heartbeat", None)
-    if heartbeat is not None:
-        from pipeline.notify import one_line
+    """The command ended (whatever its outcome): the heartbeat's last ping, then the metrics.
+    The outcome is decided: a Ctrl-C now only cuts these short (said in a warning)."""
+    try:
+        heartbeat = getattr(args, "heartbeat", None)
+        if heartbeat is not None:
+            from pipeline.notify import one_line
 
-        heartbeat.finish(outcome.exit_code, outcome.error or one_line(outcome.text) or f"exit {outcome.exit_code}")
-    config = getattr(args, "loaded_config", None)
-    if config is None or config.metrics.textfile is None or args.command not in METRICS_COMMANDS \
-            or getattr(args, "dry_run", False):
-        return
-    write_metrics(config, outcome)
+            heartbeat.finish(outcome.exit_code, outcome.error or one_line(outcome.text) or f"exit {outcome.exit_code}")
+        config = getattr(args, "loaded_config", None)
+        if config is None or config.metrics.textfile is None or args.command not in METRICS_COMMANDS \
+                or getattr(args, "dry_run", False):
+            return
+        write_metrics(config, outcome)
+    except KeyboardInterrupt:
+        log.warning("interrupted after the command ended: the heartbeat or the metrics may not be updated")
 
 
 def write_metrics(config, outcome: Outcome) -> None:
@@ -52,3 +57,5 @@ def write_metrics(config, outcome: Outcome) -> None:
             write_textfile(path, registry)
     except OSError as exc:
         log.warning("metrics: cannot write %s: %s", path, exc.strerror or exc)
+    except RtkArchiveError as exc:  # e.g. the ledger cannot be read: the command already said why
+        log.warning("metrics: not written to %s: %s", path, exc)

@@ -8,6 +8,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 
+from pipeline.cli.logs import apply_config
 from pipeline.config import Config, load_config
 from pipeline.redact import REDACTOR, printable
 
@@ -45,8 +46,6 @@ COUNTS = {
 def load(args) -> Config:
     config = load_config(args.config)
     REDACTOR.add(config.secret_values())
-    from pipeline.cli.logs import apply_config
-
     args.loaded_config = config  # for what follows the command (pipeline.cli.ops)
     apply_config(args, config)
     return config
