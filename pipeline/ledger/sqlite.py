@@ -348,7 +348,8 @@ class SqliteLedger:
 
     def copy_tallies(self) -> list[CopyTally]:
         rows = self._query("SELECT target, state, COUNT(*) AS copies, COALESCE(SUM(size), 0) AS bytes, "
-                           "MAX(verified_at) AS last_verified_at FROM copies GROUP BY target, state ORDER BY target, state")
+                           "MAX(verified_at) AS last_verified_at FROM copies "
+                           "GROUP BY target, state ORDER BY target, state")
         return [_row(CopyTally, r) for r in rows]
 
 
