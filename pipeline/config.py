@@ -11,11 +11,12 @@ import re
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from pipeline.archive import budget
 from pipeline.archive import object_keys as keys
 from pipeline.realtimekit import DEFAULT_BASE_URL
 from pipeline.errors import ConfigError
@@ -98,8 +99,29 @@ class ArchiveConfig(_Section):
     upload_attempts: int = Field(default=4, ge=1, le=50)
     retry_max_seconds: float = Field(default=600.0, gt=0, le=DAY)
     manifest: bool = True
+    # Budgets for a nightly window (pipeline.archive.budget): "5h", "500G", "50M" or a schedule.
+    max_duration: float | None = None  # seconds (or "5h", "90m"): then no new file starts
+    max_transfer: int | None = None  # bytes (or "500G"): then no new file starts
+    bwlimit: str | None = None  # total download rate: "50M", "off", or "08:00,10M 19:00,off"
 
     _spool_dir = field_validator("spool_dir")(_usable_path)
+
+    @field_validator("max_duration", mode="before")
+    @classmethod
+    def _duration(cls, value):
+        return None if value is None else budget.parse_duration(value)
+
+    @field_validator("max_transfer", mode="before")
+    @classmethod
+    def _transfer(cls, value):
+        return None if value is None else budget.parse_size(value)
+
+    @field_validator("bwlimit")
+    @classmethod
+    def _bwlimit(cls, value: str | None) -> str | None:
+        if value is not None:
+            budget.parse_bwlimit(value)
+        return value
 
     @field_validator("key_template")
     @classmethod
@@ -114,6 +136,37 @@ class AuditConfig(_Section):
     _path = field_validator("path")(_usable_path)
 
 
+class LoggingConfig(_Section):
+    format: Literal["text", "json"] | None = None  # the command line's --log-format wins
+    file: Path | None = None  # appended to, 0600, reopened after logrotate (--log-file wins)
+
+    _file = field_validator("file")(lambda value: value if value is None else _usable_path(value))
+
+
+class MetricsConfig(_Section):
+    # node_exporter's textfile collector reads it: rewritten atomically after each command that records.
+    textfile: Path | None = None
+
+    _textfile = field_validator("textfile")(lambda value: value if value is None else _usable_path(value))
+
+
+class NotifyConfig(_Section):
+    ping_url: SecretStr | None = None  # healthchecks.io style: <url>/start, <url>, <url>/<exit code>
+    timeout: float = Field(default=10.0, gt=0, le=300)
+    attempts: int = Field(default=3, ge=1, le=10)
+
+    @field_validator("ping_url")
+    @classmethod
+    def _ping_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        url = value.get_secret_value().strip().rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("must be an http(s) URL like https://hc-ping.com/<uuid>, without a query")
+        return SecretStr(url)
+
+
 class Config(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -123,6 +176,9 @@ class Config(BaseModel):
     archive: ArchiveConfig
     audit: AuditConfig
     targets: list[TargetSettings]
+    logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    notify: NotifyConfig = NotifyConfig()
 
     @property
     def api_token(self) -> str:
@@ -137,6 +193,8 @@ class Config(BaseModel):
         values = [self.api_token] if self.api_token else []
         for target in self.targets:
             values.extend(target.secret_values())
+        if self.notify.ping_url:  # a check's URL is what lets anyone ping it
+            values.append(self.notify.ping_url.get_secret_value())
         return values
 
 
@@ -169,7 +227,7 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
     environ = dict(os.environ if environ is None else environ)
     label = str(source) if source else "<config>"
     raw = _expand(raw, environ, label, ())
-    known = {"source", "ledger", "archive", "audit", "targets"}
+    known = {"source", "ledger", "archive", "audit", "targets", "logging", "metrics", "notify"}
     for key in raw:
         if key not in known:
             raise ConfigError(f"{label}: unknown section [{key}] (known: {', '.join(sorted(known))})")
@@ -184,6 +242,9 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
     ledger = _validate(LedgerConfig, _table(raw, "ledger", label), label, "ledger")
     archive = _validate(ArchiveConfig, _table(raw, "archive", label), label, "archive")
     audit = _validate(AuditConfig, _table(raw, "audit", label), label, "audit")
+    logging_cfg = _validate(LoggingConfig, _table(raw, "logging", label), label, "logging")
+    metrics = _validate(MetricsConfig, _table(raw, "metrics", label), label, "metrics")
+    notify = _validate(NotifyConfig, _table(raw, "notify", label), label, "notify")
 
     targets_raw = raw.get("targets", [])
     if not isinstance(targets_raw, list) or not all(isinstance(t, dict) for t in targets_raw):
@@ -203,6 +264,8 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
     ledger.path = _resolve(base, ledger.path)
     archive.spool_dir = _resolve(base, archive.spool_dir)
     audit.path = _resolve(base, audit.path)
+    logging_cfg.file = logging_cfg.file and _resolve(base, logging_cfg.file)
+    metrics.textfile = metrics.textfile and _resolve(base, metrics.textfile)
     for target in targets:
         if target.key_template is not None:
             try:
@@ -211,7 +274,7 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
                 raise ConfigError(f"{label}: targets[{target.name}].key_template: {exc}") from None
     targets = [_resolve_local_path(t, base) for t in targets]
     return Config(path=source, source=source_cfg, ledger=ledger, archive=archive, audit=audit,
-                  targets=targets)
+                  targets=targets, logging=logging_cfg, metrics=metrics, notify=notify)
 
 
 def _table(raw: dict, name: str, label: str) -> dict:

@@ -11,13 +11,14 @@ EXIT_FAILURES = 1  # some files failed, are lost or at risk; the others were arc
 EXIT_USAGE = 2  # bad configuration or command line; nothing was done
 EXIT_LOCKED = 3  # another run holds the ledger's lock; nothing was done
 EXIT_API = 4  # the RealtimeKit API refused or could not be reached; nothing could be listed
+EXIT_BUDGET = 5  # stopped at the time or transfer budget (--max-duration, --max-transfer): work remains
 EXIT_INTERNAL = 70  # an unexpected error (a bug): one line on stderr, the details in a crash file
 EXIT_BOOKKEEPING = 74  # the ledger, its lock or the audit log cannot be used (sysexits' EX_IOERR)
 EXIT_INTERRUPTED = 130  # stopped by SIGINT/SIGTERM; in-flight work was abandoned cleanly
 
 # Every exit code the command line can return; nothing else ever leaves main().
-EXIT_CODES = (EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_LOCKED, EXIT_API, EXIT_INTERNAL, EXIT_BOOKKEEPING,
-              EXIT_INTERRUPTED)
+EXIT_CODES = (EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_LOCKED, EXIT_API, EXIT_BUDGET, EXIT_INTERNAL,
+              EXIT_BOOKKEEPING, EXIT_INTERRUPTED)
 
 
 class RtkArchiveError(Exception):

@@ -69,7 +69,8 @@ def _logger(log: logging.Logger, what: str, attempts: int | None):
         reason = outcome.exception() if outcome is not None and outcome.failed else "not yet"
         of = f" of {attempts}" if attempts else ""
         log.warning("%s%s; retrying in %.1f s (attempt %d%s)", f"{what}: " if what else "", reason,
-                    state.upcoming_sleep, state.attempt_number + 1, of)
+                    state.upcoming_sleep, state.attempt_number + 1, of,
+                    extra={"attempt": state.attempt_number + 1, "error": str(reason)})
     return before_sleep
 
 

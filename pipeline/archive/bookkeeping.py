@@ -23,6 +23,8 @@ class RunSummary:
     at_risk: int = 0  # recordings near RealtimeKit's deletion and still not archived everywhere
     bytes_downloaded: int = 0  # bytes fetched from the file server by this run (resumed spool bytes excluded)
     interrupted: bool = False
+    budget_stop: str | None = None  # why a budget (--max-duration, --max-transfer) stopped new files
+    files_not_started: int = 0  # files that budget left for the next run
     problems: list[str] = field(default_factory=list)  # one line per failure, lost or skipped item
     at_risk_ids: list[str] = field(default_factory=list)
     # The same, each in one unit.
@@ -62,10 +64,11 @@ class Book:
                     raise AttributeError(f"RunSummary has no counter {name!r}")
                 setattr(self.summary, name, getattr(self.summary, name) + amount)
 
-    def problem(self, line: str) -> None:
+    def problem(self, line: str, **fields) -> None:
+        """`fields`: structured fields for --log-format json (recording_id, file, target, error)."""
         with self._lock:
             self.summary.problems.append(line)
-        log.error("%s", line)
+        log.error("%s", line, extra=fields)
 
     def audit(self, action: str, **fields) -> None:
         if self.context.audit is not None:
@@ -76,13 +79,13 @@ class Book:
     def file_failed(self, rid: str, kind: str, reason: str) -> None:
         self.context.ledger.set_file_state(rid, kind, "failed", reason, count_attempt=True)
         self.count(failed=1, files_failed=1)
-        self.problem(reason)
+        self.problem(reason, recording_id=rid, file=kind, error=reason)
         self.audit("failed", recording_id=rid, kind=kind, reason=reason)
 
     def file_lost(self, rid: str, kind: str, reason: str) -> None:
         self.context.ledger.set_file_state(rid, kind, "lost", reason, count_attempt=True)
         self.count(lost=1, files_lost=1)
-        self.problem(f"lost: {reason}")
+        self.problem(f"lost: {reason}", recording_id=rid, file=kind, error=reason)
         self.audit("lost", recording_id=rid, kind=kind, reason=reason)
 
     def not_everywhere(self, rid: str, kind: str, reasons: dict[str, str]) -> None:

@@ -6,6 +6,7 @@ copy is recorded as archived only after it was verified at its target (pipeline.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import timedelta
@@ -13,6 +14,7 @@ from datetime import timedelta
 from pipeline.realtimekit import ApiError, ApiNotFound
 from pipeline.archive import object_keys as keys
 from pipeline.archive.bookkeeping import Book
+from pipeline.archive.budget import run_budget
 from pipeline.archive.completion import Completion
 from pipeline.archive.download import Download, DownloadedFile, SignedUrl
 from pipeline.archive.plan import FilePlan, Planning, RecordingPlan, recording_metadata
@@ -38,6 +40,10 @@ class Archiver:
         self.completion = Completion(book, self.targets, self.unavailable)
         # MD5, the slowest digest, only when a configured target checks it.
         self._md5 = any(target.uses_md5 for target in self.targets.values())
+        # --max-duration, --max-transfer (no new file after them) and --bwlimit, for the whole run.
+        self.budget = run_budget(self.config.archive, stop=self.stop)
+        self.not_started = 0  # files a budget kept from starting: the next run does them
+        self._budget_lock = threading.Lock()
 
     def leave_out(self, name: str, reason: str) -> None:
         """Leave a target out of this run (its probe failed): reported once, here; its copies
@@ -106,8 +112,11 @@ class Archiver:
         if self.stop.is_set():
             return
         try:
-            for file_plan in plan.work:
+            for index, file_plan in enumerate(plan.work):
                 if self.stop.is_set():
+                    return
+                if self.budget.exhausted():  # soft cutoff: in-flight files finish, no new one starts
+                    self._leave_for_next_run(len(plan.work) - index)
                     return
                 self._archive_file(plan, file_plan, uploads)
             if not self.stop.is_set():
@@ -115,6 +124,10 @@ class Archiver:
         except BaseException:
             self.stop.set()  # e.g. the ledger or the audit log failed: start nothing new
             raise
+
+    def _leave_for_next_run(self, files: int) -> None:
+        with self._budget_lock:
+            self.not_started += files
 
     def _archive_file(self, plan: RecordingPlan, file_plan: FilePlan, uploads: ThreadPoolExecutor) -> None:
         shown = self.progress.file(f"{plan.id} {file_plan.kind}", file_plan.expected_size) \
@@ -163,6 +176,7 @@ class Archiver:
         spool = archive.spool_dir / f"{keys.sanitise_component(rid, fallback='recording')}.{kind}.part"
 
         def received(n: int) -> None:
+            self.budget.received(n)  # counts --max-transfer; waits for --bwlimit
             if shown:
                 shown.update(n, download.offset, download.content_total)
 

@@ -86,6 +86,10 @@ def execute_run(context: Context, *, since: datetime | None = None, until: datet
             ship_audit_log(book, archiver.unavailable)
             problems = summary.failed or summary.lost or summary.copies_failed or archiver.unavailable
             exit_code = errors.EXIT_FAILURES if problems else errors.EXIT_OK
+            if archiver.budget.reason:  # a failure still wins: it needs a person, the rest the next run
+                summary.budget_stop, summary.files_not_started = archiver.budget.reason, archiver.not_started
+                note = f"{archiver.budget.reason}: {archiver.not_started} file(s) not started"
+                exit_code = exit_code or errors.EXIT_BUDGET
         return RunResult(summary, exit_code, planning.plans)
     except BaseException as exc:  # noted in the runs row as the CLI will exit; re-raised
         failure = exc

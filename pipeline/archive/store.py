@@ -47,7 +47,8 @@ def store_file(book: Book, target: Target, rid: str, kind: str, key: str, local:
     except (StorageError, VerificationError) as exc:
         reason = str(exc)
         ledger.record_copy_failure(rid, kind, target.name, key=key, error=reason)
-        book.problem(f"recording {rid} {kind} -> {target.name}: {reason}")
+        book.problem(f"recording {rid} {kind} -> {target.name}: {reason}", recording_id=rid, file=kind,
+                     target=target.name, error=reason)
         book.audit("failed", recording_id=rid, kind=kind, target=target.name, key=key, reason=reason)
         book.count(copies_failed=1)
         return reason
@@ -57,7 +58,8 @@ def store_file(book: Book, target: Target, rid: str, kind: str, key: str, local:
     ledger.record_copy(rid, kind, target.name, stored_copy(key, stored), verified_by=verified_by)
     book.count(copies_stored=1)
     log.info("archived recording %s %s -> %s %s (%d bytes, sha256 %s)", rid, kind, target.name, key, local.size,
-             local.checksums.sha256)
+             local.checksums.sha256, extra={"recording_id": rid, "file": kind, "target": target.name,
+                                            "bytes": local.size, "sha256": local.checksums.sha256})
     return None
 
 

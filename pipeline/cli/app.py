@@ -3,9 +3,9 @@ its Outcome once; every failure becomes one line and a documented exit code, nev
 
 Exit codes (pipeline.errors, README "Exit codes"): 0 all done; 1 some items failed, are lost,
 or a check found a problem; 2 bad configuration or usage; 3 another run holds the ledger;
-4 the RealtimeKit API refused or could not be reached; 70 internal error (a bug: one line, the
-details in a private crash file); 74 the ledger, its lock or the audit log cannot be used;
-130 interrupted by SIGINT/SIGTERM."""
+4 the RealtimeKit API refused or could not be reached; 5 stopped at a time or transfer
+budget, work remains; 70 internal error (a bug: one line, the details in a private crash
+file); 74 the ledger, its lock or the audit log cannot be used; 130 interrupted by SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -91,6 +91,15 @@ def _flushed(code: int) -> int:
 
 
 def _run_command(args, argv: list[str]) -> Outcome:
+    """Run the command, then tell the operator's tooling (heartbeat, metrics textfile)."""
+    from pipeline.cli.ops import after_command
+
+    outcome = _command_outcome(args, argv)
+    after_command(args, outcome)
+    return outcome
+
+
+def _command_outcome(args, argv: list[str]) -> Outcome:
     """Run the command; every exception becomes an Outcome with its documented exit code."""
     from pipeline.realtimekit import ApiError
 

@@ -89,6 +89,8 @@ def _last_run_line(last: dict, holder: str | None, failed: bool) -> str:
         outcome = f"RUNNING now ({holder})"
     elif last["exit_code"] == errors.EXIT_INTERRUPTED:
         outcome = "INTERRUPTED (exit 130): run it again to finish"
+    elif last["exit_code"] == errors.EXIT_BUDGET:  # the note says how many files it left
+        outcome = "STOPPED at its budget (exit 5): the next run does the rest"
     elif failed:
         outcome = f"FAILED with exit {last['exit_code']}"
     detail = "" if last["state"] in ("killed", "running") else \

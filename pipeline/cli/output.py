@@ -8,6 +8,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 
+from pipeline.cli.logs import apply_config
 from pipeline.config import Config, load_config
 from pipeline.redact import REDACTOR, printable
 
@@ -29,7 +30,7 @@ class Outcome:
 BASE_COUNTS = {"archived": 0, "failed": 0, "skipped": 0}
 RUN_COUNTS = {**BASE_COUNTS, "lost": 0, "at_risk": 0, "files_archived": 0, "files_failed": 0, "files_lost": 0,
               "files_skipped": 0, "recordings_skipped": 0, "recordings_lost": 0, "recordings_at_risk": 0,
-              "copies_stored": 0, "copies_failed": 0, "bytes_downloaded": 0}
+              "copies_stored": 0, "copies_failed": 0, "bytes_downloaded": 0, "files_not_started": 0}
 COUNTS = {
     "run": RUN_COUNTS, "backfill": RUN_COUNTS, "demo": RUN_COUNTS,
     "status": {**BASE_COUNTS, "files_archived": 0, "files_failed": 0, "files_lost": 0, "recordings_skipped": 0,
@@ -45,6 +46,8 @@ COUNTS = {
 def load(args) -> Config:
     config = load_config(args.config)
     REDACTOR.add(config.secret_values())
+    args.loaded_config = config  # for what follows the command (pipeline.cli.ops)
+    apply_config(args, config)
     return config
 
 

@@ -67,7 +67,24 @@ def bounded(kind: type, low: float, high: float, what: str):
     return parse
 
 
+def budget_value(parse, what: str, *, as_text: bool = False):
+    """An argparse type from one of pipeline.archive.budget's parsers (sizes, durations, rates):
+    the parsed value, or the text itself once it parsed (`as_text`)."""
+
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text if as_text else value
+
+    convert.__name__ = what
+    return convert
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline.archive import budget
+
     parser = _Parser(prog="rtk-archive", description="Archive Cloudflare RealtimeKit recordings to storage you own.")
     parser.add_argument("--version", action="version", version=f"rtk-archive {pipeline.__version__}",
                         help="print the version and exit")
@@ -80,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 "debug too")
         group.add_argument("-q", "--quiet", action="store_true",
                            help="only warnings and errors on stderr; no summary on stdout (--json still prints)")
+        p.add_argument("--log-format", choices=("text", "json"), default=None,
+                       help="stderr log lines as text (default) or one JSON object per line (also [logging] format)")
+        p.add_argument("--log-file", metavar="PATH", default=None,
+                       help="also append the log to PATH (created 0600, reopened after logrotate; "
+                            "also [logging] file)")
 
     def common(p, *, config=True, json_flag=True):
         if config:
@@ -99,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dry-run", action="store_true", help="show what would be done; change nothing")
         p.add_argument("--concurrency", type=bounded(int, 1, MAX_CONCURRENCY, "a whole number"), metavar="N",
                        help=f"recordings processed at once, 1 to {MAX_CONCURRENCY} (default: [archive] concurrency)")
+        p.add_argument("--max-duration", type=budget_value(budget.parse_duration, "a duration"), metavar="TIME",
+                       help="start no new file after TIME (5h, 90m); files in flight finish; exit 5 "
+                            "(default: [archive] max_duration)")
+        p.add_argument("--max-transfer", type=budget_value(budget.parse_size, "a size"), metavar="SIZE",
+                       help="start no new file after SIZE was downloaded (500G); exit 5 "
+                            "(default: [archive] max_transfer)")
+        p.add_argument("--bwlimit", type=budget_value(budget.parse_bwlimit, "a rate", as_text=True), metavar="RATE",
+                       help="total download rate in bytes/s (50M, 512K, off) or a schedule "
+                            "\"08:00,10M 19:00,off\" (default: [archive] bwlimit)")
 
     run = sub.add_parser("run", help="archive every UPLOADED recording not archived yet")
     common(run)

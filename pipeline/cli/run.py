@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from pipeline import errors
+from pipeline.cli.ops import start_heartbeat
 from pipeline.cli.output import Outcome, check_window, load, plural
 from pipeline.clock import iso_utc
 from pipeline.redact import REDACTOR
@@ -30,6 +31,8 @@ def cmd_run(args) -> Outcome:
     since = args.since
     if since is None and args.command == "run" and config.archive.lookback_days:
         since = datetime.now(timezone.utc) - timedelta(days=config.archive.lookback_days)
+    config = with_budgets(config, args)
+    start_heartbeat(args, config)
     progress = None if args.dry_run else _progress(args)
     try:
         result = run_archive(config, command=args.command, since=since,
@@ -43,7 +46,8 @@ def cmd_run(args) -> Outcome:
     summary = result.summary
     counts = summary.counts()
     payload = {"run_id": summary.run_id, **counts, "interrupted": summary.interrupted,
-               "problems": summary.problems, "at_risk_recordings": summary.at_risk_ids}
+               "problems": summary.problems, "at_risk_recordings": summary.at_risk_ids,
+               "budget_stop": summary.budget_stop, "files_not_started": summary.files_not_started}
     lines = [f"run {summary.run_id}: {run_counts_text(counts)}"]
     if summary.at_risk_ids:
         lines.append(f"at risk (RealtimeKit deletes them within {config.archive.deadline_margin_hours:g} h, and "
@@ -51,8 +55,23 @@ def cmd_run(args) -> Outcome:
     lines += [f"  {problem}" for problem in summary.problems]
     if summary.interrupted:
         lines.append("interrupted: run the same command again to finish")
-    return Outcome(result.exit_code, payload, "\n".join(lines), error=_run_error(result.exit_code, counts),
+    if summary.budget_stop:
+        lines.append(f"{summary.budget_stop}: {plural(summary.files_not_started, 'file')} not started; "
+                     "the next run does them")
+    error = _run_error(result.exit_code, counts)
+    if result.exit_code == errors.EXIT_BUDGET:
+        error = f"{summary.budget_stop}: {plural(summary.files_not_started, 'file')} not started"
+    return Outcome(result.exit_code, payload, "\n".join(lines), error=error,
                    summary=True)
+
+
+def with_budgets(config, args):
+    """--max-duration, --max-transfer and --bwlimit override their [archive] settings."""
+    given = {name: getattr(args, name) for name in ("max_duration", "max_transfer", "bwlimit")
+             if getattr(args, name, None) is not None}
+    if not given:
+        return config
+    return config.model_copy(update={"archive": config.archive.model_copy(update=given)})
 
 
 def run_counts_text(counts: dict) -> str:

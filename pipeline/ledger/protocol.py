@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.ledger.rows import (AtRisk, AuditHead, CopyRow, FileRow, Known, ListedRecording, Problem,
+from pipeline.ledger.rows import (AtRisk, AuditHead, CopyRow, CopyTally, FileRow, Known, ListedRecording, Problem,
                                   RecordingRow, RunRow, StoredCopy)
 
 
@@ -56,3 +56,5 @@ class Ledger(Protocol):
     def state_counts(self) -> dict[str, dict[str, int]]: ...
     def problems(self, limit: int = 50) -> list[Problem]: ...
     def at_risk(self, before: str) -> list[AtRisk]: ...
+    def copy_tallies(self) -> list[CopyTally]:
+        """Copies per (target, state): count, bytes, latest verified_at (one GROUP BY; for metrics)."""

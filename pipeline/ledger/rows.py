@@ -131,6 +131,17 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class CopyTally:
+    """Copies at one target in one state, for metrics: how many, their bytes, the latest check."""
+
+    target: str
+    state: str
+    copies: int
+    bytes: int
+    last_verified_at: str | None
+
+
+@dataclass(frozen=True)
 class AtRisk:
     id: str
     meeting_title: str | None

@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.clock import utcnow
 from pipeline.ledger import sqlite_files as files_on_disk
 from pipeline.ledger.lock import RunLock
-from pipeline.ledger.rows import (AtRisk, AuditHead, CopyRow, FileRow, Known, ListedRecording, Problem,
+from pipeline.ledger.rows import (AtRisk, AuditHead, CopyRow, CopyTally, FileRow, Known, ListedRecording, Problem,
                                   RecordingRow, RunRow, StoredCopy)
 
 log = logging.getLogger("rtk_archive.ledger")
@@ -345,6 +345,12 @@ class SqliteLedger:
             "WHERE state NOT IN ('archived','skipped','lost') AND deadline IS NOT NULL AND deadline < ? "
             "ORDER BY deadline", (before,))
         return [_row(AtRisk, r) for r in rows]
+
+    def copy_tallies(self) -> list[CopyTally]:
+        rows = self._query("SELECT target, state, COUNT(*) AS copies, COALESCE(SUM(size), 0) AS bytes, "
+                           "MAX(verified_at) AS last_verified_at FROM copies "
+                           "GROUP BY target, state ORDER BY target, state")
+        return [_row(CopyTally, r) for r in rows]
 
 
 def _row(cls, row: sqlite3.Row):

@@ -1,0 +1,178 @@
+"""Budgets for a nightly window: how long a run may start new files (`max_duration`), how many
+bytes it may download before it stops starting new ones (`max_transfer`), both soft cutoffs
+like rclone's `--cutoff-mode soft` (files in flight finish); and a limit on the total download
+rate across every concurrent transfer (`bwlimit`), a token bucket, optionally on a schedule
+like rclone's (`"08:00,10M 19:00,off"`).
+
+Sizes take rclone's suffixes, in bytes and powers of 1024: `500G`, `50M`, `512K`, `100` (bytes)."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+# The bucket holds at most this many seconds of the rate: a pause is never made up by a burst.
+BURST_SECONDS = 0.25
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from `500G`, `50M`, `512K`, `1.5G` or a plain number of bytes."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        match = _SIZE.fullmatch(str(text).strip())
+        if not match:
+            raise ValueError(f"{text!r} is not a size: use a number of bytes with K, M, G or T (500G, 50M)")
+        value = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    if value <= 0:
+        raise ValueError(f"{text!r} must be more than 0 bytes")
+    return value
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds from `5h`, `90m`, `1h30m`, `45s`, `2d` or a plain number of seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        value = str(text).strip().lower()
+        if re.fullmatch(r"[0-9]+(\.[0-9]+)?", value):
+            seconds = float(value)
+        else:
+            parts = _DURATION_PART.findall(value)
+            if not parts or "".join(f"{n}{u}" for n, u in parts) != value:
+                raise ValueError(f"{text!r} is not a duration: use 5h, 90m, 1h30m, 45s or a number of seconds")
+            seconds = sum(float(n) * _SECONDS[u] for n, u in parts)
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{text!r} must be a duration longer than 0")
+    return seconds
+
+
+@dataclass(frozen=True)
+class BandwidthSchedule:
+    """A rate, or rates by time of day: [(minute of the day, bytes/s or None for off)], sorted."""
+
+    slots: tuple[tuple[int, int | None], ...]
+
+    def rate_at(self, moment: datetime) -> int | None:
+        if len(self.slots) == 1 and self.slots[0][0] == 0:
+            return self.slots[0][1]
+        minute = moment.hour * 60 + moment.minute
+        current = self.slots[-1][1]  # before the first slot of the day: the last one of the day before
+        for start, rate in self.slots:
+            if start <= minute:
+                current = rate
+        return current
+
+
+def parse_bwlimit(text: str) -> BandwidthSchedule:
+    """`50M`, `off`, or a schedule `"08:00,10M 19:00,off"` (local time of day, like rclone)."""
+    value = str(text).strip()
+    if "," not in value:
+        return BandwidthSchedule(((0, _rate(value)),))
+    slots = []
+    for entry in value.split():
+        match = re.fullmatch(r"([01]?[0-9]|2[0-3]):([0-5][0-9]),(\S+)", entry)
+        if not match:
+            raise ValueError(f"{entry!r} is not a schedule entry: use HH:MM,RATE (08:00,10M 19:00,off)")
+        slots.append((int(match.group(1)) * 60 + int(match.group(2)), _rate(match.group(3))))
+    starts = [start for start, _ in slots]
+    if len(set(starts)) != len(starts):
+        raise ValueError(f"{text!r}: a time of day appears twice")
+    return BandwidthSchedule(tuple(sorted(slots)))
+
+
+def _rate(text: str) -> int | None:
+    return None if text.lower() in ("off", "0") else parse_size(text)
+
+
+class RateLimiter:
+    """A token bucket shared by every download of a run: each chunk received takes its size in
+    tokens; a thread that takes more than the bucket holds waits until the rate has paid for
+    it (reservations, so concurrent downloads share the rate fairly and the total never
+    exceeds it by more than one bucket: BURST_SECONDS of the rate). `stop` cuts a wait short."""
+
+    def __init__(self, schedule: BandwidthSchedule, *, stop: threading.Event | None = None,
+                 clock: Callable[[], float] = time.monotonic, now: Callable[[], datetime] = datetime.now):
+        self.schedule = schedule
+        self.stop = stop or threading.Event()
+        self._clock = clock
+        self._now = now
+        self._lock = threading.Lock()
+        self._tokens = 0.0
+        self._stamp = clock()
+        self._rate: int | None = None
+
+    def take(self, amount: int) -> None:
+        rate = self.schedule.rate_at(self._now())
+        if rate is None:
+            return
+        with self._lock:
+            now = self._clock()
+            if rate != self._rate:  # a new slot of the schedule: start from an empty bucket
+                self._rate, self._tokens, self._stamp = rate, 0.0, now
+            self._tokens = min(rate * BURST_SECONDS, self._tokens + (now - self._stamp) * rate)
+            self._stamp = now
+            self._tokens -= amount
+            wait = -self._tokens / rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self.stop.wait(wait)
+
+
+class RunBudget:
+    """The run's time and transfer budgets: `exhausted()` says why no new file may start, or
+    None. Downloaded bytes are counted here (`received`), which also applies the rate limit."""
+
+    def __init__(self, *, max_duration: float | None = None, max_transfer: int | None = None,
+                 limiter: RateLimiter | None = None, clock: Callable[[], float] = time.monotonic):
+        self.max_duration = max_duration
+        self.max_transfer = max_transfer
+        self.limiter = limiter
+        self._clock = clock
+        self._started = clock()
+        self._lock = threading.Lock()
+        self.transferred = 0
+        self.reason: str | None = None  # set the first time a budget stops the run from starting files
+
+    def received(self, amount: int) -> None:
+        with self._lock:
+            self.transferred += amount
+        if self.limiter is not None:
+            self.limiter.take(amount)
+
+    def exhausted(self) -> str | None:
+        if self.reason is None:
+            reason = None
+            if self.max_duration is not None and self._clock() - self._started >= self.max_duration:
+                reason = f"stopped at the time budget ({_duration_text(self.max_duration)}), work remains"
+            elif self.max_transfer is not None and self.transferred >= self.max_transfer:
+                reason = f"stopped at the transfer budget ({_size_text(self.max_transfer)}), work remains"
+            with self._lock:
+                self.reason = self.reason or reason
+        return self.reason
+
+
+def _duration_text(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if n) or f"{seconds:g}s"
+
+
+def _size_text(size: int) -> str:
+    for unit in ("T", "G", "M", "K"):
+        if size >= _UNITS[unit] and size % _UNITS[unit] == 0:
+            return f"{size // _UNITS[unit]}{unit}"
+    return f"{size} bytes"
+
+
+def run_budget(settings, *, stop: threading.Event | None = None) -> RunBudget:
+    """The budgets an [archive] section (with the command line's overrides) asks for."""
+    limiter = RateLimiter(parse_bwlimit(settings.bwlimit), stop=stop) if settings.bwlimit else None
+    return RunBudget(max_duration=settings.max_duration, max_transfer=settings.max_transfer, limiter=limiter)
