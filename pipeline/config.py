@@ -114,6 +114,24 @@ class AuditConfig(_Section):
     _path = field_validator("path")(_usable_path)
 
 
+class SigningConfig(_Section):
+    key: Path | None = None  # Ed25519 private key (PEM) that signs every new manifest
+    public_keys: list[Path] = []  # older public keys: what they signed stays verifiable (rotation)
+
+
+class TimestampingConfig(_Section):
+    url: str | None = None  # an RFC 3161 time-stamping authority (http or https)
+    ca_file: Path | None = None  # the TSA's certificate and its chain (PEM), to verify tokens with
+    timeout: float = Field(default=30.0, gt=0, le=600)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
 class Config(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -123,6 +141,8 @@ class Config(BaseModel):
     archive: ArchiveConfig
     audit: AuditConfig
     targets: list[TargetSettings]
+    signing: SigningConfig = SigningConfig()
+    timestamping: TimestampingConfig = TimestampingConfig()
 
     @property
     def api_token(self) -> str:
@@ -169,7 +189,7 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
     environ = dict(os.environ if environ is None else environ)
     label = str(source) if source else "<config>"
     raw = _expand(raw, environ, label, ())
-    known = {"source", "ledger", "archive", "audit", "targets"}
+    known = {"source", "ledger", "archive", "audit", "targets", "signing", "timestamping"}
     for key in raw:
         if key not in known:
             raise ConfigError(f"{label}: unknown section [{key}] (known: {', '.join(sorted(known))})")
@@ -184,6 +204,8 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
     ledger = _validate(LedgerConfig, _table(raw, "ledger", label), label, "ledger")
     archive = _validate(ArchiveConfig, _table(raw, "archive", label), label, "archive")
     audit = _validate(AuditConfig, _table(raw, "audit", label), label, "audit")
+    signing = _validate(SigningConfig, _table(raw, "signing", label), label, "signing")
+    timestamping = _validate(TimestampingConfig, _table(raw, "timestamping", label), label, "timestamping")
 
     targets_raw = raw.get("targets", [])
     if not isinstance(targets_raw, list) or not all(isinstance(t, dict) for t in targets_raw):
@@ -203,6 +225,13 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
     ledger.path = _resolve(base, ledger.path)
     archive.spool_dir = _resolve(base, archive.spool_dir)
     audit.path = _resolve(base, audit.path)
+    signing.key = _resolve(base, signing.key) if signing.key else None
+    signing.public_keys = [_resolve(base, p) for p in signing.public_keys]
+    if timestamping.ca_file:
+        timestamping.ca_file = _resolve(base, timestamping.ca_file)
+    if timestamping.url and not timestamping.ca_file:
+        raise ConfigError(f"{label}: timestamping.ca_file: required with timestamping.url (the TSA's "
+                          "certificate chain, to verify its tokens)")
     for target in targets:
         if target.key_template is not None:
             try:
@@ -211,7 +240,7 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
                 raise ConfigError(f"{label}: targets[{target.name}].key_template: {exc}") from None
     targets = [_resolve_local_path(t, base) for t in targets]
     return Config(path=source, source=source_cfg, ledger=ledger, archive=archive, audit=audit,
-                  targets=targets)
+                  targets=targets, signing=signing, timestamping=timestamping)
 
 
 def _table(raw: dict, name: str, label: str) -> dict:

@@ -1,0 +1,40 @@
+"""Evidence commands: `keys generate` (the Ed25519 key pair that signs the manifests) and
+`export --bagit` (one BagIt bag per recording, for auditors and preservation systems)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline import errors
+from pipeline.cli.output import Outcome, check_window, load, plural
+from pipeline.clock import iso_utc
+
+
+def cmd_keys(args) -> Outcome:
+    from pipeline.evidence.signing import generate_keys
+
+    private, public, kid = generate_keys(Path(args.out))
+    text = (f"key {kid}: private key {private} (owner-only: keep it safe, never in the archive), public key "
+            f"{public}\nsign with it: [signing] key = \"{private}\"; after a rotation list the old public key "
+            "in [signing] public_keys")
+    return Outcome(errors.EXIT_OK, {"key_id": kid, "private_key": str(private), "public_key": str(public)}, text)
+
+
+def cmd_export(args) -> Outcome:
+    from pipeline.evidence.bagit_export import export_bags
+    from pipeline.session import open_session
+
+    config = load(args)
+    check_window(args)
+    with open_session(config, "export", record=False, targets=True) as context:
+        result = export_bags(context, Path(args.bagit), since=iso_utc(args.since), until=iso_utc(args.until),
+                             recording_id=args.recording_id)
+    problems = f", {plural(len(result.problems), 'problem')}" if result.problems else ""
+    lines = [f"exported {plural(len(result.bags), 'bag')} to {args.bagit}{problems}"]
+    lines += [f"  {bag}" for bag in result.bags]
+    lines += [f"  PROBLEM {p}" for p in result.problems]
+    payload = {"bags": [str(b) for b in result.bags], "problems": result.problems, "archived": len(result.bags),
+               "failed": len(result.problems)}
+    code = errors.EXIT_FAILURES if result.problems else errors.EXIT_OK
+    return Outcome(code, payload, "\n".join(lines),
+                   error=f"{plural(len(result.problems), 'recording')} not exported" if result.problems else None)
