@@ -71,8 +71,9 @@ def check_signature(keyring: Keyring, target: Target, manifest_key: str) -> str:
 
 
 def check_signatures(context, rows, *, flagged: set[tuple[str, str]]) -> list[tuple[object, str, str | None]]:
-    """For each archived manifest copy in `rows` (not already `flagged` missing by the copy
-    checks; an altered one is checked: its signature says whether the bytes are the signed ones): (row, key id that signed it, None) or (row, problem state, detail).
+    """For each archived manifest copy in `rows` (not `flagged` missing by the copy checks; an
+    altered one is checked: its signature says whether the bytes are the signed ones):
+    (row, id of the key that signed it, None) or (row, problem state, detail).
     Nothing to check when no key is configured and the ledger recorded no signature."""
     keyring = Keyring.from_config(context.config.signing)
     recorded = context.ledger.signatures()
