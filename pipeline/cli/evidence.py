@@ -38,3 +38,27 @@ def cmd_export(args) -> Outcome:
     code = errors.EXIT_FAILURES if result.problems else errors.EXIT_OK
     return Outcome(code, payload, "\n".join(lines),
                    error=f"{plural(len(result.problems), 'recording')} not exported" if result.problems else None)
+
+
+def write_html_report(config, args) -> Outcome:
+    """`report --format html --output PATH`: the auditor's report, one self-contained file,
+    written whole (a temporary file renamed into place)."""
+    import os
+
+    from pipeline.evidence.html_report import render
+    from pipeline.evidence.report_data import gather
+    from pipeline.session import open_session
+
+    with open_session(config, "report", record=False) as context:
+        data = gather(context, since=iso_utc(args.since), until=iso_utc(args.until))
+    out = Path(args.output)
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        partial.write_text(render(data), encoding="utf-8")
+        os.replace(partial, out)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise errors.ConfigError(f"--output {out}: cannot write the report: {errors.os_reason(exc)}") from None
+    payload = {"output": str(out), "rows_count": len(data.rows), "lost": len(data.lost),
+               "missing": len(data.missing)}
+    return Outcome(errors.EXIT_OK, payload, f"wrote the auditor's report ({plural(len(data.rows), 'row')}) to {out}")
