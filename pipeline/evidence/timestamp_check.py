@@ -35,8 +35,8 @@ class TokenReport:
     def payload(self) -> dict:
         latest = self.latest
         return {"timestamps_verified": len(self.verified), "timestamp_problems": self.problems,
-                "timestamps_missing": self.unstamped,
-                "proven_at": latest[1].gen_time if latest else None, "proven_lines": latest[0].lines if latest else None}
+                "timestamps_missing": self.unstamped, "proven_at": latest[1].gen_time if latest else None,
+                "proven_lines": latest[0].lines if latest else None}
 
 
 def collect_tokens(audit_path: Path, rows: list[TimestampRow]) -> tuple[list[Token], list[str]]:

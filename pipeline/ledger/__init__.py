@@ -14,7 +14,8 @@ from pipeline.ledger.rows import (PROBLEM_STATES, AtRisk, AuditHead, CopyRow, Fi
 from pipeline.ledger.sqlite import SqliteLedger
 
 __all__ = ["PROBLEM_STATES", "AtRisk", "AuditHead", "CopyRow", "FileRow", "Known", "Ledger", "ListedFile",
-           "ListedRecording", "Problem", "RecordingRow", "RunRow", "SignatureRow", "StoredCopy", "TimestampRow", "open_ledger"]
+           "ListedRecording", "Problem", "RecordingRow", "RunRow", "SignatureRow", "StoredCopy", "TimestampRow",
+           "open_ledger"]
 
 
 def open_ledger(path: Path, *, command: str | None = None) -> Ledger:

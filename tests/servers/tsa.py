@@ -1,8 +1,9 @@
 """A real RFC 3161 time-stamping authority for the tests: a throw-away CA and a TSA certificate
 (extendedKeyUsage critical,timeStamping) made with `openssl`, and `openssl ts -reply` behind a
 small `http.server` on a free loopback port (request application/timestamp-query, answer
-application/timestamp-reply); its replies carry the TSA certificate only (rfc3161-client's strict
-DER parser refuses the unsorted certificate SET `openssl ts` writes with `certs`). `failing = True` makes it answer HTTP 503, as a TSA that is down."""
+application/timestamp-reply). Its replies carry the TSA certificate only: rfc3161-client's
+strict DER parser refuses the unsorted certificate SET `openssl ts` writes with `certs`.
+`failing = True` makes it answer HTTP 503, as a TSA that is down."""
 
 from __future__ import annotations
 
