@@ -119,3 +119,23 @@ def test_an_unknown_recording_id_is_a_clear_problem(two_targets, tmp_path):
     config, _ = two_targets
     code, result = export(config, tmp_path / "bags", "--recording-id", "nope")
     assert code == 1 and result["problems"] == ["recording nope: not in the ledger (in this window)"]
+
+
+def test_export_check_finds_a_changed_byte_an_added_file_and_a_swapped_signature(two_targets, tmp_path):
+    """`export --check`: whole bags pass; then one payload byte changed, a file added to another
+    bag's payload, and a third bag's manifest signature swapped for another's: each is named."""
+    config, recordings = two_targets
+    assert export(config, tmp_path / "bags")[0] == 0
+    check = run_cli("export", "--config", str(config), "--check", str(tmp_path / "bags"), "--json")
+    assert check.returncode == 0 and json.loads(check.stdout)["bags_checked"] == 3
+    first, second, third = (tmp_path / "bags" / rec["id"] for rec in recordings)
+    payload = next((first / "data").iterdir())
+    payload.write_bytes(b"X" + payload.read_bytes()[1:])
+    (second / "data" / "extra.txt").write_text("not archived")
+    (third / "rtk-archive" / "manifest.json.sig").write_bytes((first / "rtk-archive" / "manifest.json.sig").read_bytes())
+    check = run_cli("export", "--config", str(config), "--check", str(tmp_path / "bags"), "--json")
+    problems = json.loads(check.stdout)["problems"]
+    assert check.returncode == 1 and set(problems) == {str(first), str(second), str(third)}
+    assert any("(changed)" in p for p in problems[str(first)])
+    assert any("extra.txt" in p and "(added)" in p for p in problems[str(second)])
+    assert any("does not match the manifest's bytes" in p for p in problems[str(third)])

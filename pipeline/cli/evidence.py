@@ -26,6 +26,8 @@ def cmd_export(args) -> Outcome:
 
     config = load(args)
     check_window(args)
+    if args.check:
+        return _check_bags(config, Path(args.check))
     with open_session(config, "export", record=False, targets=True) as context:
         result = export_bags(context, Path(args.bagit), since=iso_utc(args.since), until=iso_utc(args.until),
                              recording_id=args.recording_id)
@@ -38,6 +40,24 @@ def cmd_export(args) -> Outcome:
     code = errors.EXIT_FAILURES if result.problems else errors.EXIT_OK
     return Outcome(code, payload, "\n".join(lines),
                    error=f"{plural(len(result.problems), 'recording')} not exported" if result.problems else None)
+
+
+def _check_bags(config, root: Path) -> Outcome:
+    from pipeline.evidence.bag_check import check_bag, find_bags
+    from pipeline.evidence.signing import Keyring
+
+    bags = find_bags(root)
+    if not bags:
+        raise errors.ConfigError(f"--check {root}: no BagIt bag there (no bagit.txt)")
+    keyring = Keyring.from_config(config.signing)
+    results = {str(bag): check_bag(bag, keyring) for bag in bags}
+    bad = {bag: problems for bag, problems in results.items() if problems}
+    lines = [f"checked {plural(len(bags), 'bag')}: {len(bags) - len(bad)} whole, {len(bad)} with problems"
+             f"{'' if keyring.configured else ' (no [signing] key configured: signatures not checked)'}"]
+    lines += [f"  {bag}: {problem}" for bag, problems in bad.items() for problem in problems]
+    payload = {"bags_checked": len(bags), "problems": bad, "archived": len(bags) - len(bad), "failed": len(bad)}
+    return Outcome(errors.EXIT_FAILURES if bad else errors.EXIT_OK, payload, "\n".join(lines),
+                   error=f"{plural(len(bad), 'bag')} with problems" if bad else None)
 
 
 def write_html_report(config, args) -> Outcome:

@@ -149,7 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="BagIt bags (RFC 8493) of archived recordings, read from a verified target")
     common(export)
     window(export)
-    export.add_argument("--bagit", required=True, metavar="DIR", help="write one bag per recording under DIR")
+    action = export.add_mutually_exclusive_group(required=True)
+    action.add_argument("--bagit", metavar="DIR", help="write one bag per recording under DIR")
+    action.add_argument("--check", metavar="DIR", help="re-check the bags under DIR (or the bag DIR): every file "
+                                                       "against its manifest, and the signed rtk-archive manifest")
     export.add_argument("--recording-id", metavar="ID", help="only this recording")
 
     audit = sub.add_parser("audit", help="the audit trail")
