@@ -157,6 +157,9 @@ class Config(BaseModel):
         values = [self.api_token] if self.api_token else []
         for target in self.targets:
             values.extend(target.secret_values())
+        tsa_password = urlsplit(self.timestamping.url).password if self.timestamping.url else None
+        if tsa_password:  # a TSA behind basic authentication: never in a warning or the ledger's error
+            values.append(tsa_password)
         return values
 
 

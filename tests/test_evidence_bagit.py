@@ -132,7 +132,8 @@ def test_export_check_finds_a_changed_byte_an_added_file_and_a_swapped_signature
     payload = next((first / "data").iterdir())
     payload.write_bytes(b"X" + payload.read_bytes()[1:])
     (second / "data" / "extra.txt").write_text("not archived")
-    (third / "rtk-archive" / "manifest.json.sig").write_bytes((first / "rtk-archive" / "manifest.json.sig").read_bytes())
+    swapped = (first / "rtk-archive" / "manifest.json.sig").read_bytes()
+    (third / "rtk-archive" / "manifest.json.sig").write_bytes(swapped)
     check = run_cli("export", "--config", str(config), "--check", str(tmp_path / "bags"), "--json")
     problems = json.loads(check.stdout)["problems"]
     assert check.returncode == 1 and set(problems) == {str(first), str(second), str(third)}

@@ -137,3 +137,15 @@ def test_a_signing_key_that_is_not_ed25519_is_a_clear_config_error(sim, tmp_path
     sim.add_recording(size=10_000)
     result = run_cli("run", "--config", str(path))
     assert result.returncode == 2 and "[signing] key" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_check_names_the_signing_key_or_why_it_does_not_load(sim, tmp_path):
+    """`check` with [signing]: an ok line naming the key id that signs and the public keys; a fail
+    line (exit 1) for a key that is not Ed25519."""
+    key, kid = generate(tmp_path, "k.pem")
+    config = signed_config(tmp_path, sim, key)
+    line = lambda result: next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "signing")
+    assert kid in line(run_cli("check", "--config", str(config.path), "--json"))["detail"]
+    key.write_text("not a key\n")
+    failed = run_cli("check", "--config", str(config.path), "--json")
+    assert failed.returncode == 1 and line(failed)["status"] == "fail" and "[signing] key" in line(failed)["detail"]

@@ -129,3 +129,20 @@ def test_a_failing_tsa_is_a_warning_and_a_recorded_problem_never_a_failed_run(si
     assert len(rows) == 2 and all(r["token"] is None and "503" in r["error"] for r in rows)
     code, report = audit_verify(config)
     assert code == 0 and report["timestamps_verified"] == 0 and len(report["timestamps_missing"]) == 2
+
+
+def test_check_asks_the_tsa_and_verifies_its_answer(sim, tmp_path, tsa, tmp_path_factory):
+    """`check` with [timestamping]: ok when the TSA answers with a token that verifies against
+    ca_file; a fail line when the chain is another authority's, and when the TSA is down."""
+    config = stamped_config(tmp_path, sim, tsa)
+    line = lambda result: next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "timestamping")
+    ok = run_cli("check", "--config", str(config.path), "--json")
+    assert line(ok)["status"] == "ok" and tsa.url in line(ok)["detail"]
+    other = make_authority(tmp_path_factory.mktemp("other"), name="Other")
+    wrong = stamped_config(tmp_path, sim, tsa, ca_file=other)
+    refused = run_cli("check", "--config", str(wrong.path), "--json")
+    assert refused.returncode == 1 and line(refused)["status"] == "fail"
+    assert "does not verify" in line(refused)["detail"]
+    tsa.failing = True
+    down = run_cli("check", "--config", str(config.path), "--json")
+    assert line(down)["status"] == "fail" and "HTTP 503" in line(down)["detail"]

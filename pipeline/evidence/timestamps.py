@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timezone
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -27,6 +28,13 @@ REPLY_TYPE = "application/timestamp-reply"
 
 class TimestampProblem(Exception):
     """A TSA that cannot be reached, refuses, or answers with a token that does not verify."""
+
+
+def shown_url(url: str) -> str:
+    """The TSA's URL without user and password (a TSA behind basic authentication)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))) \
+        if parts.username or parts.password else url
 
 
 def message(head: str) -> bytes:
@@ -107,12 +115,13 @@ def request_token(url: str, head: str, chain: list[x509.Certificate], timeout: f
 
     request = (TimestampRequestBuilder().data(message(head)).hash_algorithm(HashAlgorithm.SHA256)
                .nonce(nonce=True).cert_request(cert_request=True).build())
+    shown = shown_url(url)
     try:
         answer = httpx.post(url, content=request.as_bytes(), headers={"Content-Type": QUERY_TYPE}, timeout=timeout)
     except httpx.HTTPError as exc:
-        raise TimestampProblem(f"the TSA at {url} could not be reached: {exc}") from None
+        raise TimestampProblem(f"the TSA at {shown} could not be reached: {exc}") from None
     if answer.status_code != 200:
-        raise TimestampProblem(f"the TSA at {url} answered HTTP {answer.status_code}")
+        raise TimestampProblem(f"the TSA at {shown} answered HTTP {answer.status_code}")
     verified = verify_token(answer.content, head, chain, nonce=request.nonce)
     return answer.content, verified.gen_time
 
@@ -129,10 +138,10 @@ def stamp_head(config, ledger, *, lines: int, head: str) -> str | None:
     except (TimestampProblem, ConfigError) as exc:
         problem = f"audit log head {head[:16]} (line {lines}) not time-stamped: {exc}"
         log.warning("%s", problem)
-        ledger.record_timestamp(audit_path=config.audit.path, lines=lines, head=head, tsa_url=settings.url,
-                                token=None, gen_time=None, error=str(exc))
+        ledger.record_timestamp(audit_path=config.audit.path, lines=lines, head=head,
+                                tsa_url=shown_url(settings.url), token=None, gen_time=None, error=str(exc))
         return problem
-    ledger.record_timestamp(audit_path=config.audit.path, lines=lines, head=head, tsa_url=settings.url,
+    ledger.record_timestamp(audit_path=config.audit.path, lines=lines, head=head, tsa_url=shown_url(settings.url),
                             token=token, gen_time=gen_time, error=None)
     path = token_path(config.audit.path, lines, head)
     try:
