@@ -165,6 +165,22 @@ class NotifyConfig(_Section):
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
             raise ValueError("must be an http(s) URL like https://hc-ping.com/<uuid>, without a query")
         return SecretStr(url)
+class SigningConfig(_Section):
+    key: Path | None = None  # Ed25519 private key (PEM) that signs every new manifest
+    public_keys: list[Path] = []  # older public keys: what they signed stays verifiable (rotation)
+
+
+class TimestampingConfig(_Section):
+    url: str | None = None  # an RFC 3161 time-stamping authority (http or https)
+    ca_file: Path | None = None  # the TSA's certificate and its chain (PEM), to verify tokens with
+    timeout: float = Field(default=30.0, gt=0, le=600)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
 
 
 class Config(BaseModel):
@@ -179,6 +195,8 @@ class Config(BaseModel):
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
     notify: NotifyConfig = NotifyConfig()
+    signing: SigningConfig = SigningConfig()
+    timestamping: TimestampingConfig = TimestampingConfig()
 
     @property
     def api_token(self) -> str:
@@ -195,6 +213,9 @@ class Config(BaseModel):
             values.extend(target.secret_values())
         if self.notify.ping_url:  # a check's URL is what lets anyone ping it
             values.append(self.notify.ping_url.get_secret_value())
+        tsa_password = urlsplit(self.timestamping.url).password if self.timestamping.url else None
+        if tsa_password:  # a TSA behind basic authentication: never in a warning or the ledger's error
+            values.append(tsa_password)
         return values
 
 
@@ -227,7 +248,8 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
     environ = dict(os.environ if environ is None else environ)
     label = str(source) if source else "<config>"
     raw = _expand(raw, environ, label, ())
-    known = {"source", "ledger", "archive", "audit", "targets", "logging", "metrics", "notify"}
+    known = {"source", "ledger", "archive", "audit", "targets", "logging", "metrics", "notify", "signing",
+             "timestamping"}
     for key in raw:
         if key not in known:
             raise ConfigError(f"{label}: unknown section [{key}] (known: {', '.join(sorted(known))})")
@@ -245,6 +267,8 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
     logging_cfg = _validate(LoggingConfig, _table(raw, "logging", label), label, "logging")
     metrics = _validate(MetricsConfig, _table(raw, "metrics", label), label, "metrics")
     notify = _validate(NotifyConfig, _table(raw, "notify", label), label, "notify")
+    signing = _validate(SigningConfig, _table(raw, "signing", label), label, "signing")
+    timestamping = _validate(TimestampingConfig, _table(raw, "timestamping", label), label, "timestamping")
 
     targets_raw = raw.get("targets", [])
     if not isinstance(targets_raw, list) or not all(isinstance(t, dict) for t in targets_raw):
@@ -266,6 +290,13 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
     audit.path = _resolve(base, audit.path)
     logging_cfg.file = logging_cfg.file and _resolve(base, logging_cfg.file)
     metrics.textfile = metrics.textfile and _resolve(base, metrics.textfile)
+    signing.key = _resolve(base, signing.key) if signing.key else None
+    signing.public_keys = [_resolve(base, p) for p in signing.public_keys]
+    if timestamping.ca_file:
+        timestamping.ca_file = _resolve(base, timestamping.ca_file)
+    if timestamping.url and not timestamping.ca_file:
+        raise ConfigError(f"{label}: timestamping.ca_file: required with timestamping.url (the TSA's "
+                          "certificate chain, to verify its tokens)")
     for target in targets:
         if target.key_template is not None:
             try:
@@ -274,7 +305,8 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
                 raise ConfigError(f"{label}: targets[{target.name}].key_template: {exc}") from None
     targets = [_resolve_local_path(t, base) for t in targets]
     return Config(path=source, source=source_cfg, ledger=ledger, archive=archive, audit=audit,
-                  targets=targets, logging=logging_cfg, metrics=metrics, notify=notify)
+                  targets=targets, logging=logging_cfg, metrics=metrics, notify=notify, signing=signing,
+                  timestamping=timestamping)
 
 
 def _table(raw: dict, name: str, label: str) -> dict:

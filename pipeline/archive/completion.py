@@ -16,6 +16,8 @@ from pipeline.archive.store import ascii_metadata, put_with_retries, stored_copy
 from pipeline.archive.verification import verify_copy
 from pipeline.clock import from_iso, utcnow
 from pipeline.errors import VerificationError, os_reason
+from pipeline.evidence.manifest_signatures import sign_stored_manifest
+from pipeline.evidence.signing import Keyring
 from pipeline.ledger import PROBLEM_STATES, CopyRow, FileRow
 from storage import LocalFile, NotFound, ObjectConflict, StorageError, StoredObject, Target
 
@@ -29,6 +31,7 @@ class Completion:
         self.ledger = book.context.ledger
         self.targets = targets
         self.unavailable = unavailable  # targets left out of this run: no manifest there now
+        self.keyring = Keyring.from_config(book.context.config.signing)  # signs each new manifest
 
     def complete_from_ledger(self, *, done: set[str]) -> None:
         """Revisit, from the ledger alone, the recordings this run did not plan (RealtimeKit may
@@ -83,7 +86,7 @@ class Completion:
             f"{keys.sanitise_component(rid, fallback='r')}.{target.name}.manifest"
         try:
             local = _spool_manifest(body, spool)
-            stored, verified_by = self._put_manifest(target, key, local, body, rid)
+            stored, verified_by, data = self._put_manifest(target, key, local, body, rid)
         except (StorageError, VerificationError, ValueError, OSError) as exc:
             detail = str(exc)
             if isinstance(exc, OSError) and not isinstance(exc, StorageError):  # the spool cannot take it
@@ -100,20 +103,22 @@ class Completion:
         self.book.audit("manifest_stored", recording_id=rid, target=target.name, key=key, uri=stored.uri,
                         sha256=stored.sha256)
         self.ledger.record_copy(rid, keys.MANIFEST, target.name, stored_copy(key, stored), verified_by=verified_by)
+        sign_stored_manifest(self.book, self.keyring, target, rid, key, data)
 
     def _put_manifest(self, target: Target, key: str, local: LocalFile, body: dict, rid: str
-                      ) -> tuple[StoredObject, str]:
+                      ) -> tuple[StoredObject, str, bytes]:
+        """The manifest stored and verified, and its bytes as stored (what its signature signs)."""
         try:
             stored = put_with_retries(self.book, target, key, local, {"rtk_recording_id": ascii_metadata(rid),
                                                                        "rtk_kind": keys.MANIFEST})
-            return stored, verify_copy(local, stored, target.name)
+            return stored, verify_copy(local, stored, target.name), local.path.read_bytes()
         except ObjectConflict:
             # A killed run may have stored it without noting it: accept it if it lists the same files.
             with target.open_read(key) as stream:
-                found = json.loads(stream.read())
-            if not manifest.manifest_files_match(found, body):
+                raw = stream.read()
+            if not manifest.manifest_files_match(json.loads(raw), body):
                 raise
-            return target.stat(key), "existing manifest lists the same files"
+            return target.stat(key), "existing manifest lists the same files", raw
 
     def _manifest_gone(self, target: Target, existing: CopyRow) -> bool:
         """A manifest `verify` found missing or altered is written again only where nothing is

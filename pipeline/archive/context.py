@@ -11,6 +11,7 @@ from typing import Any
 
 from pipeline.audit import AuditLog
 from pipeline.config import Config
+from pipeline.evidence.timestamps import stamp_head
 from pipeline.ledger import Ledger
 from storage import Target
 
@@ -41,3 +42,5 @@ class Context:
             self.audit.sync()
         self.ledger.record_audit_head(audit_path=self.config.audit.path, lines=self.audit.lines,
                                       head=self.audit.head, command=self.command, run_id=self.run_id)
+        if self.audit.lines:  # and, with [timestamping], a trusted time for it (a failure is a warning)
+            stamp_head(self.config, self.ledger, lines=self.audit.lines, head=self.audit.head)

@@ -148,6 +148,9 @@ def run_checks(config: Config, *, make_client: Callable, open_targets: Callable,
     checks += check_spool(config)
     checks.append(check_file_place("ledger", config.ledger.path, sqlite=True))
     checks.append(check_file_place("audit log", config.audit.path))
+    from pipeline.evidence.preflight_checks import evidence_checks  # (imports back to Check)
+
+    checks += evidence_checks(config, Check)
     with open_targets(config) as targets:
         checks += check_targets(targets, probe_seconds)
     return checks

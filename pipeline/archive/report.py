@@ -10,12 +10,13 @@ from pipeline.ledger import CopyRow, Ledger, RecordingRow
 
 COLUMNS = ("recording_id", "meeting_id", "meeting_title", "invoked_time", "recording_state", "kind", "file_name",
            "size", "sha256", "target", "state", "key", "uri", "version", "retention_mode", "retention_until",
-           "legal_hold", "archived_at", "verified_at", "verify_result")
+           "legal_hold", "archived_at", "verified_at", "verify_result", "signed_by")
 
 
 def report_rows(ledger: Ledger, *, since: str | None = None, until: str | None = None) -> list[dict]:
     recordings = ledger.recordings(since=since, until=until)
     known = ledger.known([rec.id for rec in recordings])  # files and copies, in batches
+    signatures = ledger.signatures()  # which key signed each manifest, per target
     rows = []
     for rec in recordings:
         files, copies = known[rec.id].files, known[rec.id].copies
@@ -28,7 +29,8 @@ def report_rows(ledger: Ledger, *, since: str | None = None, until: str | None =
             if kind == MANIFEST:
                 facts = {"kind": kind, "file_name": posixpath.basename(copy.key), "size": copy.size,
                          "sha256": copy.sha256, "state": copy.state, "verify_result": None}
-                rows.append(_row(rec, facts, copy))
+                signature = signatures.get((rec.id, copy.target))
+                rows.append(dict(_row(rec, facts, copy), signed_by=signature.key_id if signature else None))
         if not files:
             note = {"kind": "-", "state": rec.state, "verify_result": rec.reason} if rec.reason else {}
             rows.append(_row(rec, note, None))

@@ -15,6 +15,7 @@ line, and exits by what it found."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,8 @@ from pipeline.archive.store import stored_copy
 from pipeline.archive.verification import compare_bytes, compare_copy, read_back
 from pipeline.clock import iso_utc
 from pipeline.errors import BookkeepingError
+from pipeline.evidence.manifest_signatures import check_signatures
+from pipeline.evidence.signing import signature_key
 from pipeline.ledger import CopyRow, FileRow
 from storage import NotFound, StorageError, StoredObject, Target
 
@@ -37,6 +40,7 @@ class VerifyOutcome:
     ok: int = 0
     problems: list[dict] = field(default_factory=list)
     recorded: bool = True  # False: the results could not be recorded (see the warning line)
+    signed_by: dict[str, str] = field(default_factory=dict)  # "target:manifest key" -> id of the key that signed it
 
 
 def verify_archive(context: Context, *, target: str | None, since, until, deep: bool) -> VerifyOutcome:
@@ -54,6 +58,9 @@ def verify_archive(context: Context, *, target: str | None, since, until, deep: 
         checker = _Checker(context, deep, outcome, files)
         with ThreadPoolExecutor(context.config.archive.concurrency) as pool:
             list(pool.map(checker.check, rows))
+        missing = {(p["recording_id"], p["target"]) for p in outcome.problems
+                   if p["kind"] == "manifest" and p["state"] == "missing"}
+        checker.record_signatures(check_signatures(context, rows, flagged=missing))
         if audit is not None:
             audit.event("verify_finished", deep=deep, checked=outcome.checked, ok=outcome.ok,
                         problems=len(outcome.problems))
@@ -121,6 +128,16 @@ class _Checker:
             was = row.verify_result if row.state != "failed" else row.last_error
             self._problem(row, row.state, f"recorded {row.state} ({was}); its size and checksums match now, but "
                           "only `verify --deep` (re-reading the bytes) clears it", record=False)
+
+    def record_signatures(self, results) -> None:
+        """Each manifest signature checked (pipeline.evidence): a check of the `.sig` copy."""
+        for row, state_or_key, detail in results:
+            sig_row = dataclasses.replace(row, kind="manifest-signature", key=signature_key(row.key))
+            if detail is None:
+                self._count(ok=True)
+                self.outcome.signed_by[f"{row.target}:{row.key}"] = state_or_key
+            else:
+                self._problem(sig_row, state_or_key, detail, record=False)
 
     def _expected(self, row: CopyRow) -> tuple[int | None, dict]:
         """What the copy must be: the downloaded file's size and digests (for a manifest, the

@@ -132,8 +132,14 @@ def cmd_report(args) -> Outcome:
     if args.json and args.format not in (None, "json"):
         raise errors.ConfigError(f"--json and --format {args.format} ask for two formats: choose one")
     fmt = "json" if args.json else (args.format or "table")
+    if (fmt == "html") != bool(args.output):
+        raise errors.ConfigError("--format html writes one file: give it --output PATH (and --output only with html)")
     config = load(args)
     check_window(args)
+    if fmt == "html":
+        from pipeline.cli.evidence import write_html_report
+
+        return write_html_report(config, args)
     with open_session(config, "report", record=False) as context:
         rows = report_rows(context.ledger, since=iso_utc(args.since), until=iso_utc(args.until))
     states = [r["state"] for r in rows]

@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 
 import pipeline
 
-COMMANDS = ("run", "backfill", "check", "status", "list", "verify", "report", "audit", "simulate", "demo")
+COMMANDS = ("run", "backfill", "check", "status", "list", "verify", "report", "audit", "simulate", "demo", "keys",
+            "export")
 MAX_CONCURRENCY = 64  # as [archive] concurrency
 
 
@@ -165,8 +166,25 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="per recording: where each file is, its SHA-256, retention, last check")
     common(report)
     window(report)
-    report.add_argument("--format", choices=("table", "json", "csv"), default=None,
-                        help="table (default), json (the same as --json) or csv")
+    report.add_argument("--format", choices=("table", "json", "csv", "html"), default=None,
+                        help="table (default), json (the same as --json), csv, or html (the auditor's report: "
+                             "one self-contained file; needs --output)")
+    report.add_argument("--output", "-o", metavar="PATH", help="write the report to PATH instead of stdout")
+
+    keys = sub.add_parser("keys", help="the Ed25519 keys that sign the manifests")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    keys_generate = keys_sub.add_parser("generate", help="write a new private key (owner-only) and PATH.pub")
+    keys_generate.add_argument("--out", required=True, metavar="PATH", help="where the private key goes")
+    common(keys_generate, config=False)
+
+    export = sub.add_parser("export", help="BagIt bags (RFC 8493) of archived recordings, read from a verified target")
+    common(export)
+    window(export)
+    action = export.add_mutually_exclusive_group(required=True)
+    action.add_argument("--bagit", metavar="DIR", help="write one bag per recording under DIR")
+    action.add_argument("--check", metavar="DIR", help="re-check the bags under DIR (or the bag DIR): every file "
+                                                       "against its manifest, and the signed rtk-archive manifest")
+    export.add_argument("--recording-id", metavar="ID", help="only this recording")
 
     audit = sub.add_parser("audit", help="the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")

@@ -9,11 +9,13 @@ from pathlib import Path
 
 from pipeline.ledger.protocol import Ledger
 from pipeline.ledger.rows import (PROBLEM_STATES, AtRisk, AuditHead, CopyRow, FileRow, Known, ListedFile,
-                                  ListedRecording, Problem, RecordingRow, RunRow, StoredCopy)
+                                  ListedRecording, Problem, RecordingRow, RunRow, SignatureRow, StoredCopy,
+                                  TimestampRow)
 from pipeline.ledger.sqlite import SqliteLedger
 
 __all__ = ["PROBLEM_STATES", "AtRisk", "AuditHead", "CopyRow", "FileRow", "Known", "Ledger", "ListedFile",
-           "ListedRecording", "Problem", "RecordingRow", "RunRow", "StoredCopy", "open_ledger"]
+           "ListedRecording", "Problem", "RecordingRow", "RunRow", "SignatureRow", "StoredCopy", "TimestampRow",
+           "open_ledger"]
 
 
 def open_ledger(path: Path, *, command: str | None = None) -> Ledger:

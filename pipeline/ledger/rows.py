@@ -119,6 +119,31 @@ class AuditHead:
 
 
 @dataclass(frozen=True)
+class SignatureRow:
+    """Which key signed a recording's manifest at a target, and where the signature is."""
+
+    recording_id: str
+    target: str
+    manifest_key: str
+    signature_key: str
+    key_id: str
+    signed_at: str
+
+
+@dataclass(frozen=True)
+class TimestampRow:
+    """An RFC 3161 token of the audit log's head (or why the TSA gave none)."""
+
+    lines: int
+    head: str
+    requested_at: str
+    tsa_url: str
+    token: bytes | None
+    gen_time: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
 class Problem:
     """A file or copy that needs a person's attention, or a recording that was given up."""
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from pipeline.clock import utcnow
 from pipeline.ledger import sqlite_files as files_on_disk
 from pipeline.ledger.lock import RunLock
-from pipeline.ledger.rows import (AtRisk, AuditHead, CopyRow, CopyTally, FileRow, Known, ListedRecording, Problem,
-                                  RecordingRow, RunRow, StoredCopy)
+from pipeline.ledger.rows import (AtRisk, AuditHead, CopyRow, CopyTally, FileRow, Known, ListedRecording,
+                                  Problem, RecordingRow, RunRow, SignatureRow, StoredCopy, TimestampRow)
 
 log = logging.getLogger("rtk_archive.ledger")
 BATCH = 500  # ids per IN (...) query: well under SQLite's limit of bound parameters
@@ -138,6 +138,35 @@ class SqliteLedger:
             return []
         rows = self._query("SELECT DISTINCT audit_path FROM audit_heads WHERE audit_path != ?", (str(audit_path),))
         return [r["audit_path"] for r in rows]
+
+    # ------------------------------------------------------------------ evidence: signatures and timestamps
+
+    def record_signature(self, recording_id: str, target: str, *, manifest_key: str, signature_key: str,
+                         key_id: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO signatures (recording_id, target, manifest_key, signature_key, key_id,"
+                       " signed_at) VALUES (?,?,?,?,?,?)",
+                       (recording_id, target, manifest_key, signature_key, key_id, utcnow()))
+
+    def signatures(self) -> dict[tuple[str, str], SignatureRow]:
+        if not files_on_disk.has_table(self._db, "signatures"):  # a read-only older ledger
+            return {}
+        return {(r["recording_id"], r["target"]): _row(SignatureRow, r)
+                for r in self._query("SELECT * FROM signatures")}
+
+    def record_timestamp(self, *, audit_path: Path, lines: int, head: str, tsa_url: str, token: bytes | None,
+                         gen_time: str | None, error: str | None) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO timestamps (audit_path, lines, head, requested_at, tsa_url, token, gen_time, error)"
+                       " VALUES (?,?,?,?,?,?,?,?)",
+                       (str(audit_path), lines, head, utcnow(), tsa_url, token, gen_time, error))
+
+    def timestamps(self, audit_path: Path) -> list[TimestampRow]:
+        if not files_on_disk.has_table(self._db, "timestamps"):
+            return []
+        rows = self._query("SELECT lines, head, requested_at, tsa_url, token, gen_time, error FROM timestamps "
+                           "WHERE audit_path=? ORDER BY id", (str(audit_path),))
+        return [_row(TimestampRow, r) for r in rows]
 
     # ------------------------------------------------------------------ what a run reads and records
 

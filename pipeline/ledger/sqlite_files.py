@@ -73,6 +73,20 @@ CREATE TABLE IF NOT EXISTS audit_heads (    -- every command that appended to th
     lines INTEGER NOT NULL,                 -- the log's line count at that moment
     head TEXT NOT NULL                      -- SHA-256 of its last line
 );
+CREATE TABLE IF NOT EXISTS signatures (     -- which key signed each manifest at each target
+    recording_id TEXT NOT NULL, target TEXT NOT NULL,
+    manifest_key TEXT NOT NULL, signature_key TEXT NOT NULL,
+    key_id TEXT NOT NULL, signed_at TEXT NOT NULL,
+    PRIMARY KEY (recording_id, target)
+);
+CREATE TABLE IF NOT EXISTS timestamps (     -- RFC 3161 tokens of the audit log's heads
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    audit_path TEXT NOT NULL, lines INTEGER NOT NULL, head TEXT NOT NULL,
+    requested_at TEXT NOT NULL, tsa_url TEXT NOT NULL,
+    token BLOB,                             -- the TSA's reply (DER); NULL when it failed
+    gen_time TEXT,                          -- the time the TSA vouches for
+    error TEXT                              -- why there is no token
+);
 CREATE INDEX IF NOT EXISTS copies_state ON copies(state);
 CREATE INDEX IF NOT EXISTS files_state ON files(state);
 """
