@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pipeline.archive import object_keys as keys
 from pipeline.realtimekit import DEFAULT_BASE_URL
 from pipeline.errors import ConfigError
+from pipeline.service.settings import ServeConfig, WebhookConfig
 from storage import TargetSettings, check_endpoint, settings_model, target_types
 
 DEFAULT_KEY_TEMPLATE = "{yyyy}/{mm}/{dd}/{recording_id}/{kind}-{file_name}"
@@ -123,6 +124,8 @@ class Config(BaseModel):
     archive: ArchiveConfig
     audit: AuditConfig
     targets: list[TargetSettings]
+    serve: ServeConfig = ServeConfig()
+    webhook: WebhookConfig = WebhookConfig()
 
     @property
     def api_token(self) -> str:
@@ -169,7 +172,7 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
     environ = dict(os.environ if environ is None else environ)
     label = str(source) if source else "<config>"
     raw = _expand(raw, environ, label, ())
-    known = {"source", "ledger", "archive", "audit", "targets"}
+    known = {"source", "ledger", "archive", "audit", "targets", "serve", "webhook"}
     for key in raw:
         if key not in known:
             raise ConfigError(f"{label}: unknown section [{key}] (known: {', '.join(sorted(known))})")
@@ -184,6 +187,8 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
     ledger = _validate(LedgerConfig, _table(raw, "ledger", label), label, "ledger")
     archive = _validate(ArchiveConfig, _table(raw, "archive", label), label, "archive")
     audit = _validate(AuditConfig, _table(raw, "audit", label), label, "audit")
+    serve = _validate(ServeConfig, _table(raw, "serve", label), label, "serve")
+    webhook = _validate(WebhookConfig, _table(raw, "webhook", label), label, "webhook")
 
     targets_raw = raw.get("targets", [])
     if not isinstance(targets_raw, list) or not all(isinstance(t, dict) for t in targets_raw):
@@ -211,7 +216,7 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
                 raise ConfigError(f"{label}: targets[{target.name}].key_template: {exc}") from None
     targets = [_resolve_local_path(t, base) for t in targets]
     return Config(path=source, source=source_cfg, ledger=ledger, archive=archive, audit=audit,
-                  targets=targets)
+                  targets=targets, serve=serve, webhook=webhook)
 
 
 def _table(raw: dict, name: str, label: str) -> dict:

@@ -42,9 +42,10 @@ class RunResult:
 
 
 def execute_run(context: Context, *, since: datetime | None = None, until: datetime | None = None,
-                meeting_id: str | None = None, progress=None) -> RunResult:
+                meeting_id: str | None = None, progress=None, recordings: list | None = None) -> RunResult:
     """An archive run, or a dry run when the context does not record (it reads the ledger only
-    and creates and changes nothing)."""
+    and creates and changes nothing). `recordings`: these (fetched by the caller, e.g. the ones
+    webhooks announced) instead of a listing."""
     book = Book(context)
     archiver = Archiver(book, progress=progress)
     if not context.recording:
@@ -67,7 +68,8 @@ def execute_run(context: Context, *, since: datetime | None = None, until: datet
         _sweep({name: t for name, t in context.targets.items() if name not in archiver.unavailable})
         with stop_on_signals(context.stop):
             try:
-                recordings = list_uploaded(context, since, until, meeting_id)
+                if recordings is None:
+                    recordings = list_uploaded(context, since, until, meeting_id)
             except ApiAuthError as exc:
                 note = str(exc)
                 raise

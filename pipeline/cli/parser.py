@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pipeline
 
-COMMANDS = ("run", "backfill", "check", "status", "list", "verify", "report", "audit", "simulate", "demo")
+COMMANDS = ("run", "backfill", "check", "status", "list", "verify", "report", "audit", "simulate", "demo", "serve")
 MAX_CONCURRENCY = 64  # as [archive] concurrency
 
 
@@ -141,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     audit_verify = audit_sub.add_parser("verify", help="check the hash chain; name the first broken line")
     common(audit_verify)
+
+    serve = sub.add_parser("serve", help="receive RealtimeKit webhooks and archive recordings as they finish "
+                                         "(until SIGTERM)")
+    common(serve)
+    serve.add_argument("--workers", type=bounded(int, 0, MAX_CONCURRENCY, "a whole number"), metavar="N",
+                       help="recordings archived at once by the in-process worker; 0: receive only "
+                            "(default: [serve] workers)")
+    serve.add_argument("--host", metavar="ADDRESS", help="address to listen on (default: [serve] host)")
+    serve.add_argument("--port", type=bounded(int, 0, 65535, "a port number"), metavar="PORT",
+                       help="port to listen on (default: [serve] port)")
 
     simulate = sub.add_parser("simulate", help="run the built-in RealtimeKit API simulator")
     from pipeline import simulator

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.ledger.rows import (AtRisk, AuditHead, CopyRow, FileRow, Known, ListedRecording, Problem,
+from pipeline.ledger.rows import (AtRisk, AuditHead, CopyRow, FileRow, Hint, Known, ListedRecording, Problem,
                                   RecordingRow, RunRow, StoredCopy)
 
 
@@ -56,3 +56,13 @@ class Ledger(Protocol):
     def state_counts(self) -> dict[str, dict[str, int]]: ...
     def problems(self, limit: int = 50) -> list[Problem]: ...
     def at_risk(self, before: str) -> list[AtRisk]: ...
+
+    # work announced by webhooks (`rtk-archive serve`), durable before the webhook is answered
+    def record_hint(self, subject_id: str, status: str, kind: str, *, received_at: str,
+                    delivery_id: str | None) -> bool:
+        """Record announced work once per (subject_id, status, kind); True when it is new."""
+    def pending_hints(self, limit: int, *, now: str) -> list[Hint]:
+        """Pending hints due by `now` (next_attempt_at <= now), oldest first."""
+    def finish_hint(self, subject_id: str, status: str, kind: str, *, state: str, error: str | None = None,
+                    retry_at: str | None = None) -> None:
+        """`done` or `failed` (given up), or `pending` again: one attempt more, due at `retry_at`."""
