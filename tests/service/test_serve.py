@@ -1,0 +1,91 @@
+"""`rtk-archive serve` end to end: the simulator makes recordings appear and delivers signed
+webhooks as they finish; the service records them and its worker archives them through the
+archive engine (fetched again from the API, verified at the target, in the ledger and the
+audit trail) within seconds, not at the next nightly run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import httpx
+
+from pipeline.audit import verify_chain
+from pipeline.simulator.webhooks import WebhookSender
+from tests.helpers import cli_command, cli_env, run_cli, to_toml
+from tests.service.helpers import hints, running_service, serve_config, wait_for
+
+PATH = "/webhooks/realtimekit"
+
+
+def archived_ids(tmp_path) -> set[str]:
+    folder = tmp_path / "nas"
+    return {p.parent.name for p in folder.rglob("video-*")} if folder.exists() else set()
+
+
+def test_new_recordings_are_archived_within_seconds_of_their_uploaded_webhook(sim, tmp_path):
+    """With --new-every, new UPLOADED recordings appear; each one's webhook leads to its file at
+    the target (the whole bytes), its hint done, and its lines in the audit trail, without any
+    listing run (reconcile is off). The generous timeout is not a timing claim."""
+    with running_service(tmp_path, sim, workers=2) as service, \
+            WebhookSender(sim, service.url + PATH, new_every=0.5, first_retry=0.2) as webhooks:
+        wait_for(lambda: len(archived_ids(tmp_path)) >= 3, timeout=90, what="three new recordings archived")
+    announced = {d.subject for d in webhooks.deliveries if d.delivered}
+    done = {r["subject_id"] for r in hints(tmp_path / "ledger.db") if r["state"] == "done"}
+    assert len(archived_ids(tmp_path)) >= 3 and archived_ids(tmp_path) <= announced
+    assert archived_ids(tmp_path) <= done
+    for rid in archived_ids(tmp_path):
+        [video] = (tmp_path / "nas").rglob(f"{rid}/video-*")
+        assert video.read_bytes() == sim.file_bytes(rid)
+    # Each webhook made the worker fetch its recording from the API: GET one, never a listing.
+    api_paths = [r.path for r in sim.requests if r.kind == "api"]
+    assert not any(path.endswith("/recordings") for path in api_paths)
+    assert verify_chain(tmp_path / "audit.jsonl").ok
+
+
+def test_serve_holds_the_sqlite_ledger_and_stops_gracefully_on_sigterm(sim, tmp_path):
+    """`rtk-archive serve` as a process: while it runs, a nightly `run` on the same SQLite ledger
+    exits 3 (serve holds the run lock); a webhook delivered to it is archived; on SIGTERM it
+    stops accepting, finishes, and exits 0."""
+    rec = sim.add_recording(status="UPLOADED")
+    config = tmp_path / "config.toml"
+    raw = serve_config(tmp_path, sim, port=0, workers=1)
+    port = _free_port()
+    raw["serve"]["port"] = port
+    config.write_text(to_toml(raw))
+    process = subprocess.Popen(cli_command("serve", "--config", str(config)), env=cli_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _ready(url), timeout=60, what="serve answering /readyz")
+        nightly = run_cli("run", "--config", str(config))
+        assert nightly.returncode == 3, nightly.stderr
+        webhooks = WebhookSender(sim, url + PATH)
+        assert webhooks.deliver(webhooks.recording_event(rec["id"])).statuses == [202]
+        wait_for(lambda: rec["id"] in archived_ids(tmp_path), timeout=90, what="the announced recording archived")
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert "SIGTERM received" in err
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
