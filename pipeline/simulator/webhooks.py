@@ -100,9 +100,10 @@ class Delivery:
 
 class WebhookSender:
     """Delivers the simulator's webhooks to `url` from a thread of its own (start/stop), as
-    recordings reach a new status; `deliver()` sends one body now (tests use it directly)."""
+    recordings reach a new status; `deliver()` sends one body now (tests use it directly).
+    Without a url, only `new_every` acts: recordings appear, announced to no one."""
 
-    def __init__(self, sim: Any, url: str, *, new_every: float | None = None, attempts: int = 8,
+    def __init__(self, sim: Any, url: str | None, *, new_every: float | None = None, attempts: int = 8,
                  first_retry: float = 0.5, webhook_id: str | None = None) -> None:
         self.sim = sim
         self.url = url
@@ -118,6 +119,8 @@ class WebhookSender:
         self._client = httpx.Client(timeout=10.0)
 
     def start(self) -> WebhookSender:
+        if not self.url and not self.new_every:
+            return self
         self._thread = threading.Thread(target=self._run, name="rtk-sim-webhooks", daemon=True)
         self._thread.start()
         return self
@@ -154,6 +157,7 @@ class WebhookSender:
         data = data if isinstance(data, dict) else {}
         subject = (data.get("recording") or {}).get("id") if isinstance(data, dict) else None
         delivery = Delivery(event=str(data.get("event")), subject=subject, uuid=delivery_id or str(uuid.uuid4()))
+        assert self.url, "no webhook URL to deliver to"
         headers = {"content-type": "application/json", "rtk-signature": signature or self.keys.sign(body),
                    "rtk-uuid": delivery.uuid, "rtk-webhook-id": self.webhook_id}
         for attempt in range(self.attempts):
@@ -179,7 +183,7 @@ class WebhookSender:
             if self.new_every and time.monotonic() >= next_new:
                 next_new = time.monotonic() + self.new_every
                 self.sim.add_recording(status="UPLOADED")
-            for recording_id in self._changed():
+            for recording_id in self._changed() if self.url else ():
                 self.deliver(self.recording_event(recording_id))
 
     def _changed(self) -> list[str]:
@@ -193,3 +197,17 @@ class WebhookSender:
                     if status in ANNOUNCED_STATUSES:
                         changed.append(rid)
         return changed
+
+
+def interval(text: str) -> float:
+    """An argparse type: seconds, optionally with a unit: 2, 2s, 500ms, 1m (0.05 s to 1 day)."""
+    import argparse
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 2s, 500ms, 1m)")
+    value = float(match.group(1)) * {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[match.group(2)]
+    if not 0.05 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: from 50ms to 1 day")
+    return value
