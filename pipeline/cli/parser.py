@@ -163,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where the demo writes (default: ./rtk-archive-demo)")
     demo.add_argument("--recordings", type=bounded(int, 1, 500, "a whole number"), default=12, metavar="N",
                       help="recordings the simulator makes up, 1 to 500 (default 12)")
+    demo.add_argument("--serve", action="store_true",
+                      help="the webhook service instead: serve archives new recordings as the simulator's "
+                           "signed webhooks announce them")
+    demo.add_argument("--new", type=bounded(int, 1, 50, "a whole number"), default=3, metavar="N",
+                      help="with --serve: stop after N announced recordings are archived (default 3)")
     demo.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout, whatever the outcome")
     verbosity(demo)
     return parser

@@ -37,6 +37,10 @@ def cmd_simulate(args) -> Outcome:
 
 
 def cmd_demo(args) -> Outcome:
+    if args.serve:
+        from pipeline.cli.serve import run_demo_serve
+
+        return run_demo_serve(args)
     return run_demo(args)
 
 

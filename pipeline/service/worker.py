@@ -24,7 +24,6 @@ from pipeline.clock import iso_utc, utcnow
 from pipeline.ledger.rows import Hint
 from pipeline.realtimekit import ApiError, ApiNotFound
 from pipeline.service.metrics import ServiceMetrics
-from pipeline.service.receiver import RECORDING_KIND
 
 log = logging.getLogger("rtk_archive.serve")
 

@@ -92,6 +92,7 @@ class Delivery:
     subject: str | None
     uuid: str
     statuses: list[int | str] = field(default_factory=list)  # per attempt: the HTTP status or the error
+    sent_at: float = field(default_factory=time.time)  # the first attempt
 
     @property
     def delivered(self) -> bool:

@@ -5,14 +5,15 @@ audit trail) within seconds, not at the next nightly run."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
-import time
+import threading
+import tomllib
 
 import httpx
 
+from pipeline.config import parse_config
+from pipeline.service.server import run_service
 from pipeline.audit import verify_chain
 from pipeline.simulator.webhooks import WebhookSender
 from tests.helpers import cli_command, cli_env, run_cli, to_toml
@@ -89,3 +90,50 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_the_simulate_command_delivers_webhooks_that_serve_archives(tmp_path):
+    """`rtk-archive simulate --webhook-url URL --new-every 1s` as a process: the recordings it
+    makes appear are announced with signed webhooks (the key from its well-known URL) to a
+    running `serve`, which archives them."""
+    serve_port = _free_port()
+    simulate = subprocess.Popen(
+        cli_command("simulate", "--port", "0", "--recordings", "0", "--min-size", "10000", "--max-size", "50000",
+                    "--new-every", "1s", "--webhook-url", f"http://127.0.0.1:{serve_port}{PATH}"),
+        env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        block = "".join(until_webhook_block(simulate.stdout))
+        printed = tomllib.loads(block)
+        raw = {"source": {**printed["source"], "max_retry_seconds": 30}, "webhook": printed["webhook"],
+               "ledger": {"path": str(tmp_path / "ledger.db")}, "audit": {"path": str(tmp_path / "audit.jsonl")},
+               "archive": {"spool_dir": str(tmp_path / "spool")}, "serve": {"reconcile_every": "0"},
+               "targets": [{"name": "nas", "type": "local", "path": str(tmp_path / "nas")}]}
+        config = parse_config(raw, environ={})
+        services = []
+        thread = threading.Thread(target=run_service, kwargs=dict(
+            config=config, workers=1, host="127.0.0.1", port=serve_port, on_ready=services.append), daemon=True)
+        thread.start()
+        wait_for(lambda: len(archived_ids(tmp_path)) >= 2, timeout=120, what="two announced recordings archived")
+        services[0].stop()
+        thread.join(timeout=60)
+    finally:
+        simulate.send_signal(signal.SIGTERM)
+        simulate.communicate(timeout=60)
+    assert simulate.returncode == 0
+    assert {r["subject_id"] for r in hints(tmp_path / "ledger.db") if r["state"] == "done"} >= archived_ids(tmp_path)
+
+
+def until_webhook_block(stream):
+    """The [source] and [webhook] blocks `simulate` prints first."""
+    for line in stream:
+        yield line
+        if line.startswith("public_key_url"):
+            return
+
+
+def test_demo_serve_shows_the_whole_loop(tmp_path):
+    """`rtk-archive demo --serve` runs the simulator, serve and a local folder: the announced new
+    recordings are archived by webhook, and it says so; exit 0."""
+    result = run_cli("demo", "--serve", "--new", "2", "--recordings", "2", "--dir", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("webhook answered 202, archived") == 2
