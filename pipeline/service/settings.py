@@ -41,8 +41,11 @@ class ServeConfig(BaseModel):
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
     request_timeout: float = 10.0  # to receive a whole request body
     hint_attempts: int = Field(default=5, ge=1, le=100)  # tries per announced recording before giving up
+    # An announced recording the API does not show as UPLOADED yet (or an API error) is tried
+    # again after this long, doubling each time (at most 15 minutes).
+    hint_retry: float = 15.0
 
-    _durations = field_validator("reconcile_every", "request_timeout", mode="before")(seconds)
+    _durations = field_validator("reconcile_every", "request_timeout", "hint_retry", mode="before")(seconds)
 
     @field_validator("webhook_path")
     @classmethod

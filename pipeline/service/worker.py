@@ -29,7 +29,7 @@ log = logging.getLogger("rtk_archive.serve")
 
 BATCH = 50  # announced recordings per archive run
 FINISHED = ("archived", "skipped", "lost")  # recording states with nothing more to do
-RETRY_FIRST, RETRY_MOST = 15.0, 900.0  # seconds before an announced recording is tried again
+RETRY_MOST = 900.0  # seconds: the longest wait before an announced recording is tried again
 
 
 class Worker:
@@ -40,6 +40,7 @@ class Worker:
         settings = context.config.serve
         self.reconcile_every = settings.reconcile_every
         self.hint_attempts = settings.hint_attempts
+        self.hint_retry = settings.hint_retry
         self._closing = threading.Event()
         self._abort = threading.Event()
         self._wake = threading.Event()
@@ -144,7 +145,7 @@ class Worker:
                       hint.subject_id, hint.attempts + 1, reason)
             self._finish(hint, "failed", reason)
             return
-        delay = min(RETRY_MOST, RETRY_FIRST * 2 ** hint.attempts)
+        delay = min(RETRY_MOST, self.hint_retry * 2 ** hint.attempts)
         log.warning("recording %s: %s; trying again in %.0f s", hint.subject_id, reason, delay)
         retry_at = iso_utc(datetime.now(timezone.utc) + timedelta(seconds=delay))
         self.context.ledger.finish_hint(hint.subject_id, hint.status, hint.kind, state="pending", error=reason,

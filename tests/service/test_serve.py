@@ -137,3 +137,41 @@ def test_demo_serve_shows_the_whole_loop(tmp_path):
     result = run_cli("demo", "--serve", "--new", "2", "--recordings", "2", "--dir", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("webhook answered 202, archived") == 2
+
+
+def test_a_recording_no_webhook_announced_is_archived_by_the_reconcile(sim, tmp_path):
+    """A recording that appears with no webhook (a lost delivery) is archived by the periodic
+    reconcile listing; the start-up reconcile archives what was there before."""
+    before = sim.add_recording(status="UPLOADED")
+    with running_service(tmp_path, sim, workers=1, reconcile_every="1s"):
+        wait_for(lambda: before["id"] in archived_ids(tmp_path), timeout=90, what="the start-up reconcile")
+        later = sim.add_recording(status="UPLOADED")
+        wait_for(lambda: later["id"] in archived_ids(tmp_path), timeout=90, what="a later reconcile")
+    assert hints(tmp_path / "ledger.db") == []
+
+
+def test_a_webhook_ahead_of_the_api_is_tried_again_and_one_the_api_does_not_know_is_given_up(sim, tmp_path):
+    """The API is the source of truth: a recording announced UPLOADED while the API still says
+    UPLOADING stays pending (with the reason) and is archived once the API says UPLOADED; one the
+    API does not know (404) is given up at once, with the reason, archiving nothing."""
+    rec = sim.add_recording(status="UPLOADED")
+    with sim.lock:
+        sim.recs[rec["id"]].raw["status"] = "UPLOADING"
+    with running_service(tmp_path, sim, workers=1, hint_retry="0.3s", hint_attempts=3) as service:
+        webhooks = WebhookSender(sim, service.url + PATH)
+        event = webhooks.recording_event(rec["id"])
+        event["recording"]["status"] = "UPLOADED"
+        ghost = {**event, "recording": {**event["recording"], "id": "no-such-recording"}}
+        assert webhooks.deliver(event).statuses == [202] and webhooks.deliver(ghost).statuses == [202]
+        pending = wait_for(lambda: [r for r in hints(tmp_path / "ledger.db")
+                                    if r["subject_id"] == rec["id"] and r["attempts"] >= 1], timeout=60,
+                           what="a first attempt")
+        assert pending[0]["state"] == "pending" and "UPLOADING" in pending[0]["last_error"]
+        with sim.lock:
+            sim.recs[rec["id"]].raw["status"] = "UPLOADED"
+        wait_for(lambda: rec["id"] in archived_ids(tmp_path), timeout=90, what="the recording archived")
+        wait_for(lambda: {r["subject_id"]: r["state"] for r in hints(tmp_path / "ledger.db")}
+                 == {rec["id"]: "done", "no-such-recording": "failed"}, timeout=60, what="both hints settled")
+    ghost_row = [r for r in hints(tmp_path / "ledger.db") if r["subject_id"] == "no-such-recording"][0]
+    assert "does not know" in ghost_row["last_error"]
+    assert archived_ids(tmp_path) == {rec["id"]}
