@@ -1,14 +1,13 @@
 """Running `rtk-archive serve`: open the session once (with the SQLite ledger, its run lock
 is held for the service's lifetime, so a nightly `run` meanwhile exits 3), start the worker,
-serve HTTP with uvicorn until SIGTERM/SIGINT, then stop accepting, let the worker finish the
-batch in flight, close everything and return. A second signal abandons the batch's downloads
-and closes open connections at once."""
+serve HTTP with uvicorn until SIGTERM/SIGINT, then stop accepting, answer the requests in
+flight, let the worker's batch finish its uploads (its downloads are abandoned and resume
+later), close everything and return (exit 0). A second signal leaves at once, as in a run."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 
 import uvicorn
 
+from pipeline.archive.run import stop_on_signals
 from pipeline.clock import utcnow
 from pipeline.config import Config
 from pipeline.errors import BookkeepingError, ConfigError
@@ -44,38 +44,29 @@ class Service:
         return f"http://{host}:{self.port}"
 
     def stop(self) -> None:
-        self._server.should_exit = True
+        self._server.stop.set()
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server with our signal handling: the first SIGTERM/SIGINT stops accepting and
-    drains; a second one also aborts the worker's batch. No signal is raised again afterwards
-    (uvicorn would, and the command would then die of it instead of exiting 0)."""
+    """uvicorn's server with the signal handling of an archive run (pipeline.archive.run): the
+    first SIGTERM/SIGINT sets `stop` (no new connections, the requests in flight answered; the
+    worker's batch finishes its uploads and abandons its downloads, which resume later), a
+    second one leaves at once. uvicorn's own handlers would raise the signal again afterwards,
+    and the command would die of it instead of exiting 0."""
 
-    on_second_signal: Callable[[], None] = staticmethod(lambda: None)
+    def __init__(self, config: uvicorn.Config, stop: threading.Event):
+        super().__init__(config)
+        self.stop = stop
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
+        with stop_on_signals(self.stop):
             yield
-            return
 
-        def handle(signum, _frame):
-            if self.should_exit:
-                log.warning("second %s: abandoning the work in flight", signal.Signals(signum).name)
-                self.force_exit = True
-                self.on_second_signal()
-                return
-            log.warning("%s received: no new requests; finishing the work in flight (send it again to "
-                        "abandon it)", signal.Signals(signum).name)
+    async def on_tick(self, counter: int) -> bool:
+        if self.stop.is_set():
             self.should_exit = True
-
-        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        return await super().on_tick(counter)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -101,7 +92,8 @@ def run_service(config: Config, *, workers: int, host: str, port: int, redact=la
         with open_session(config, "serve", record=True, targets=workers > 0, api=workers > 0,
                           downloads=workers > 0, redact=redact, refusal_is_a_run=True) as context:
             metrics = build_service_registry()
-            worker = Worker(context, metrics, concurrency=workers) if workers else None
+            stop = threading.Event()
+            worker = Worker(context, metrics, concurrency=workers, stop=stop) if workers else None
             receiver = Receiver(context.ledger, PublicKey(config.webhook), metrics,
                                 on_new_work=worker.wake if worker else (lambda: None))
 
@@ -121,11 +113,10 @@ def run_service(config: Config, *, workers: int, host: str, port: int, redact=la
 
             app = build_app(receiver, config.serve, ready=ready)
             server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
-                                            timeout_graceful_shutdown=30, server_header=False))
+                                            timeout_graceful_shutdown=30, server_header=False), stop)
             service = Service(host=sock.getsockname()[0], port=sock.getsockname()[1], metrics=metrics,
                               worker=worker, _server=server)
             if worker is not None:
-                server.on_second_signal = worker.abort
                 worker.start()
             log.info("serve: listening on %s%s with %s", service.url, config.serve.webhook_path,
                      f"{workers} worker(s)" if workers else "no worker (receiving only)")

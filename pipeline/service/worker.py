@@ -4,9 +4,9 @@ hints), and every `reconcile_every` an incremental listing run that catches what
 announced. Each batch is an archive run of its own (a `runs` row, its audit lines) through the
 archive engine, with `workers` recordings at once. Batches never overlap: they share the spool.
 
-Stopping: `shutdown()` lets the batch in flight finish and starts no other; `abort()` (a
-second signal) also abandons its downloads, which resume later (the ledger is consistent at
-every step)."""
+Stopping: `stop` (set by the first SIGTERM/SIGINT) makes the batch in flight finish its
+uploads and abandon its downloads, which resume later (the ledger is consistent at every
+step); `shutdown()` then waits for it and starts no other."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ RETRY_MOST = 900.0  # seconds: the longest wait before an announced recording is
 
 
 class Worker:
-    def __init__(self, context: Context, metrics: ServiceMetrics, *, concurrency: int):
+    def __init__(self, context: Context, metrics: ServiceMetrics, *, concurrency: int, stop: threading.Event):
         self.context = context
         self.metrics = metrics
         self.concurrency = concurrency
@@ -42,7 +42,7 @@ class Worker:
         self.hint_attempts = settings.hint_attempts
         self.hint_retry = settings.hint_retry
         self._closing = threading.Event()
-        self._abort = threading.Event()
+        self._stop = stop
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_reconcile = time.monotonic()  # a first one at start-up: catch up on what was missed
@@ -69,19 +69,14 @@ class Worker:
         if self._thread is not None:
             self._thread.join()
 
-    def abort(self) -> None:
-        """Also abandon the downloads in flight (they resume later)."""
-        self._abort.set()
-        self.shutdown()
-
     # -- the loop --------------------------------------------------------------------------------
 
     def _run(self) -> None:
         self.metrics.worker_alive.set(1)
         try:
-            while not self._closing.is_set():
+            while not self._closing.is_set() and not self._stop.is_set():
                 busy = self._archive_announced()
-                if self._closing.is_set():
+                if self._closing.is_set() or self._stop.is_set():
                     break
                 if self.reconcile_every and time.monotonic() >= self._next_reconcile:
                     self._reconcile()
@@ -167,7 +162,7 @@ class Worker:
         run_id = uuid.uuid4().hex
         config = self.context.config
         config = config.model_copy(update={"archive": config.archive.model_copy(update={"concurrency": self.concurrency})})
-        batch = dataclasses.replace(self.context, config=config, run_id=run_id, stop=self._abort)
+        batch = dataclasses.replace(self.context, config=config, run_id=run_id, stop=self._stop)
         if batch.audit is not None:
             batch.audit.run_id = run_id  # batches never overlap: each one's lines carry its own run id
         try:

@@ -23,8 +23,13 @@ PATH = "/webhooks/realtimekit"
 
 
 def archived_ids(tmp_path) -> set[str]:
+    """Recordings whose video is at the local target (read while the service writes there: a
+    temporary that vanishes mid-walk means "look again")."""
     folder = tmp_path / "nas"
-    return {p.parent.name for p in folder.rglob("video-*")} if folder.exists() else set()
+    try:
+        return {p.parent.name for p in folder.rglob("video-*")}  # temporaries are hidden: ".video-..."
+    except FileNotFoundError:
+        return set()
 
 
 def test_new_recordings_are_archived_within_seconds_of_their_uploaded_webhook(sim, tmp_path):
@@ -113,9 +118,12 @@ def test_the_simulate_command_delivers_webhooks_that_serve_archives(tmp_path):
         thread = threading.Thread(target=run_service, kwargs=dict(
             config=config, workers=1, host="127.0.0.1", port=serve_port, on_ready=services.append), daemon=True)
         thread.start()
-        wait_for(lambda: len(archived_ids(tmp_path)) >= 2, timeout=120, what="two announced recordings archived")
-        services[0].stop()
-        thread.join(timeout=60)
+        try:
+            wait_for(lambda: len(archived_ids(tmp_path)) >= 2, timeout=120, what="two announced recordings archived")
+        finally:
+            wait_for(lambda: services, timeout=30, what="serve started")
+            services[0].stop()
+            thread.join(timeout=60)
     finally:
         simulate.send_signal(signal.SIGTERM)
         simulate.communicate(timeout=60)
