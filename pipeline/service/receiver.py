@@ -14,8 +14,8 @@ from pipeline import errors
 from pipeline.clock import utcnow
 from pipeline.ledger import Ledger
 from pipeline.service.metrics import ServiceMetrics
-from pipeline.service.webhooks import (DELIVERY_HEADER, SIGNATURE_HEADER, BadPayload, KeyUnavailable, PublicKey,
-                                       RecordingStatusUpdate, parse_event, signed_by)
+from pipeline.service.webhooks import (ARTIFACT_EVENTS, DELIVERY_HEADER, SIGNATURE_HEADER, BadPayload, KeyUnavailable,
+                                       PublicKey, RecordingStatusUpdate, parse_event, signed_by)
 
 log = logging.getLogger("rtk_archive.serve")
 
@@ -55,6 +55,10 @@ class Receiver:
         except BadPayload as exc:
             log.warning("%s: refused: %s", where, exc)
             return self._answer("bad_request", 400, str(exc))
+        if event.event in ARTIFACT_EVENTS:
+            log.warning("%s: %s: not archived by this version (no API lists transcripts, summaries or chats; "
+                        "only this webhook announces them)", where, event.event)
+            return self._answer("ignored", 200, "ignored")
         if not isinstance(event, RecordingStatusUpdate) or event.recording.status != "UPLOADED":
             status = event.recording.status if isinstance(event, RecordingStatusUpdate) else None
             log.info("%s: %s%s: nothing to archive", where, event.event, f" {status}" if status else "")

@@ -1,8 +1,10 @@
 """The simulator's webhooks, as RealtimeKit sends them: its own RSA key (the public half served
 at /.well-known/webhooks.json in RealtimeKit's shape), `recording.statusUpdate` deliveries signed
 over the raw body (`rtk-signature`, base64 RSA-SHA256, PKCS#1 v1.5) with `rtk-uuid` and
-`rtk-webhook-id`, sent as recordings change status (camelCase, `fileSize` a string), and retried
-on 5xx and network errors only. `new_every` makes a new UPLOADED recording appear that often."""
+`rtk-webhook-id`, sent as recordings change status (camelCase, `fileSize` a string), then, for a
+finished recording, its session's `meeting.transcript`, `meeting.summary` and
+`meeting.chatSynced` (pipeline.simulator.artifacts serves their files); retried on 5xx and
+network errors only. `new_every` makes a new UPLOADED recording appear that often."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from .artifacts import artifact_events
 
 log = logging.getLogger("rtk_archive.simulator")
 
@@ -105,12 +109,13 @@ class WebhookSender:
     Without a url, only `new_every` acts: recordings appear, announced to no one."""
 
     def __init__(self, sim: Any, url: str | None, *, new_every: float | None = None, attempts: int = 8,
-                 first_retry: float = 0.5, webhook_id: str | None = None) -> None:
+                 first_retry: float = 0.5, webhook_id: str | None = None, artifacts: bool = True) -> None:
         self.sim = sim
         self.url = url
         self.new_every = new_every
         self.attempts = attempts
         self.first_retry = first_retry
+        self.artifacts = artifacts  # also announce each finished recording's transcript, summary, chat
         self.webhook_id = webhook_id or str(uuid.UUID(int=sim.seed))
         self.keys = webhook_keys(sim)
         self.deliveries: list[Delivery] = []
@@ -185,7 +190,13 @@ class WebhookSender:
                 next_new = time.monotonic() + self.new_every
                 self.sim.add_recording(status="UPLOADED")
             for recording_id in self._changed() if self.url else ():
-                self.deliver(self.recording_event(recording_id))
+                event = self.recording_event(recording_id)
+                self.deliver(event)
+                if self.artifacts and event["recording"]["status"] == "UPLOADED":
+                    with self.sim.lock:
+                        raw = dict(self.sim.recs[recording_id].raw)
+                    for artifact in artifact_events(self.sim, raw):
+                        self.deliver(artifact)
 
     def _changed(self) -> list[str]:
         """Recordings whose status changed to one RealtimeKit announces since the last look."""

@@ -35,11 +35,15 @@ def archived_ids(tmp_path) -> set[str]:
 def test_new_recordings_are_archived_within_seconds_of_their_uploaded_webhook(sim, tmp_path):
     """With --new-every, new UPLOADED recordings appear; each one's webhook leads to its file at
     the target (the whole bytes), its hint done, and its lines in the audit trail, without any
-    listing run (reconcile is off). The generous timeout is not a timing claim."""
+    listing run (reconcile is off); the transcript, summary and chat events that follow are
+    answered 200. The generous timeout is not a timing claim."""
     with running_service(tmp_path, sim, workers=2) as service, \
             WebhookSender(sim, service.url + PATH, new_every=0.5, first_retry=0.2) as webhooks:
         wait_for(lambda: len(archived_ids(tmp_path)) >= 3, timeout=90, what="three new recordings archived")
     announced = {d.subject for d in webhooks.deliveries if d.delivered}
+    # The session artifacts announced with them are answered 200 (valid; not archived by this version).
+    artifacts = [d for d in webhooks.deliveries if d.event.startswith("meeting.")]
+    assert artifacts and all(d.statuses == [200] for d in artifacts)
     done = {r["subject_id"] for r in hints(tmp_path / "ledger.db") if r["state"] == "done"}
     assert len(archived_ids(tmp_path)) >= 3 and archived_ids(tmp_path) <= announced
     assert archived_ids(tmp_path) <= done
