@@ -29,6 +29,7 @@ log = logging.getLogger("rtk_archive.serve")
 
 BATCH = 50  # announced recordings per archive run
 FINISHED = ("archived", "skipped", "lost")  # recording states with nothing more to do
+LEDGER_PAUSE = 5.0  # seconds: the ledger failed (a full disk...): wait before trying again
 RETRY_MOST = 900.0  # seconds: the longest wait before an announced recording is tried again
 
 
@@ -75,22 +76,36 @@ class Worker:
         self.metrics.worker_alive.set(1)
         try:
             while not self._closing.is_set() and not self._stop.is_set():
-                busy = self._archive_announced()
-                if self._closing.is_set() or self._stop.is_set():
-                    break
-                if self.reconcile_every and time.monotonic() >= self._next_reconcile:
-                    self._reconcile()
-                    self._next_reconcile = time.monotonic() + self.reconcile_every
-                    busy = True
+                try:
+                    busy = self._round()
+                except errors.BookkeepingError as exc:
+                    if self.context.audit is not None and self.context.audit.failure is not None:
+                        raise  # the audit log takes no further line: nothing more can be archived
+                    log.error("serve's worker: %s; trying again in %.0f s", exc, LEDGER_PAUSE)
+                    self._closing.wait(LEDGER_PAUSE)
+                    continue
                 if not busy:
                     self._wake.wait(timeout=1.0)
                     self._wake.clear()
+        except errors.BookkeepingError as exc:  # said once; /readyz turns 503 and serve exits 74 when stopped
+            self.failure, self.error = str(exc), exc
+            log.error("serve's worker stopped: %s", exc)
         except Exception as exc:  # a bug: said once, with its traceback, and /readyz turns 503
-            self.failure = f"{type(exc).__name__}: {exc}"
-            self.error = exc
+            self.failure, self.error = f"{type(exc).__name__}: {exc}", exc
             log.exception("serve's worker stopped: %s", self.failure)
         finally:
             self.metrics.worker_alive.set(0)
+
+    def _round(self) -> bool:
+        """Announced work first, then the reconcile when it is due; False when idle."""
+        busy = self._archive_announced()
+        if self._closing.is_set() or self._stop.is_set():
+            return busy
+        if self.reconcile_every and time.monotonic() >= self._next_reconcile:
+            self._reconcile()
+            self._next_reconcile = time.monotonic() + self.reconcile_every
+            busy = True
+        return busy
 
     def _archive_announced(self) -> bool:
         """One batch of due announced recordings; False when there was none."""

@@ -187,3 +187,29 @@ def test_a_webhook_ahead_of_the_api_is_tried_again_and_one_the_api_does_not_know
     ghost_row = [r for r in hints(tmp_path / "ledger.db") if r["subject_id"] == "no-such-recording"][0]
     assert "does not know" in ghost_row["last_error"]
     assert archived_ids(tmp_path) == {rec["id"]}
+
+
+def test_a_busy_port_a_held_ledger_and_a_bad_serve_setting_are_one_line_each(sim, tmp_path):
+    """serve refuses clearly, with the documented exit codes: a port another process listens on
+    (2), a ledger another serve holds (3), an unreadable [serve] setting naming the key (2)."""
+    import socket
+
+    raw = serve_config(tmp_path, sim, workers=0)
+    config = tmp_path / "config.toml"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        raw["serve"]["port"] = taken.getsockname()[1]
+        config.write_text(to_toml(raw))
+        busy = run_cli("serve", "--config", str(config))
+    assert busy.returncode == 2 and "cannot listen on 127.0.0.1" in busy.stderr
+    assert len(busy.stderr.strip().splitlines()) == 1
+    with running_service(tmp_path, sim):
+        raw["serve"]["port"] = 0
+        config.write_text(to_toml(raw))
+        second = run_cli("serve", "--config", str(config))
+    assert second.returncode == 3 and "another rtk-archive run" in second.stderr
+    raw["serve"]["reconcile_every"] = "often"
+    config.write_text(to_toml(raw))
+    bad = run_cli("serve", "--config", str(config))
+    assert bad.returncode == 2 and "serve.reconcile_every" in bad.stderr and "Traceback" not in bad.stderr
