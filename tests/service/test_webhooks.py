@@ -160,3 +160,18 @@ def test_a_full_ledger_disk_answers_503_and_the_retry_succeeds(sim, tmp_path):
         delivery = result[0]
         assert delivery.statuses[0] == 503 and delivery.statuses[-1] == 202, delivery.statuses
         assert [r["subject_id"] for r in hints(folder / "ledger.db")] == [rec["id"]]
+
+
+def test_a_body_that_does_not_arrive_in_time_is_answered_408(sim, tmp_path):
+    """A client that announces a body and sends only part of it (slowloris) is answered 408 after
+    [serve] request_timeout, instead of holding the request open; nothing is recorded."""
+    import socket
+
+    with running_service(tmp_path, sim, request_timeout="1s") as service:
+        with socket.create_connection(("127.0.0.1", service.port), timeout=60) as conn:
+            conn.sendall(b"POST " + PATH.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                         b"rtk-signature: AAAA\r\n\r\n{\"event\"")
+            answer = conn.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+        assert metric(service, "timeout") == 1
+        assert hints(tmp_path / "ledger.db") == []
