@@ -73,15 +73,21 @@ def artifacts(sim: Any) -> Artifacts:
         return server
 
 
+def webhook_meeting(raw: dict[str, Any], organization_id: str) -> dict[str, Any]:
+    """The `meeting` object of a webhook about a recording (`raw`: its API dict), camelCase."""
+    meeting = raw.get("meeting") or {}
+    return {"id": meeting.get("id"), "sessionId": raw.get("session_id"), "title": meeting.get("title"),
+            "roomName": meeting.get("id"), "status": "INACTIVE", "createdAt": meeting.get("created_at"),
+            "startedAt": raw.get("started_time"), "endedAt": raw.get("stopped_time"),
+            "organizedBy": {"id": organization_id, "name": "rtk-sim"}}
+
+
 def artifact_events(sim: Any, raw: dict[str, Any]) -> list[dict[str, Any]]:
     """The meeting.transcript, meeting.summary and meeting.chatSynced bodies for the session of
     a finished recording (`raw`: its API dict), in RealtimeKit's camelCase shapes."""
     meeting = raw.get("meeting") or {}
     session_id = str(raw.get("session_id") or raw["id"])
-    webhook_meeting = {"id": meeting.get("id"), "sessionId": session_id, "title": meeting.get("title"),
-                       "roomName": meeting.get("id"), "status": "INACTIVE", "createdAt": meeting.get("created_at"),
-                       "startedAt": raw.get("started_time"), "endedAt": raw.get("stopped_time"),
-                       "organizedBy": {"id": sim.account_id, "name": "rtk-sim"}}
+    announced = {**webhook_meeting(raw, sim.account_id), "sessionId": session_id}
     events = []
     for kind, (event, url_field, _, _) in ARTIFACTS.items():
         url, expires = artifacts(sim).sign(session_id, kind)
@@ -90,9 +96,9 @@ def artifact_events(sim: Any, raw: dict[str, Any]) -> list[dict[str, Any]]:
             body = {"event": event, "sessionId": session_id, "meetingId": meeting.get("id"),
                     "title": meeting.get("title"), url_field: url, expiry_field: iso_ts(expires),
                     "createdAt": meeting.get("created_at"), "startedAt": raw.get("started_time"),
-                    "endedAt": raw.get("stopped_time"), "organizedBy": webhook_meeting["organizedBy"]}
+                    "endedAt": raw.get("stopped_time"), "organizedBy": announced["organizedBy"]}
         else:
-            body = {"event": event, "meeting": webhook_meeting, url_field: url, expiry_field: iso_ts(expires)}
+            body = {"event": event, "meeting": announced, url_field: url, expiry_field: iso_ts(expires)}
         events.append(body)
     return events
 

@@ -21,7 +21,7 @@ import httpx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from .artifacts import artifact_events
+from .artifacts import artifact_events, webhook_meeting
 
 log = logging.getLogger("rtk_archive.simulator")
 
@@ -81,12 +81,7 @@ def status_update(raw: dict[str, Any], urls: dict[str, Any], *, organization_id:
             "meetingId": meeting.get("id"), "recordingDuration": raw.get("recording_duration"),
             "organizationId": organization_id, "roomUUID": meeting.get("id"),
         },
-        "meeting": {
-            "id": meeting.get("id"), "sessionId": raw.get("session_id"), "title": meeting.get("title"),
-            "roomName": meeting.get("id"), "status": "INACTIVE", "createdAt": meeting.get("created_at"),
-            "startedAt": raw.get("started_time"), "endedAt": raw.get("stopped_time"),
-            "organizedBy": {"id": organization_id, "name": "rtk-sim"},
-        },
+        "meeting": webhook_meeting(raw, organization_id),
     }
 
 
