@@ -61,11 +61,18 @@ def running_service(tmp_path: Path, sim, *, workers: int = 0, ledger: Path | Non
 
 
 def hints(ledger: Path) -> list[dict]:
-    """The hints table, read by a connection of its own (as another process would)."""
+    """The hints table, read by a connection of its own (as another process would); none while
+    the service has not created the ledger yet."""
+    if not ledger.exists():
+        return []
     db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
     try:
         return [dict(row) for row in db.execute("SELECT * FROM hints ORDER BY received_at")]
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return []  # the file exists, its schema is not written yet
     finally:
         db.close()
 

@@ -22,6 +22,11 @@ from tests.service.helpers import hints, running_service, serve_config, wait_for
 PATH = "/webhooks/realtimekit"
 
 
+def done_ids(tmp_path) -> set[str]:
+    """Announced recordings whose hint the worker settled as done (archived everywhere)."""
+    return {r["subject_id"] for r in hints(tmp_path / "ledger.db") if r["state"] == "done"}
+
+
 def archived_ids(tmp_path) -> set[str]:
     """Recordings whose video is at the local target (read while the service writes there: a
     temporary that vanishes mid-walk means "look again")."""
@@ -39,15 +44,16 @@ def test_new_recordings_are_archived_within_seconds_of_their_uploaded_webhook(si
     answered 200. The generous timeout is not a timing claim."""
     with running_service(tmp_path, sim, workers=2) as service, \
             WebhookSender(sim, service.url + PATH, new_every=0.5, first_retry=0.2) as webhooks:
-        wait_for(lambda: len(archived_ids(tmp_path)) >= 3, timeout=90, what="three new recordings archived")
+        wait_for(lambda: len(done_ids(tmp_path)) >= 3, timeout=90, what="three new recordings archived")
     announced = {d.subject for d in webhooks.deliveries if d.delivered}
     # The session artifacts announced with them are answered 200 (valid; not archived by this version).
     artifacts = [d for d in webhooks.deliveries if d.event.startswith("meeting.")]
     assert artifacts and all(d.statuses == [200] for d in artifacts)
-    done = {r["subject_id"] for r in hints(tmp_path / "ledger.db") if r["state"] == "done"}
-    assert len(archived_ids(tmp_path)) >= 3 and archived_ids(tmp_path) <= announced
-    assert archived_ids(tmp_path) <= done
-    for rid in archived_ids(tmp_path):
+    # Stopping may leave a batch's last recording half done (resumed at the next start): count
+    # the settled ones.
+    done = done_ids(tmp_path)
+    assert len(done) >= 3 and done <= announced and done <= archived_ids(tmp_path)
+    for rid in done:
         [video] = (tmp_path / "nas").rglob(f"{rid}/video-*")
         assert video.read_bytes() == sim.file_bytes(rid)
     # Each webhook made the worker fetch its recording from the API: GET one, never a listing.
@@ -123,7 +129,7 @@ def test_the_simulate_command_delivers_webhooks_that_serve_archives(tmp_path):
             config=config, workers=1, host="127.0.0.1", port=serve_port, on_ready=services.append), daemon=True)
         thread.start()
         try:
-            wait_for(lambda: len(archived_ids(tmp_path)) >= 2, timeout=120, what="two announced recordings archived")
+            wait_for(lambda: len(done_ids(tmp_path)) >= 2, timeout=120, what="two announced recordings archived")
         finally:
             wait_for(lambda: services, timeout=30, what="serve started")
             services[0].stop()
@@ -132,7 +138,7 @@ def test_the_simulate_command_delivers_webhooks_that_serve_archives(tmp_path):
         simulate.send_signal(signal.SIGTERM)
         simulate.communicate(timeout=60)
     assert simulate.returncode == 0
-    assert {r["subject_id"] for r in hints(tmp_path / "ledger.db") if r["state"] == "done"} >= archived_ids(tmp_path)
+    assert len(done_ids(tmp_path)) >= 2 and done_ids(tmp_path) <= archived_ids(tmp_path)
 
 
 def until_webhook_block(stream):
