@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from pipeline import errors
 from pipeline.cli.output import Outcome, load
 from pipeline.redact import REDACTOR
@@ -15,7 +17,12 @@ def cmd_serve(args) -> Outcome:
     workers = settings.workers if args.workers is None else args.workers
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
-    run_service(config, workers=workers, host=host, port=port, redact=REDACTOR)
+    def started(service) -> None:  # one line on stderr whatever the level: a service says where it listens
+        print(f"rtk-archive serve: listening on {service.url}{settings.webhook_path} with "
+              f"{f'{workers} worker(s)' if workers else 'no worker (receiving only)'}; SIGTERM to stop",
+              file=sys.stderr, flush=True)
+
+    run_service(config, workers=workers, host=host, port=port, redact=REDACTOR, on_ready=started)
     return Outcome(errors.EXIT_OK, {"stopped": True}, "serve: stopped")
 
 

@@ -89,6 +89,7 @@ def test_serve_holds_the_sqlite_ledger_and_stops_gracefully_on_sigterm(sim, tmp_
             process.kill()
             process.communicate()
     assert process.returncode == 0, err
+    assert f"listening on http://127.0.0.1:{port}/webhooks/realtimekit with 1 worker(s)" in err
     assert "SIGTERM received" in err
 
 
