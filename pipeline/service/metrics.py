@@ -26,8 +26,9 @@ class ServiceMetrics:
         self.webhooks.labels(outcome=outcome).inc()
 
 
-def build_service_registry() -> ServiceMetrics:
-    registry = CollectorRegistry()
+def build_service_registry(registry: CollectorRegistry | None = None) -> ServiceMetrics:
+    """The service's metrics, in `registry` (e.g. the one that holds the run metrics) or a new one."""
+    registry = registry if registry is not None else CollectorRegistry()
     webhooks = Counter("rtk_archive_webhooks", "RealtimeKit webhook deliveries received, by outcome",
                        ["outcome"], registry=registry)
     for outcome in OUTCOMES:
