@@ -20,6 +20,7 @@ from pipeline.archive import budget
 from pipeline.archive import object_keys as keys
 from pipeline.realtimekit import DEFAULT_BASE_URL
 from pipeline.errors import ConfigError
+from pipeline.service.settings import ServeConfig, WebhookConfig
 from storage import TargetSettings, check_endpoint, settings_model, target_types
 
 DEFAULT_KEY_TEMPLATE = "{yyyy}/{mm}/{dd}/{recording_id}/{kind}-{file_name}"
@@ -197,6 +198,8 @@ class Config(BaseModel):
     notify: NotifyConfig = NotifyConfig()
     signing: SigningConfig = SigningConfig()
     timestamping: TimestampingConfig = TimestampingConfig()
+    serve: ServeConfig = ServeConfig()
+    webhook: WebhookConfig = WebhookConfig()
 
     @property
     def api_token(self) -> str:
@@ -249,7 +252,7 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
     label = str(source) if source else "<config>"
     raw = _expand(raw, environ, label, ())
     known = {"source", "ledger", "archive", "audit", "targets", "logging", "metrics", "notify", "signing",
-             "timestamping"}
+             "timestamping", "serve", "webhook"}
     for key in raw:
         if key not in known:
             raise ConfigError(f"{label}: unknown section [{key}] (known: {', '.join(sorted(known))})")
@@ -269,6 +272,8 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
     notify = _validate(NotifyConfig, _table(raw, "notify", label), label, "notify")
     signing = _validate(SigningConfig, _table(raw, "signing", label), label, "signing")
     timestamping = _validate(TimestampingConfig, _table(raw, "timestamping", label), label, "timestamping")
+    serve = _validate(ServeConfig, _table(raw, "serve", label), label, "serve")
+    webhook = _validate(WebhookConfig, _table(raw, "webhook", label), label, "webhook")
 
     targets_raw = raw.get("targets", [])
     if not isinstance(targets_raw, list) or not all(isinstance(t, dict) for t in targets_raw):
@@ -306,7 +311,7 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
     targets = [_resolve_local_path(t, base) for t in targets]
     return Config(path=source, source=source_cfg, ledger=ledger, archive=archive, audit=audit,
                   targets=targets, logging=logging_cfg, metrics=metrics, notify=notify, signing=signing,
-                  timestamping=timestamping)
+                  timestamping=timestamping, serve=serve, webhook=webhook)
 
 
 def _table(raw: dict, name: str, label: str) -> dict:

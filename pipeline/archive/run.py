@@ -42,9 +42,10 @@ class RunResult:
 
 
 def execute_run(context: Context, *, since: datetime | None = None, until: datetime | None = None,
-                meeting_id: str | None = None, progress=None) -> RunResult:
+                meeting_id: str | None = None, progress=None, recordings: list | None = None) -> RunResult:
     """An archive run, or a dry run when the context does not record (it reads the ledger only
-    and creates and changes nothing)."""
+    and creates and changes nothing). `recordings`: these (fetched by the caller, e.g. the ones
+    webhooks announced) instead of a listing."""
     book = Book(context)
     archiver = Archiver(book, progress=progress)
     if not context.recording:
@@ -64,10 +65,12 @@ def execute_run(context: Context, *, since: datetime | None = None, until: datet
         prepare_spool(context.config.archive.spool_dir)  # before anything is downloaded
         # Before anything is downloaded: a target that fails its probe is left out of this run.
         preflight.leave_out_failing_targets(context.targets, archiver.leave_out)
-        _sweep({name: t for name, t in context.targets.items() if name not in archiver.unavailable})
+        if recordings is None:  # a listing run, not a batch of announced ones: a sweep walks every target
+            _sweep({name: t for name, t in context.targets.items() if name not in archiver.unavailable})
         with stop_on_signals(context.stop):
             try:
-                recordings = list_uploaded(context, since, until, meeting_id)
+                if recordings is None:
+                    recordings = list_uploaded(context, since, until, meeting_id)
             except ApiAuthError as exc:
                 note = str(exc)
                 raise

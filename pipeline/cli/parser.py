@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pipeline
 
 COMMANDS = ("run", "backfill", "check", "status", "list", "verify", "report", "audit", "simulate", "demo", "keys",
-            "export")
+            "export", "serve")
 MAX_CONCURRENCY = 64  # as [archive] concurrency
 
 
@@ -191,6 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     audit_verify = audit_sub.add_parser("verify", help="check the hash chain; name the first broken line")
     common(audit_verify)
 
+    serve = sub.add_parser("serve", help="receive RealtimeKit webhooks and archive recordings as they finish "
+                                         "(until SIGTERM)")
+    common(serve)
+    serve.add_argument("--workers", type=bounded(int, 0, MAX_CONCURRENCY, "a whole number"), metavar="N",
+                       help="recordings archived at once by the in-process worker; 0: receive only "
+                            "(default: [serve] workers)")
+    serve.add_argument("--host", metavar="ADDRESS", help="address to listen on (default: [serve] host)")
+    serve.add_argument("--port", type=bounded(int, 0, 65535, "a port number"), metavar="PORT",
+                       help="port to listen on (default: [serve] port)")
+
     simulate = sub.add_parser("simulate", help="run the built-in RealtimeKit API simulator")
     from pipeline import simulator
 
@@ -202,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where the demo writes (default: ./rtk-archive-demo)")
     demo.add_argument("--recordings", type=bounded(int, 1, 500, "a whole number"), default=12, metavar="N",
                       help="recordings the simulator makes up, 1 to 500 (default 12)")
+    demo.add_argument("--serve", action="store_true",
+                      help="the webhook service instead: serve archives new recordings as the simulator's "
+                           "signed webhooks announce them")
+    demo.add_argument("--new", type=bounded(int, 1, 50, "a whole number"), default=3, metavar="N",
+                      help="with --serve: stop after N announced recordings are archived (default 3)")
     demo.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout, whatever the outcome")
     verbosity(demo)
     return parser

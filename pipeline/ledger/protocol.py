@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.ledger.rows import (AtRisk, AuditHead, CopyRow, CopyTally, FileRow, Known, ListedRecording,
-                                  Problem, RecordingRow, RunRow, SignatureRow, StoredCopy, TimestampRow)
+from pipeline.ledger.rows import (AtRisk, AuditHead, CopyRow, CopyTally, FileRow, Hint, Known,
+                                  ListedRecording, Problem, RecordingRow, RunRow, SignatureRow, StoredCopy,
+                                  TimestampRow)
 
 
 class Ledger(Protocol):
@@ -66,3 +67,13 @@ class Ledger(Protocol):
     def at_risk(self, before: str) -> list[AtRisk]: ...
     def copy_tallies(self) -> list[CopyTally]:
         """Copies per (target, state): count, bytes, latest verified_at (one GROUP BY; for metrics)."""
+
+    # work announced by webhooks (`rtk-archive serve`), durable before the webhook is answered
+    def record_hint(self, subject_id: str, status: str, kind: str, *, received_at: str,
+                    delivery_id: str | None) -> bool:
+        """Record announced work once per (subject_id, status, kind); True when it is new."""
+    def pending_hints(self, limit: int, *, now: str) -> list[Hint]:
+        """Pending hints due by `now` (next_attempt_at <= now), oldest first."""
+    def finish_hint(self, subject_id: str, status: str, kind: str, *, state: str, error: str | None = None,
+                    retry_at: str | None = None) -> None:
+        """`done` or `failed` (given up), or `pending` again: one attempt more, due at `retry_at`."""

@@ -212,3 +212,18 @@ class StoredCopy:
     retention_mode: str | None
     retention_until: str | None
     legal_hold: bool
+
+
+@dataclass(frozen=True)
+class Hint:
+    """Work a webhook announced (`rtk-archive serve`): `subject_id` is a recording id for kind
+    `recording`; the event's status (UPLOADED); pending until a worker finishes it."""
+    subject_id: str
+    status: str
+    kind: str
+    received_at: str
+    delivery_id: str | None
+    state: str  # pending | done | failed
+    attempts: int
+    last_error: str | None
+    next_attempt_at: str

@@ -18,8 +18,9 @@ from pathlib import Path
 from pipeline.clock import utcnow
 from pipeline.ledger import sqlite_files as files_on_disk
 from pipeline.ledger.lock import RunLock
-from pipeline.ledger.rows import (AtRisk, AuditHead, CopyRow, CopyTally, FileRow, Known, ListedRecording,
-                                  Problem, RecordingRow, RunRow, SignatureRow, StoredCopy, TimestampRow)
+from pipeline.ledger.rows import (AtRisk, AuditHead, CopyRow, CopyTally, FileRow, Hint, Known,
+                                  ListedRecording, Problem, RecordingRow, RunRow, SignatureRow, StoredCopy,
+                                  TimestampRow)
 
 log = logging.getLogger("rtk_archive.ledger")
 BATCH = 500  # ids per IN (...) query: well under SQLite's limit of bound parameters
@@ -380,6 +381,33 @@ class SqliteLedger:
                            "MAX(verified_at) AS last_verified_at FROM copies "
                            "GROUP BY target, state ORDER BY target, state")
         return [_row(CopyTally, r) for r in rows]
+    # ------------------------------------------------------------------ work announced by webhooks
+
+    def record_hint(self, subject_id: str, status: str, kind: str, *, received_at: str,
+                    delivery_id: str | None) -> bool:
+        """Once per (subject_id, status, kind): a redelivery, with or without a new rtk-uuid,
+        is not new work."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT INTO hints (subject_id, status, kind, received_at, delivery_id, next_attempt_at, updated_at)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT(subject_id, status, kind) DO NOTHING",
+                (subject_id, status, kind, received_at, delivery_id, received_at, received_at))
+            return cursor.rowcount == 1
+
+    def pending_hints(self, limit: int, *, now: str) -> list[Hint]:
+        if not files_on_disk.has_table(self._db, "hints"):  # a read-only ledger older than serve
+            return []
+        rows = self._query("SELECT * FROM hints WHERE state='pending' AND next_attempt_at <= ? "
+                           "ORDER BY next_attempt_at, received_at LIMIT ?", (now, limit))
+        return [_row(Hint, r) for r in rows]
+
+    def finish_hint(self, subject_id: str, status: str, kind: str, *, state: str, error: str | None = None,
+                    retry_at: str | None = None) -> None:
+        now = utcnow()
+        with self._tx() as db:
+            db.execute("UPDATE hints SET state=?, last_error=?, attempts=attempts+1, next_attempt_at=?, updated_at=?"
+                       " WHERE subject_id=? AND status=? AND kind=?",
+                       (state, error, retry_at or now, now, subject_id, status, kind))
 
 
 def _row(cls, row: sqlite3.Row):

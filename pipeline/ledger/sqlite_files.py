@@ -87,6 +87,20 @@ CREATE TABLE IF NOT EXISTS timestamps (     -- RFC 3161 tokens of the audit log'
     gen_time TEXT,                          -- the time the TSA vouches for
     error TEXT                              -- why there is no token
 );
+CREATE TABLE IF NOT EXISTS hints (         -- work webhooks announced (rtk-archive serve)
+    subject_id TEXT NOT NULL,               -- the recording id (kind 'recording')
+    status TEXT NOT NULL,                   -- the event's status, e.g. UPLOADED
+    kind TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    delivery_id TEXT,                       -- rtk-uuid of the first delivery
+    state TEXT NOT NULL DEFAULT 'pending',  -- pending | done | failed
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    next_attempt_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (subject_id, status, kind)
+);
+CREATE INDEX IF NOT EXISTS hints_due ON hints(state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS copies_state ON copies(state);
 CREATE INDEX IF NOT EXISTS files_state ON files(state);
 """

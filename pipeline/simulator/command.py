@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .server import Simulator
+from .webhooks import WELL_KNOWN_PATH, WebhookSender, interval
 
 MAX_GENERATED_SIZE = 1 << 40  # 1 TiB: file bodies are computed, never stored, but stay sane
 _UNITS = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
@@ -63,6 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-size", type=size, default=4 * 1024 * 1024, metavar="BYTES", help="largest generated file (default 4MiB)")
     parser.add_argument("--days", type=float, default=10,
                         help="spread recordings over this many past days, 0 to 3650 (default 10)")
+    parser.add_argument("--webhook-url", metavar="URL",
+                        help="deliver signed RealtimeKit webhooks here as recordings finish (its public key is "
+                             f"served at {WELL_KNOWN_PATH})")
+    parser.add_argument("--new-every", type=interval, metavar="DURATION",
+                        help="a new UPLOADED recording appears this often (e.g. 2s; with --webhook-url, each "
+                             "one is announced)")
 
 
 def check_settings(**settings: float) -> None:
@@ -84,6 +91,9 @@ def announce(simulator: Simulator) -> None:
         f'account_id = "{simulator.account_id}"',
         f'app_id = "{simulator.app_id}"',
         f'api_token = "{simulator.token}"',
+        "",
+        "[webhook]",
+        f'public_key_url = "{simulator.origin}{WELL_KNOWN_PATH}"',
     ]), flush=True)
     state = simulator.state()
     print(f"RealtimeKit simulator: {state['recordings']} recordings {state['by_status']} at "
@@ -102,6 +112,8 @@ def serve(
     days: float = 10,
     on_ready: Callable[[Simulator], None] = announce,
     stop: threading.Event | None = None,
+    webhook_url: str | None = None,
+    new_every: float | None = None,
 ) -> None:
     """Run a simulator until SIGINT/SIGTERM (on the main thread) or until `stop` is set;
     `on_ready` is called once it listens. Raises SimulateError (one line) for bad settings."""
@@ -116,7 +128,7 @@ def serve(
     stop = stop or threading.Event()
     previous = _install_stop_handlers(stop)
     try:
-        with simulator:
+        with simulator, WebhookSender(simulator, webhook_url, new_every=new_every):
             on_ready(simulator)
             while not stop.wait(0.5):
                 pass
@@ -132,3 +144,4 @@ def _install_stop_handlers(stop: threading.Event) -> dict[int, Any]:
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, lambda *_: stop.set())
     return previous
+

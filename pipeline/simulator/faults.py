@@ -122,7 +122,7 @@ class SimRequest:
     path: str
     query: dict[str, list[str]]
     range: str | None
-    kind: str  # "api", "file" or "control"
+    kind: str  # "api", "file", "control", "key" (the webhook public key) or "artifact"
     status: int | None = None
     bytes_sent: int = 0
     authorization: bool = False  # whether an Authorization header came (never its value)

@@ -13,6 +13,8 @@ from .files import FileServer
 from .records import iso, seeded_hex
 from .routes import API_PREFIX, MAX_PER_PAGE, Api, control
 from .transport import Handler, Server
+from .artifacts import artifacts
+from .webhooks import WELL_KNOWN_PATH, webhook_keys
 from .world import World
 
 log = logging.getLogger("rtk_archive.simulator")
@@ -124,6 +126,7 @@ class Simulator(World):
         path = unquote(split.path)
         query = parse_qs(split.query, keep_blank_values=True)
         kind = "file" if path.startswith("/files/") else "control" if path.startswith("/__sim__/") else "api"
+        kind = "key" if path == WELL_KNOWN_PATH else "artifact" if path.startswith("/artifacts/") else kind
         entry = SimRequest(method, path, query, h.headers.get("Range"), kind,
                            authorization="Authorization" in h.headers, if_range=h.headers.get("If-Range"))
         with self.lock:
@@ -131,7 +134,11 @@ class Simulator(World):
         h.sim_entry = entry
         self.faults.answering(entry)
         body = h.read_body()
-        if kind == "file":
+        if kind == "key":  # the webhook public key, without authentication, as RealtimeKit serves it
+            h.send_json(200, webhook_keys(self).document())
+        elif kind == "artifact":  # a meeting's transcript, summary or chat export (announced by webhook)
+            artifacts(self).serve(h, method, path, query)
+        elif kind == "file":
             self.files.serve(h, method, path, query)
         elif kind == "control":
             control(self, h, method, path, body)
