@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pipeline import errors
@@ -12,7 +13,6 @@ from pipeline.archive.bookkeeping import Book
 from pipeline.archive.hashing import hash_file
 from pipeline.archive.store import put_with_retries
 from pipeline.archive.verification import verify_copy
-from pipeline.clock import utcnow
 from storage import LocalFile, StorageError
 
 
@@ -31,7 +31,7 @@ def ship_audit_log(book: Book, unavailable: dict[str, str]) -> None:
             book.problem(f"audit log: cannot copy it to {snapshot} to ship it: {errors.os_reason(exc)}")
             book.count(failed=1)
             return
-        key = f"audit/{utcnow().strftime('%Y/%m/%d')}/rtk-archive-audit-{context.run_id}.jsonl"
+        key = f"audit/{datetime.now(timezone.utc).strftime('%Y/%m/%d')}/rtk-archive-audit-{context.run_id}.jsonl"
         for name in config.audit.ship_to:
             if name in unavailable:
                 continue  # left out of this run, reported once already
