@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from datetime import timedelta
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from pipeline.archive import object_keys as keys
+from pipeline.clock import parse_duration
 from pipeline.realtimekit import DEFAULT_BASE_URL
 from pipeline.errors import ConfigError
 from storage import TargetSettings, check_endpoint, settings_model, target_types
@@ -114,6 +116,22 @@ class AuditConfig(_Section):
     _path = field_validator("path")(_usable_path)
 
 
+class VerifyConfig(_Section):
+    # A copy last verified longer ago than this is overdue: `status` lists it, and a nightly
+    # `verify --scrub` re-checks the oldest first so none stays overdue.
+    max_age: timedelta = timedelta(days=30)
+
+    @field_validator("max_age", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        duration = parse_duration(value)
+        if duration <= timedelta(0):
+            raise ValueError("must be longer than nothing")
+        return duration
+
+
 class Config(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -123,6 +141,7 @@ class Config(BaseModel):
     archive: ArchiveConfig
     audit: AuditConfig
     targets: list[TargetSettings]
+    verify: VerifyConfig = VerifyConfig()
 
     @property
     def api_token(self) -> str:
@@ -169,7 +188,7 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
     environ = dict(os.environ if environ is None else environ)
     label = str(source) if source else "<config>"
     raw = _expand(raw, environ, label, ())
-    known = {"source", "ledger", "archive", "audit", "targets"}
+    known = {"source", "ledger", "archive", "audit", "targets", "verify"}
     for key in raw:
         if key not in known:
             raise ConfigError(f"{label}: unknown section [{key}] (known: {', '.join(sorted(known))})")
@@ -184,6 +203,7 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
     ledger = _validate(LedgerConfig, _table(raw, "ledger", label), label, "ledger")
     archive = _validate(ArchiveConfig, _table(raw, "archive", label), label, "archive")
     audit = _validate(AuditConfig, _table(raw, "audit", label), label, "audit")
+    verify = _validate(VerifyConfig, _table(raw, "verify", label), label, "verify")
 
     targets_raw = raw.get("targets", [])
     if not isinstance(targets_raw, list) or not all(isinstance(t, dict) for t in targets_raw):
@@ -211,7 +231,7 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
                 raise ConfigError(f"{label}: targets[{target.name}].key_template: {exc}") from None
     targets = [_resolve_local_path(t, base) for t in targets]
     return Config(path=source, source=source_cfg, ledger=ledger, archive=archive, audit=audit,
-                  targets=targets)
+                  targets=targets, verify=verify)
 
 
 def _table(raw: dict, name: str, label: str) -> dict:

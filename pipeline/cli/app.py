@@ -30,7 +30,7 @@ from pipeline.redact import REDACTOR
 HANDLERS = {
     "run": "run:cmd_run", "backfill": "run:cmd_run", "check": "check:cmd_check", "status": "inspect:cmd_status",
     "list": "inspect:cmd_list", "report": "inspect:cmd_report", "verify": "compliance:cmd_verify",
-    "audit": "compliance:cmd_audit", "simulate": "sim:cmd_simulate", "demo": "sim:cmd_demo",
+    "repair": "repair:cmd_repair", "audit": "compliance:cmd_audit", "simulate": "sim:cmd_simulate", "demo": "sim:cmd_demo",
 }
 
 

@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS audit_heads (    -- every command that appended to th
 );
 CREATE INDEX IF NOT EXISTS copies_state ON copies(state);
 CREATE INDEX IF NOT EXISTS files_state ON files(state);
+CREATE INDEX IF NOT EXISTS copies_verified ON copies(verified_at);
 """
 
 LEDGER_TABLES = ("recordings", "files", "copies", "runs")
