@@ -54,7 +54,7 @@ def verify_archive(context: Context, *, target: str | None, since, until, deep: 
 def check_copies(context: Context, select: Callable[[], list[CopyRow]], *, deep_at: Callable[[Target], bool],
                  started: dict, deadline: float | None = None) -> VerifyOutcome:
     """Check the copies `select` returns, in its order (deep at the targets `deep_at` names);
-    with a `deadline` (time.monotonic), start no check after it, except the first one."""
+    with a `deadline` (time.monotonic), start no check after it, except the first copy's."""
     outcome = VerifyOutcome(recorded=context.recording)
     audit = context.audit
     failure: BaseException | None = None
@@ -64,7 +64,7 @@ def check_copies(context: Context, select: Callable[[], list[CopyRow]], *, deep_
         rows = select()
         # The downloaded files' sizes and digests, read in batches: what each copy must be.
         files = {rid: known.files for rid, known in context.ledger.known(sorted({r.recording_id for r in rows})).items()}
-        checker = _Checker(context, deep_at, outcome, files, deadline)
+        checker = _Checker(context, deep_at, outcome, files, deadline, first=rows[0] if rows else None)
         with ThreadPoolExecutor(context.config.archive.concurrency) as pool:
             list(pool.map(checker.check, rows))
         if audit is not None:
@@ -85,13 +85,12 @@ def check_copies(context: Context, select: Callable[[], list[CopyRow]], *, deep_
 
 class _Checker:
     def __init__(self, context: Context, deep_at: Callable[[Target], bool], outcome: VerifyOutcome,
-                 files: dict[str, dict[str, FileRow]], deadline: float | None = None):
+                 files: dict[str, dict[str, FileRow]], deadline: float | None = None, first: CopyRow | None = None):
         self.ledger, self.audit, self.targets = context.ledger, context.audit, context.targets
         self.files = files
         self.deep_at, self.outcome = deep_at, outcome
         self._local = threading.local()  # `deep`: whether the copy this thread checks is re-read
-        self._deadline = deadline
-        self._started = 0
+        self._deadline, self._first = deadline, first
         self._lock = threading.Lock()
         self._halted = threading.Event()  # recording failed: start no further check
 
@@ -104,7 +103,7 @@ class _Checker:
         self._local.deep = value
 
     def check(self, row: CopyRow) -> None:
-        if self._halted.is_set() or not self._may_start():
+        if self._halted.is_set() or not self._may_start(row):
             return
         try:
             self._check(row)
@@ -112,14 +111,14 @@ class _Checker:
             self._halted.set()
             raise
 
-    def _may_start(self) -> bool:
-        """Within the time budget (the first check always starts, so every scrub progresses)."""
-        with self._lock:
-            if self._deadline is not None and self._started and time.monotonic() >= self._deadline:
-                self.outcome.not_started += 1
-                return False
-            self._started += 1
+    def _may_start(self, row: CopyRow) -> bool:
+        """Within the time budget (the first copy in order is always checked, so every scrub
+        progresses, whichever thread gets there first)."""
+        if self._deadline is None or row is self._first or time.monotonic() < self._deadline:
             return True
+        with self._lock:
+            self.outcome.not_started += 1
+        return False
 
     def _check(self, row: CopyRow) -> None:
         target = self.targets.get(row.target)
