@@ -178,3 +178,31 @@ def test_scrub_options_need_scrub(archive):
     """--budget without --scrub is a usage error (exit 2), one line."""
     result = run_cli("verify", "--config", str(archive), "--budget", "2h")
     assert result.returncode == 2 and "--scrub" in result.stderr
+
+
+def test_repair_finds_a_missing_copy_itself(archive, tmp_path):
+    """Without a `verify` first, repair's own look (size and checksums of every archived copy)
+    finds a deleted copy and puts it back."""
+    victim = video(tmp_path / "backup")
+    original = victim.read_bytes()
+    victim.unlink()
+    result = run_cli("repair", "--config", str(archive), "--target", "backup", "--json")
+    payload = json.loads(result.stdout)
+    assert result.returncode == 0 and payload["repaired"] == 1 and payload["items"][0]["source"] == "nas"
+    assert victim.read_bytes() == original
+    clean = run_cli("repair", "--config", str(archive), "--json")
+    assert clean.returncode == 0 and json.loads(clean.stdout)["items"] == []
+
+
+def test_repair_and_scrub_refuse_bad_input_in_one_line(archive, tmp_path):
+    """An unknown --target, a --budget that is no length of time and a [verify] max_age that is
+    none are each one line naming it, exit 2, nothing done."""
+    unknown = run_cli("repair", "--config", str(archive), "--target", "nowhere")
+    assert unknown.returncode == 2 and "no target named 'nowhere'" in unknown.stderr
+    budget = run_cli("verify", "--config", str(archive), "--scrub", "--budget", "soon")
+    assert budget.returncode == 2 and "--budget" in budget.stderr
+    config = archive.read_text() + '\n[verify]\nmax_age = "a while"\n'
+    bad = tmp_path / "bad.toml"
+    bad.write_text(config)
+    result = run_cli("status", "--config", str(bad))
+    assert result.returncode == 2 and "verify.max_age" in result.stderr and len(result.stderr.splitlines()) == 1
