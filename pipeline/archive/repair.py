@@ -38,7 +38,7 @@ from pipeline.archive.spool import prepare_spool
 from pipeline.archive.store import ascii_metadata, put_with_retries, stored_copy
 from pipeline.archive.verification import compare_bytes, compare_copy, read_back, verify_copy
 from pipeline.clock import iso_utc
-from pipeline.errors import VerificationError
+from pipeline.errors import BookkeepingError, VerificationError
 from pipeline.ledger import PROBLEM_STATES, CopyRow, FileRow, Known
 from storage import NotFound, StorageError, StoredObject, Target
 
@@ -113,8 +113,12 @@ def repair_archive(context: Context, *, target: str | None, dry_run: bool) -> Re
         failure = exc
         raise
     finally:
-        if failure is None:
+        try:
             context.note_audit_head()
+        except BookkeepingError as exc:
+            if failure is None:
+                raise
+            log.error("%s", exc)  # repair already failed (reported above)
     return outcome
 
 
@@ -245,14 +249,19 @@ class _Repairer:
             if found.stored is not None:
                 item.quarantined = move_aside(target, row.key, self.spool, md5=target.uses_md5,
                                               audit=self.book.audit, recording_id=rid, kind=kind)
-            stored = put_with_retries(self.book, target, row.key, local,
-                                      {"rtk_recording_id": ascii_metadata(rid), "rtk_kind": kind})
-            self.book.audit("stored", recording_id=rid, kind=kind, target=target.name, key=row.key, uri=stored.uri)
-            verified_by = verify_copy(local, stored, target.name, protection=target.settings)
         except QuarantineRefused as exc:
             item.quarantined = exc.quarantine_key
             self._left(item, row, found, "left", f"{found.detail}; {exc}")
             return
+        except (StorageError, VerificationError) as exc:
+            self._left(item, row, found, "failed", f"{found.detail}; copying it aside failed, so it was left in "
+                                                   f"place: {exc}")
+            return
+        try:
+            stored = put_with_retries(self.book, target, row.key, local,
+                                      {"rtk_recording_id": ascii_metadata(rid), "rtk_kind": kind})
+            self.book.audit("stored", recording_id=rid, kind=kind, target=target.name, key=row.key, uri=stored.uri)
+            verified_by = verify_copy(local, stored, target.name, protection=target.settings)
         except (StorageError, VerificationError) as exc:
             self._left(item, row, found, "failed", f"{found.detail}; putting it back from {item.source} failed: {exc}")
             return
