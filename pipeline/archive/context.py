@@ -5,14 +5,20 @@ event that asks it to stop."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.audit import AuditLog
 from pipeline.config import Config
+from pipeline.errors import BookkeepingError
 from pipeline.ledger import Ledger
 from storage import Target
+
+log = logging.getLogger("rtk_archive")
 
 
 @dataclass
@@ -41,3 +47,17 @@ class Context:
             self.audit.sync()
         self.ledger.record_audit_head(audit_path=self.config.audit.path, lines=self.audit.lines,
                                       head=self.audit.head, command=self.command, run_id=self.run_id)
+
+    @contextlib.contextmanager
+    def noting_audit_head(self) -> Iterator[None]:
+        """Around a command's work: where the audit log ends is recorded afterwards, also when
+        the work failed (a failure to record it then is logged: the first error is reported)."""
+        try:
+            yield
+        except BaseException:
+            try:
+                self.note_audit_head()
+            except BookkeepingError as exc:
+                log.error("%s", exc)
+            raise
+        self.note_audit_head()

@@ -38,7 +38,7 @@ from pipeline.archive.spool import prepare_spool
 from pipeline.archive.store import ascii_metadata, put_with_retries, stored_copy
 from pipeline.archive.verification import compare_bytes, compare_copy, read_back, verify_copy
 from pipeline.clock import iso_utc
-from pipeline.errors import BookkeepingError, VerificationError
+from pipeline.errors import VerificationError
 from pipeline.ledger import PROBLEM_STATES, CopyRow, FileRow, Known
 from storage import NotFound, StorageError, StoredObject, Target
 
@@ -92,8 +92,7 @@ def repair_archive(context: Context, *, target: str | None, dry_run: bool) -> Re
     """Repair the recording-file copies at `target` (every target when None)."""
     outcome = RepairOutcome(dry_run=dry_run)
     audit = context.audit
-    failure: BaseException | None = None
-    try:
+    with context.noting_audit_head():
         if audit is not None:
             audit.event("repair_started", target=target)
         rows = [r for r in context.ledger.copies_to_verify(target=target) if r.kind != MANIFEST]
@@ -109,16 +108,6 @@ def repair_archive(context: Context, *, target: str | None, dry_run: bool) -> Re
             audit.event("repair_finished", checked=outcome.checked,
                         repaired=sum(item.outcome == "repaired" for item in outcome.items),
                         left=len(outcome.left))
-    except BaseException as exc:
-        failure = exc
-        raise
-    finally:
-        try:
-            context.note_audit_head()
-        except BookkeepingError as exc:
-            if failure is None:
-                raise
-            log.error("%s", exc)  # repair already failed (reported above)
     return outcome
 
 

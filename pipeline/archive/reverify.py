@@ -57,8 +57,7 @@ def check_copies(context: Context, select: Callable[[], list[CopyRow]], *, deep_
     with a `deadline` (time.monotonic), start no check after it, except the first copy's."""
     outcome = VerifyOutcome(recorded=context.recording)
     audit = context.audit
-    failure: BaseException | None = None
-    try:
+    with context.noting_audit_head():
         if audit is not None:
             audit.event("verify_started", **started)
         rows = select()
@@ -70,16 +69,6 @@ def check_copies(context: Context, select: Callable[[], list[CopyRow]], *, deep_
         if audit is not None:
             audit.event("verify_finished", **started, checked=outcome.checked, ok=outcome.ok,
                         problems=len(outcome.problems), not_started=outcome.not_started)
-    except BaseException as exc:
-        failure = exc
-        raise
-    finally:
-        try:
-            context.note_audit_head()
-        except BookkeepingError as exc:
-            if failure is None:
-                raise
-            log.error("%s", exc)  # verify already failed (reported above)
     return outcome
 
 
