@@ -11,6 +11,7 @@ from storage.errors import (
     StorageError,
     is_retryable_status,
 )
+from storage.compare import compare_copy, read_back
 from storage.local import nearest_existing
 from storage.protection import describe_missing, missing_protection
 from storage.registry import build_target, settings_model, target_types
@@ -21,6 +22,6 @@ from storage.values import Checksums, LocalFile, ProbeResult, Retention, StoredO
 __all__ = [
     "Capabilities", "Checksums", "LocalFile", "MissingSDK", "NotFound", "ObjectConflict",
     "PermanentStorageError", "ProbeResult", "Retention", "RetryableStorageError", "StorageError",
-    "StoredObject", "Target", "TargetSettings", "build_target", "check_endpoint", "describe_missing",
-    "is_retryable_status", "iso_utc", "missing_protection", "nearest_existing", "settings_model", "target_types",
+    "StoredObject", "Target", "TargetSettings", "build_target", "check_endpoint", "compare_copy", "describe_missing",
+    "is_retryable_status", "iso_utc", "missing_protection", "nearest_existing", "read_back", "settings_model", "target_types",
 ]

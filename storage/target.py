@@ -21,6 +21,7 @@ from typing import BinaryIO, ClassVar
 import google_crc32c
 
 from storage.capabilities import Capabilities
+from storage.compare import compare_copy, read_back
 from storage.errors import NotFound, ObjectConflict, PermanentStorageError, StorageError, without_target
 from storage.settings import TargetSettings
 from storage.values import (
@@ -109,18 +110,15 @@ class Target(ABC):
             return self._upload(file, full, meta)
 
     def _same_content(self, key: str, existing: StoredObject, file: LocalFile) -> bool:
-        """Is the object under `key` the file? By its stored SHA-256, or, for a backend that
-        could not store or compute one (SFTP without a remote shell), by reading it back."""
-        known = file.checksums.as_dict()
-        if any(known.get(name) not in (None, value.lower()) for name, value in existing.native.items()):
-            return False  # the backend's own digest contradicts the file, whatever the metadata claims
+        """Is the object under `key` the file? The one comparison (storage.compare) of what the
+        backend reports; for a backend that could neither store nor compute a SHA-256 (SFTP
+        without a remote shell), by reading it back."""
+        problems, _compared = compare_copy(existing, size=file.size, digests=file.checksums.as_dict())
+        if problems:
+            return False  # the size, the stored SHA-256 or the backend's own digest contradicts the file
         if existing.sha256 is not None:
-            return existing.sha256 == file.checksums.sha256
-        digest = hashlib.sha256()
-        with self.open_read(key) as stream:
-            while chunk := stream.read(1 << 20):
-                digest.update(chunk)
-        return digest.hexdigest() == file.checksums.sha256
+            return True
+        return read_back(self, key) == (file.size, file.checksums.sha256)
 
     def stat(self, key: str) -> StoredObject:
         """What is stored under `key`; NotFound when nothing is."""

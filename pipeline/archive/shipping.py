@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import datetime
 from pathlib import Path
 
 from pipeline import errors
@@ -13,6 +12,7 @@ from pipeline.archive.bookkeeping import Book
 from pipeline.archive.hashing import hash_file
 from pipeline.archive.store import put_with_retries
 from pipeline.archive.verification import verify_copy
+from pipeline.clock import utcnow
 from storage import LocalFile, StorageError
 
 
@@ -31,7 +31,7 @@ def ship_audit_log(book: Book, unavailable: dict[str, str]) -> None:
             book.problem(f"audit log: cannot copy it to {snapshot} to ship it: {errors.os_reason(exc)}")
             book.count(failed=1)
             return
-        key = f"audit/{datetime.now().strftime('%Y/%m/%d')}/rtk-archive-audit-{context.run_id}.jsonl"
+        key = f"audit/{utcnow().strftime('%Y/%m/%d')}/rtk-archive-audit-{context.run_id}.jsonl"
         for name in config.audit.ship_to:
             if name in unavailable:
                 continue  # left out of this run, reported once already

@@ -130,7 +130,7 @@ def cmd_list(args) -> Outcome:
     for rec in listed:
         row = known[rec.id].recording
         rows.append({"id": rec.id, "status": rec.status, "meeting_id": rec.meeting_id, "title": rec.meeting_title,
-                     "invoked_time": rec.invoked_time.isoformat() if rec.invoked_time else None,
+                     "invoked_time": iso_utc(rec.invoked_time),
                      "file_size": rec.file_size, "audio": bool(rec.audio_download_url),
                      "archive_state": row.state if row else "new"})
     text = [f"{'id':36}  {'status':9}  {'invoked':20}  {'size':>10}  {'state':9}  title"]

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from pipeline import errors
 from pipeline.cli.output import Outcome, check_window, load, plural
+from pipeline.clock import iso_utc
 from pipeline.redact import REDACTOR
 
 
@@ -85,7 +86,7 @@ def _plan_outcome(result) -> Outcome:
             actions.append({"recording_id": plan.id, "kind": file.kind, "file_name": file.file_name,
                             "size": file.expected_size, "to": file.needed,
                             "keys": {t: file.keys[t] for t in file.needed},
-                            "deadline": plan.deadline.isoformat() if plan.deadline else None,
+                            "deadline": iso_utc(plan.deadline),
                             "at_risk": plan.at_risk})
     copies = sum(len(a["to"]) for a in actions)
     known = sum(a["size"] for a in actions if a["size"])

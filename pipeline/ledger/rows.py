@@ -15,7 +15,9 @@ PROBLEM_STATES = ("missing", "mismatch")
 
 
 @dataclass(frozen=True)
-class RecordingRow:
+class RecordingFacts:
+    """What the API says of a recording, as the ledger keeps it."""
+
     id: str
     meeting_id: str | None
     meeting_title: str | None
@@ -26,6 +28,10 @@ class RecordingRow:
     stopped_time: str | None
     url_expiry: str | None
     deadline: str | None
+
+
+@dataclass(frozen=True)
+class RecordingRow(RecordingFacts):
     state: str
     reason: str | None
     metadata: dict  # the API record, minus URLs and storage_config (what a manifest says of it)
@@ -149,19 +155,9 @@ class ListedFile:
 
 
 @dataclass(frozen=True)
-class ListedRecording:
+class ListedRecording(RecordingFacts):
     """A recording as the API listed it, to be recorded (with its files) in one write."""
 
-    id: str
-    meeting_id: str | None
-    meeting_title: str | None
-    session_id: str | None
-    output_file_name: str | None
-    status: str | None
-    invoked_time: str | None
-    stopped_time: str | None
-    url_expiry: str | None
-    deadline: str | None
     metadata: dict
     files: tuple[ListedFile, ...] = ()
     skipped: str | None = None  # why it cannot be archived (not final yet, no RealtimeKit copy)

@@ -10,12 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.servers.process import ServerProcess, free_port, http_answers
+from tests.servers.process import ServerProcess, free_port, http_answers, running
 
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNT = "devstoreaccount1"
@@ -66,12 +64,6 @@ def start_azurite(workdir: Path) -> Azurite:
     return Azurite(port=port, process=process)
 
 
-@contextlib.contextmanager
-def running_azurite(workdir: Path | None = None) -> Iterator[Azurite]:
+def running_azurite(workdir: Path | None = None) -> contextlib.AbstractContextManager[Azurite]:
     """Azurite for the length of a `with` block (the benchmark's way to run it)."""
-    with contextlib.ExitStack() as stack:
-        if workdir is None:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="azurite-")))
-        server = start_azurite(workdir)
-        stack.callback(server.stop)
-        yield server
+    return running(start_azurite, "azurite-", workdir)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
+
+S = TypeVar("S")
 
 
 def free_port() -> int:
@@ -76,3 +81,15 @@ def http_answers(url: str) -> bool:
         return True
     except httpx.TransportError:
         return False
+
+
+@contextlib.contextmanager
+def running(start: Callable[[Path], S], prefix: str, workdir: Path | None = None) -> Iterator[S]:
+    """A server from `start(workdir)` for the length of a `with` block, in a temporary folder
+    unless one is given (the benchmarks' way to run them); stopped by `server.stop()`."""
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+        server = start(workdir)
+        stack.callback(server.stop)
+        yield server
