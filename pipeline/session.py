@@ -168,5 +168,7 @@ def repair_archive(config: Config, *, target: str | None, dry_run: bool, redact=
 
     if target is not None and target not in {t.name for t in config.targets}:
         raise errors.ConfigError(f"no target named {target!r} in {config.path or '<config>'}")
-    with open_session(config, "repair", record=not dry_run, targets=True, redact=redact) as context:
-        return repair(context, target=target, dry_run=dry_run)
+    # No ledger yet: nothing was archived, nothing to repair, and nothing is created to say so.
+    record = not dry_run and config.ledger.path.exists()
+    with open_session(config, "repair", record=record, targets=True, redact=redact) as context:
+        return repair(context, target=target, dry_run=not record)

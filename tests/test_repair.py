@@ -206,3 +206,11 @@ def test_repair_and_scrub_refuse_bad_input_in_one_line(archive, tmp_path):
     bad.write_text(config)
     result = run_cli("status", "--config", str(bad))
     assert result.returncode == 2 and "verify.max_age" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_repair_before_anything_was_archived_creates_nothing(sim, tmp_path):
+    """`repair` with no ledger yet: nothing to repair, exit 0, and no ledger or audit log made."""
+    config = write_config(tmp_path, sim, targets=two_folders(tmp_path))
+    result = run_cli("repair", "--config", str(config), "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)["items"] == []
+    assert not (tmp_path / "ledger.db").exists() and not (tmp_path / "audit.jsonl").exists()
