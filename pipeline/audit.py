@@ -31,7 +31,9 @@ log = logging.getLogger("rtk_archive.audit")
 GENESIS = "0" * 64
 ACTIONS = {"run_started", "run_finished", "listed", "downloaded", "stored", "verified", "failed",
            "skipped", "lost", "verify_started", "verify_ok", "verify_failed", "verify_finished", "manifest_stored",
-           "audit_shipped", "target_skipped", "manifest_signed"}
+           "audit_shipped", "target_skipped", "manifest_signed",
+           # repair: a copy put back from another target, an altered one moved aside, one left
+           "repair_started", "repaired", "quarantined", "repair_failed", "repair_finished"}
 
 
 def _line_hash(line: bytes) -> str:

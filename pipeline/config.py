@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from datetime import timedelta
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from pipeline.archive import budget
 from pipeline.archive import object_keys as keys
+from pipeline.clock import parse_duration
 from pipeline.realtimekit import DEFAULT_BASE_URL
 from pipeline.errors import ConfigError
 from pipeline.service.settings import ServeConfig, WebhookConfig
@@ -166,6 +168,8 @@ class NotifyConfig(_Section):
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
             raise ValueError("must be an http(s) URL like https://hc-ping.com/<uuid>, without a query")
         return SecretStr(url)
+
+
 class SigningConfig(_Section):
     key: Path | None = None  # Ed25519 private key (PEM) that signs every new manifest
     public_keys: list[Path] = []  # older public keys: what they signed stays verifiable (rotation)
@@ -184,6 +188,22 @@ class TimestampingConfig(_Section):
         return value
 
 
+class VerifyConfig(_Section):
+    # A copy last verified longer ago than this is overdue: `status` lists it, and a nightly
+    # `verify --scrub` re-checks the oldest first so none stays overdue.
+    max_age: timedelta = timedelta(days=30)
+
+    @field_validator("max_age", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        duration = parse_duration(value)
+        if duration <= timedelta(0):
+            raise ValueError("must be longer than nothing")
+        return duration
+
+
 class Config(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -200,6 +220,7 @@ class Config(BaseModel):
     timestamping: TimestampingConfig = TimestampingConfig()
     serve: ServeConfig = ServeConfig()
     webhook: WebhookConfig = WebhookConfig()
+    verify: VerifyConfig = VerifyConfig()
 
     @property
     def api_token(self) -> str:
@@ -252,7 +273,7 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
     label = str(source) if source else "<config>"
     raw = _expand(raw, environ, label, ())
     known = {"source", "ledger", "archive", "audit", "targets", "logging", "metrics", "notify", "signing",
-             "timestamping", "serve", "webhook"}
+             "timestamping", "serve", "webhook", "verify"}
     for key in raw:
         if key not in known:
             raise ConfigError(f"{label}: unknown section [{key}] (known: {', '.join(sorted(known))})")
@@ -274,6 +295,7 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
     timestamping = _validate(TimestampingConfig, _table(raw, "timestamping", label), label, "timestamping")
     serve = _validate(ServeConfig, _table(raw, "serve", label), label, "serve")
     webhook = _validate(WebhookConfig, _table(raw, "webhook", label), label, "webhook")
+    verify = _validate(VerifyConfig, _table(raw, "verify", label), label, "verify")
 
     targets_raw = raw.get("targets", [])
     if not isinstance(targets_raw, list) or not all(isinstance(t, dict) for t in targets_raw):
@@ -311,7 +333,7 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
     targets = [_resolve_local_path(t, base) for t in targets]
     return Config(path=source, source=source_cfg, ledger=ledger, archive=archive, audit=audit,
                   targets=targets, logging=logging_cfg, metrics=metrics, notify=notify, signing=signing,
-                  timestamping=timestamping, serve=serve, webhook=webhook)
+                  timestamping=timestamping, serve=serve, webhook=webhook, verify=verify)
 
 
 def _table(raw: dict, name: str, label: str) -> dict:

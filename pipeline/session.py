@@ -150,3 +150,25 @@ def verify_archive(config: Config, *, target: str | None, since, until, deep: bo
     with open_session(config, "verify", record=True, or_read_only=True, targets=target or True,
                       redact=redact) as context:
         return verify(context, target=target, since=since, until=until, deep=deep)
+
+
+def scrub_archive(config: Config, *, target: str | None, budget, max_age, deep: bool, redact=lambda text: text):
+    """`verify --scrub`: recorded like `verify` (or checked and reported only, said in one line)."""
+    from pipeline.archive.scrub import scrub_archive as scrub
+
+    with open_session(config, "verify", record=True, or_read_only=True, targets=target or True,
+                      redact=redact) as context:
+        return scrub(context, target=target, budget=budget, max_age=max_age, deep=deep)
+
+
+def repair_archive(config: Config, *, target: str | None, dry_run: bool, redact=lambda text: text):
+    """`repair`: every target is opened (the good copies may be anywhere); it records what it
+    does (a ledger or audit log that cannot be used refuses it), except with `dry_run`."""
+    from pipeline.archive.repair import repair_archive as repair
+
+    if target is not None and target not in {t.name for t in config.targets}:
+        raise errors.ConfigError(f"no target named {target!r} in {config.path or '<config>'}")
+    # No ledger yet: nothing was archived, nothing to repair, and nothing is created to say so.
+    record = not dry_run and config.ledger.path.exists()
+    with open_session(config, "repair", record=record, targets=True, redact=redact) as context:
+        return repair(context, target=target, dry_run=not record)

@@ -39,6 +39,9 @@ class Capabilities:
     # Uploads go through temporary names a reader can see (local, sftp): a killed run leaves
     # them behind, and `sweep_partials` removes them.
     temporaries_visible: bool = False
+    # `stat` re-computes its digests from the stored bytes (a folder: nothing keeps a digest
+    # computed at write time), so it reads every byte anyway: a scrub re-hashes these deep.
+    stat_rereads: bool = False
 
 
 def folder_capabilities(digest: str, how_read_only: str) -> Capabilities:
@@ -54,4 +57,5 @@ def folder_capabilities(digest: str, how_read_only: str) -> Capabilities:
         retained_objects_removable=True,
         conditional_create=True,
         temporaries_visible=True,
+        stat_rereads=True,
     )

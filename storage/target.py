@@ -134,6 +134,14 @@ class Target(ABC):
             with self._open_read(full) as stream:
                 yield stream
 
+    def remove(self, key: str) -> None:
+        """Remove the object under `key` (every trace of it). Only `repair` uses it, to take an
+        altered copy out of the way after copying it aside to a quarantine key; the backend
+        enforces write-once protection (a locked object refuses: PermanentStorageError)."""
+        full = self.full_key(key)
+        with self._errors(f"removal of {full}"):
+            self._delete(full)
+
     def sweep_partials(self) -> int:
         """Remove temporary objects a killed run left behind; returns how many. Only backends
         whose temporaries are visible (capabilities.temporaries_visible) need this."""
@@ -177,7 +185,8 @@ class Target(ABC):
     @abstractmethod
     def _delete(self, full_key: str) -> None:
         """Remove the object (every trace of it: a versioned store deletes that version). Only
-        the probe uses it: archived copies are never deleted by the tool."""
+        the probe and `remove` (an altered copy `repair` copied aside) use it: archived copies
+        are never deleted by the tool."""
 
     @abstractmethod
     def _classify(self, exc: Exception, action: str) -> StorageError:

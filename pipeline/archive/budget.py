@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from pipeline.clock import duration_seconds
+
 _UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
 _SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
-_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400}
 # The bucket holds at most this many seconds of the rate: a pause is never made up by a burst.
 BURST_SECONDS = 0.25
 
@@ -38,22 +38,11 @@ def parse_size(text: str | int) -> int:
 
 
 def parse_duration(text: str | int | float) -> float:
-    """Seconds from `5h`, `90m`, `1h30m`, `45s`, `2d` or a plain number of seconds."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        seconds = float(text)
-    else:
-        value = str(text).strip().lower()
-        if re.fullmatch(r"[0-9]+(\.[0-9]+)?", value):
-            seconds = float(value)
-        else:
-            parts = _DURATION_PART.findall(value)
-            if not parts or "".join(f"{n}{u}" for n, u in parts) != value:
-                raise ValueError(f"{text!r} is not a duration: use 5h, 90m, 1h30m, 45s or a number of seconds")
-            seconds = sum(float(n) * _SECONDS[u] for n, u in parts)
-    if not 0 < seconds < float("inf"):
+    """A time budget in seconds (pipeline.clock's reading of durations); it must be above 0."""
+    seconds = duration_seconds(text)
+    if seconds <= 0:
         raise ValueError(f"{text!r} must be a duration longer than 0")
     return seconds
-
 
 @dataclass(frozen=True)
 class BandwidthSchedule:

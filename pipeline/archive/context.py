@@ -5,15 +5,21 @@ event that asks it to stop."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.audit import AuditLog
 from pipeline.config import Config
 from pipeline.evidence.timestamps import stamp_head
+from pipeline.errors import BookkeepingError
 from pipeline.ledger import Ledger
 from storage import Target
+
+log = logging.getLogger("rtk_archive")
 
 
 @dataclass
@@ -44,3 +50,17 @@ class Context:
                                       head=self.audit.head, command=self.command, run_id=self.run_id)
         if self.audit.lines:  # and, with [timestamping], a trusted time for it (a failure is a warning)
             stamp_head(self.config, self.ledger, lines=self.audit.lines, head=self.audit.head)
+
+    @contextlib.contextmanager
+    def noting_audit_head(self) -> Iterator[None]:
+        """Around a command's work: where the audit log ends is recorded afterwards, also when
+        the work failed (a failure to record it then is logged: the first error is reported)."""
+        try:
+            yield
+        except BaseException:
+            try:
+                self.note_audit_head()
+            except BookkeepingError as exc:
+                log.error("%s", exc)
+            raise
+        self.note_audit_head()

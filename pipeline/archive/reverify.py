@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -41,52 +43,63 @@ class VerifyOutcome:
     problems: list[dict] = field(default_factory=list)
     recorded: bool = True  # False: the results could not be recorded (see the warning line)
     signed_by: dict[str, str] = field(default_factory=dict)  # "target:manifest key" -> id of the key that signed it
+    not_started: int = 0  # a scrub's time budget ran out before these copies were checked
 
 
 def verify_archive(context: Context, *, target: str | None, since, until, deep: bool) -> VerifyOutcome:
     """Check every copy the ledger knows (of `target` only, when given) in the window. Results
     are recorded when the context records; otherwise checked and reported only."""
+    return check_copies(context, lambda: context.ledger.copies_to_verify(target=target, since=iso_utc(since),
+                                                                         until=iso_utc(until)),
+                        deep_at=lambda _target: deep,
+                        started={"deep": deep, "target": target, "since": iso_utc(since), "until": iso_utc(until)})
+
+
+def check_copies(context: Context, select: Callable[[], list[CopyRow]], *, deep_at: Callable[[Target], bool],
+                 started: dict, deadline: float | None = None) -> VerifyOutcome:
+    """Check the copies `select` returns, in its order (deep at the targets `deep_at` names);
+    with a `deadline` (time.monotonic), start no check after it, except the first copy's."""
     outcome = VerifyOutcome(recorded=context.recording)
     audit = context.audit
-    failure: BaseException | None = None
-    try:
+    with context.noting_audit_head():
         if audit is not None:
-            audit.event("verify_started", deep=deep, target=target, since=iso_utc(since), until=iso_utc(until))
-        rows = context.ledger.copies_to_verify(target=target, since=iso_utc(since), until=iso_utc(until))
+            audit.event("verify_started", **started)
+        rows = select()
         # The downloaded files' sizes and digests, read in batches: what each copy must be.
         files = {rid: known.files for rid, known in context.ledger.known(sorted({r.recording_id for r in rows})).items()}
-        checker = _Checker(context, deep, outcome, files)
+        checker = _Checker(context, deep_at, outcome, files, deadline, first=rows[0] if rows else None)
         with ThreadPoolExecutor(context.config.archive.concurrency) as pool:
             list(pool.map(checker.check, rows))
         missing = {(p["recording_id"], p["target"]) for p in outcome.problems
                    if p["kind"] == "manifest" and p["state"] == "missing"}
         checker.record_signatures(check_signatures(context, rows, flagged=missing))
         if audit is not None:
-            audit.event("verify_finished", deep=deep, checked=outcome.checked, ok=outcome.ok,
-                        problems=len(outcome.problems))
-    except BaseException as exc:
-        failure = exc
-        raise
-    finally:
-        try:
-            context.note_audit_head()
-        except BookkeepingError as exc:
-            if failure is None:
-                raise
-            log.error("%s", exc)  # verify already failed (reported above)
+            audit.event("verify_finished", **started, checked=outcome.checked, ok=outcome.ok,
+                        problems=len(outcome.problems), not_started=outcome.not_started)
     return outcome
 
 
 class _Checker:
-    def __init__(self, context: Context, deep: bool, outcome: VerifyOutcome, files: dict[str, dict[str, FileRow]]):
+    def __init__(self, context: Context, deep_at: Callable[[Target], bool], outcome: VerifyOutcome,
+                 files: dict[str, dict[str, FileRow]], deadline: float | None = None, first: CopyRow | None = None):
         self.ledger, self.audit, self.targets = context.ledger, context.audit, context.targets
         self.files = files
-        self.deep, self.outcome = deep, outcome
+        self.deep_at, self.outcome = deep_at, outcome
+        self._local = threading.local()  # `deep`: whether the copy this thread checks is re-read
+        self._deadline, self._first = deadline, first
         self._lock = threading.Lock()
         self._halted = threading.Event()  # recording failed: start no further check
 
+    @property
+    def deep(self) -> bool:
+        return getattr(self._local, "deep", False)
+
+    @deep.setter
+    def deep(self, value: bool) -> None:
+        self._local.deep = value
+
     def check(self, row: CopyRow) -> None:
-        if self._halted.is_set():
+        if self._halted.is_set() or not self._may_start(row):
             return
         try:
             self._check(row)
@@ -94,11 +107,21 @@ class _Checker:
             self._halted.set()
             raise
 
+    def _may_start(self, row: CopyRow) -> bool:
+        """Within the time budget (the first copy in order is always checked, so every scrub
+        progresses, whichever thread gets there first)."""
+        if self._deadline is None or row is self._first or time.monotonic() < self._deadline:
+            return True
+        with self._lock:
+            self.outcome.not_started += 1
+        return False
+
     def _check(self, row: CopyRow) -> None:
         target = self.targets.get(row.target)
         if target is None:
             self._problem(row, "unchecked", f"target '{row.target}' is no longer in the configuration", record=False)
             return
+        self.deep = self.deep_at(target)
         size, digests = self._expected(row)
         if size is None and not digests.get("sha256"):  # a manifest whose put failed: nothing to compare
             self._problem(row, row.state, row.last_error or row.verify_result or "nothing recorded to compare with",

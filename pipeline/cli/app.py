@@ -32,7 +32,7 @@ HANDLERS = {
     "list": "inspect:cmd_list", "report": "inspect:cmd_report", "verify": "compliance:cmd_verify",
     "audit": "compliance:cmd_audit", "simulate": "sim:cmd_simulate", "demo": "sim:cmd_demo",
     "keys": "evidence:cmd_keys", "export": "evidence:cmd_export",
-    "serve": "serve:cmd_serve",
+    "serve": "serve:cmd_serve", "repair": "repair:cmd_repair",
 }
 
 

@@ -15,6 +15,10 @@ log = logging.getLogger("rtk_archive")
 
 
 def cmd_verify(args) -> Outcome:
+    if args.scrub or args.budget is not None or args.max_age is not None:
+        from pipeline.cli.repair import cmd_scrub
+
+        return cmd_scrub(args)
     config = load(args)
     check_window(args)
     outcome = verify_archive(config, target=args.target, since=args.since, until=args.until, deep=args.deep,

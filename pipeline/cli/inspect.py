@@ -14,8 +14,10 @@ from pipeline import errors
 from pipeline.cli.output import Outcome, check_window, load, plural
 from pipeline.clock import iso_utc, utcnow
 from pipeline.ledger import RunRow
+from pipeline.archive.scrub import describe_age, overdue_copies
 from pipeline.session import open_session
 
+OVERDUE_SHOWN = 20  # overdue copies listed by `status` (all are counted)
 ALL_STATUSES = ("INVOKED", "RECORDING", "UPLOADING", "UPLOADED", "ERRORED", "PAUSED")
 
 
@@ -39,6 +41,8 @@ def cmd_status(args) -> Outcome:
         ledger = context.ledger
         counts, problems = ledger.state_counts(), ledger.problems()
         at_risk, runs, holder = ledger.at_risk(soon), ledger.last_runs(5), ledger.lock_holder()
+        no_good_copy = [asdict(p) for p in ledger.copies_without_good_sibling()]
+        overdue = overdue_copies(ledger, config.verify.max_age)
     runs = [{**asdict(run), "state": last_run_state(run, holder if index == 0 else None)}
             for index, run in enumerate(runs)]
     failures = [asdict(problem) for problem in problems]
@@ -54,13 +58,28 @@ def cmd_status(args) -> Outcome:
                "files_archived": files.get("archived", 0), "files_failed": files.get("failed", 0),
                "files_lost": files.get("lost", 0), "recordings_skipped": recordings.get("skipped", 0),
                "recordings_at_risk": len(at_risk),
-               "copies_problems": sum(n for state, n in counts["copies"].items() if state != "archived")}
+               "copies_problems": sum(n for state, n in counts["copies"].items() if state != "archived"),
+               "no_good_copy": no_good_copy, "copies_overdue": len(overdue),
+               "overdue": [{"recording_id": c.recording_id, "kind": c.kind, "target": c.target, "key": c.key,
+                            "verified_at": c.verified_at} for c in overdue[:OVERDUE_SHOWN]]}
     lines = [f"ledger {config.ledger.path}"]
     for table in ("recordings", "files", "copies"):
         parts = ", ".join(f"{n} {state}" for state, n in sorted(counts[table].items())) or "none"
         lines.append(f"  {table}: {parts}")
+    if no_good_copy:  # the most serious: the archive's own copies were all that was left
+        lines.append(f"NO GOOD COPY ANYWHERE: {plural(len(no_good_copy), 'copy', 'copies')} missing or altered "
+                     "with no intact copy at any target to repair from:")
+        lines += [f"  {p['recording_id']} {p['kind']} -> {p['target']} {p['state']}: {p['reason']}"
+                  for p in no_good_copy]
     if last:
         lines.append(_last_run_line(last, holder, last_failed))
+    if overdue:
+        lines.append(f"overdue: {plural(len(overdue), 'copy', 'copies')} last verified more than "
+                     f"{describe_age(config.verify.max_age)} ago (run `verify --scrub` nightly):")
+        lines += [f"  {c.recording_id} {c.kind} -> {c.target} last verified {c.verified_at or 'never'}"
+                  for c in overdue[:OVERDUE_SHOWN]]
+        if len(overdue) > OVERDUE_SHOWN:
+            lines.append(f"  ... and {len(overdue) - OVERDUE_SHOWN} more")
     if at_risk:
         lines.append(f"at risk: {plural(len(at_risk), 'recording')} not archived and deleted by RealtimeKit within "
                      f"{config.archive.deadline_margin_hours:g} h:")
@@ -70,6 +89,8 @@ def cmd_status(args) -> Outcome:
         lines += [f"  {f['recording_id']} {f['kind'] or ''} {('-> ' + f['target']) if f['target'] else ''} "
                   f"{f['state']}: {f['reason']}" for f in failures]
     reasons = []
+    if no_good_copy:
+        reasons.append(f"{plural(len(no_good_copy), 'copy', 'copies')} with no good copy anywhere")
     if last_failed:
         reasons.append("the last run " + {"killed": "was killed",
                                           "exit 130": "was interrupted"}.get(last["state"], f"ended with {last['state']}"))
@@ -142,10 +163,11 @@ def cmd_report(args) -> Outcome:
         return write_html_report(config, args)
     with open_session(config, "report", record=False) as context:
         rows = report_rows(context.ledger, since=iso_utc(args.since), until=iso_utc(args.until))
+        no_good_copy = [asdict(p) for p in context.ledger.copies_without_good_sibling()]
     states = [r["state"] for r in rows]
     payload = {"generated_at": utcnow(), "ledger": str(config.ledger.path), "rows": rows, "rows_count": len(rows),
                "archived": states.count("archived"), "failed": states.count("failed"),
-               "skipped": states.count("skipped")}
+               "skipped": states.count("skipped"), "no_good_copy": no_good_copy}
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["recording_id"])
@@ -153,7 +175,9 @@ def cmd_report(args) -> Outcome:
         writer.writerows(rows)
         text = buffer.getvalue().rstrip("\n")
     else:
-        lines = [f"{'recording':36}  {'kind':5}  {'target':12}  {'state':8}  {'sha256':16}  {'retention':22}  last check"]
+        lines = [f"NO GOOD COPY ANYWHERE (nothing left to repair from): {p['recording_id']} {p['kind']} -> "
+                 f"{p['target']} {p['state']}: {p['reason']}" for p in no_good_copy]
+        lines += [f"{'recording':36}  {'kind':5}  {'target':12}  {'state':8}  {'sha256':16}  {'retention':22}  last check"]
         for r in rows:
             retention = (r["retention_mode"] or "-") + (f" until {r['retention_until'][:10]}" if r["retention_until"] else "")
             lines.append(f"{r['recording_id']:36}  {r['kind']:5}  {r['target']:12}  {r['state']:8}  "

@@ -9,9 +9,10 @@ import re
 from datetime import datetime, timedelta, timezone
 
 import pipeline
+from pipeline.clock import parse_duration
 
-COMMANDS = ("run", "backfill", "check", "status", "list", "verify", "report", "audit", "simulate", "demo", "keys",
-            "export", "serve")
+COMMANDS = ("run", "backfill", "check", "status", "list", "verify", "repair", "report", "audit", "simulate", "demo",
+            "keys", "export", "serve")
 MAX_CONCURRENCY = 64  # as [archive] concurrency
 
 
@@ -81,6 +82,12 @@ def budget_value(parse, what: str, *, as_text: bool = False):
 
     convert.__name__ = what
     return convert
+def duration(text: str):
+    """An argparse type: a length of time (90s, 45m, 2h, 30d, 2w)."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,6 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     window(verify)
     verify.add_argument("--target", metavar="NAME", help="only this target")
     verify.add_argument("--deep", action="store_true", help="re-read and re-hash the stored bytes")
+    verify.add_argument("--scrub", action="store_true",
+                        help="re-check the copies verified longest ago first (re-hashing local and SFTP copies), "
+                             "within --budget; each check is recorded, so the next scrub continues from there")
+    verify.add_argument("--budget", type=duration, metavar="TIME",
+                        help="with --scrub: start no new check after TIME (90m, 2h); default: check every copy")
+    verify.add_argument("--max-age", type=duration, metavar="TIME",
+                        help="with --scrub: copies last verified longer ago are overdue (default: [verify] max_age, 30d)")
+
+    repair = sub.add_parser("repair", help="put back missing or altered copies from a good copy at another target")
+    common(repair)
+    repair.add_argument("--target", metavar="NAME", help="only repair the copies at this target")
+    repair.add_argument("--dry-run", action="store_true",
+                        help="check the copies and the sources, say what would be done; change nothing")
 
     report = sub.add_parser("report", help="per recording: where each file is, its SHA-256, retention, last check")
     common(report)

@@ -288,17 +288,19 @@ class SqliteLedger:
                        "WHERE recording_id=? AND kind=? AND target=?",
                        (state, result, now, now, recording_id, kind, target))
 
-    def clear_problem(self, recording_id: str, kind: str, target: str, copy: StoredCopy, *, result: str) -> None:
+    def clear_problem(self, recording_id: str, kind: str, target: str, copy: StoredCopy, *, result: str,
+                      verified_by: str = "deep verify: bytes re-read") -> None:
         """A deep verification re-read the object of a copy recorded as missing, mismatch or
-        failed and found the archived file's exact bytes: the copy is archived, as found."""
+        failed and found the archived file's exact bytes (or `repair` put them back and verified
+        them, `verified_by` says how): the copy is archived, as found."""
         now = utcnow()
         with self._tx() as db:
             db.execute(
                 """UPDATE copies SET state='archived', key=?, uri=?, size=?, sha256=?, native=?, version=?,
-                       retention_mode=?, retention_until=?, legal_hold=?, verified_by='deep verify: bytes re-read',
+                       retention_mode=?, retention_until=?, legal_hold=?, verified_by=?,
                        last_error=NULL, archived_at=COALESCE(archived_at, ?), verified_at=?, verify_result=?,
                        updated_at=? WHERE recording_id=? AND kind=? AND target=?""",
-                (*_copy_values(copy), now, now, result, now, recording_id, kind, target))
+                (*_copy_values(copy), verified_by, now, now, result, now, recording_id, kind, target))
             # The file, and then the recording, are archived again once none of their copies is a problem.
             db.execute("""UPDATE files SET state='archived', last_error=NULL, updated_at=?
                           WHERE recording_id=? AND kind=? AND state='failed' AND NOT EXISTS (
@@ -308,6 +310,27 @@ class SqliteLedger:
                           WHERE id=? AND state='failed' AND NOT EXISTS (
                               SELECT 1 FROM files WHERE recording_id=? AND state != 'archived')""",
                        (now, recording_id, recording_id))
+
+    def copies_verified_before(self, cutoff: str | None = None, *, target: str | None = None) -> list[CopyRow]:
+        """Copies whose object should be at its target, last verified before `cutoff` (every
+        one when None): never verified first, then oldest first (what a scrub checks next)."""
+        sql, args = "SELECT * FROM copies WHERE state IN ('archived','missing','mismatch')", []
+        for clause, value in ((" AND (verified_at IS NULL OR verified_at < ?)", cutoff), (" AND target=?", target)):
+            if value:
+                sql += clause
+                args.append(value)
+        order = " ORDER BY verified_at IS NOT NULL, verified_at, recording_id, kind, target"
+        return [_copy(row) for row in self._query(sql + order, args)]
+
+    def copies_without_good_sibling(self) -> list[Problem]:
+        rows = self._query(
+            """SELECT c.recording_id, c.kind, c.target, c.state, COALESCE(c.verify_result, c.last_error) AS reason,
+                      c.updated_at FROM copies c
+               WHERE c.kind != 'manifest' AND c.state IN ('missing','mismatch') AND NOT EXISTS (
+                   SELECT 1 FROM copies s WHERE s.recording_id = c.recording_id AND s.kind = c.kind
+                   AND s.state = 'archived')
+               ORDER BY c.recording_id, c.kind, c.target""")
+        return [_row(Problem, r) for r in rows]
 
     # ------------------------------------------------------------------ reading, for reports
 

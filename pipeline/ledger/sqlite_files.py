@@ -103,6 +103,7 @@ CREATE TABLE IF NOT EXISTS hints (         -- work webhooks announced (rtk-archi
 CREATE INDEX IF NOT EXISTS hints_due ON hints(state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS copies_state ON copies(state);
 CREATE INDEX IF NOT EXISTS files_state ON files(state);
+CREATE INDEX IF NOT EXISTS copies_verified ON copies(verified_at);
 """
 
 LEDGER_TABLES = ("recordings", "files", "copies", "runs")

@@ -8,26 +8,17 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipeline.clock import duration_seconds
+
 REALTIMEKIT_KEY_URL = "https://api.realtime.cloudflare.com/.well-known/webhooks.json"
-_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*")
-_UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def seconds(value: object) -> float:
-    """A duration: a number of seconds, or text such as "45s", "30m", "2h", "1d"."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration such as \"30m\", not true/false")
-    if isinstance(value, (int, float)):
-        amount = float(value)
-    else:
-        match = _DURATION.fullmatch(str(value))
-        if match is None:
-            raise ValueError(f"{value!r} is not a duration: use e.g. \"45s\", \"30m\", \"2h\" or \"1d\"")
-        amount = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if not 0 <= amount <= 30 * 86400:
+    """A duration of at most 30 days (pipeline.clock's reading of durations)."""
+    amount = duration_seconds(value)
+    if amount > 30 * 86400:
         raise ValueError("must be from 0 to 30 days")
     return amount
-
 
 class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
