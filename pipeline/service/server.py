@@ -20,6 +20,7 @@ from pipeline.clock import utcnow
 from pipeline.config import Config
 from pipeline.errors import BookkeepingError, ConfigError
 from pipeline.service.app import build_app
+from pipeline.metrics import build_registry
 from pipeline.service.metrics import ServiceMetrics, build_service_registry
 from pipeline.service.receiver import Receiver
 from pipeline.service.webhooks import PublicKey
@@ -91,7 +92,9 @@ def run_service(config: Config, *, workers: int, host: str, port: int, redact=la
     try:
         with open_session(config, "serve", record=True, targets=workers > 0, api=workers > 0,
                           downloads=workers > 0, redact=redact, refusal_is_a_run=True) as context:
-            metrics = build_service_registry()
+            # One registry on /metrics: the archive's state read from the ledger (as the textfile
+            # after a run has it) and the service's own counters.
+            metrics = build_service_registry(build_registry(context.ledger))
             stop = threading.Event()
             worker = Worker(context, metrics, concurrency=workers, stop=stop) if workers else None
             receiver = Receiver(context.ledger, PublicKey(config.webhook), metrics,

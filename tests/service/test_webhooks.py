@@ -129,7 +129,8 @@ def test_an_oversized_body_is_refused_413(sim, tmp_path):
 
 def test_health_readiness_and_metrics(sim, tmp_path):
     """/healthz answers while the process lives; /readyz says the ledger is reachable and whether
-    a worker runs; /metrics has every webhook outcome and reveals no ledger content."""
+    a worker runs; /metrics has every webhook outcome and the archive's own metrics (the same
+    registry as the textfile) and reveals no ledger content (no recording id)."""
     with running_service(tmp_path, sim, workers=1) as service:
         assert httpx.get(service.url + "/healthz").json() == {"status": "ok"}
         ready = httpx.get(service.url + "/readyz")
@@ -137,6 +138,8 @@ def test_health_readiness_and_metrics(sim, tmp_path):
         text = httpx.get(service.url + "/metrics").text
         assert 'rtk_archive_webhooks_total{outcome="unavailable"} 0.0' in text
         assert "rtk_archive_serve_worker_alive 1.0" in text
+        assert "rtk_archive_recordings_at_risk" in text and "rtk_archive_last_run_exit_code" in text
+        assert not any(rec["id"] in text for rec in sim.recordings)
         assert httpx.get(service.url + "/webhooks/realtimekit").status_code == 405
 
 
