@@ -67,7 +67,7 @@ def execute_run(context: Context, *, since: datetime | None = None, until: datet
         prepare_spool(context.config.archive.spool_dir)  # before anything is downloaded
         # Before anything is downloaded: a target that fails its probe is left out of this run.
         preflight.leave_out_failing_targets(context.targets, archiver.leave_out)
-        if recordings is None and planner is None:  # a listing run, not a batch of announced ones: a sweep walks every target
+        if recordings is None and planner is None:  # a listing run, not announced work: a sweep walks every target
             _sweep({name: t for name, t in context.targets.items() if name not in archiver.unavailable})
         with stop_on_signals(context.stop):
             try:

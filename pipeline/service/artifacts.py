@@ -230,7 +230,8 @@ class ArtifactWork:
             if row is not None and row.state in FINISHED:
                 self._settle(hint, row)
             elif row is None or url is None:
-                why = "its unit is not in the ledger" if row is None else f"its URL file {self.files.path(hint.subject_id)} is gone"
+                why = ("its unit is not in the ledger" if row is None
+                       else f"its URL file {self.files.path(hint.subject_id)} is gone")
                 log.error("%s %s: cannot be archived: %s", hint.kind, hint.subject_id, why)
                 self._finish(hint, "failed", why)
             else:
