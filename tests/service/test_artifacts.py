@@ -20,7 +20,7 @@ from pipeline.config import parse_config
 from pipeline.session import verify_archive
 from pipeline.simulator.artifacts import ARTIFACTS, artifact_events, artifacts, iso_ts
 from pipeline.simulator.webhooks import WebhookSender
-from tests.helpers import ledger_rows
+from tests.helpers import ledger_rows, run_cli, to_toml
 from tests.service.helpers import hints, running_service, serve_config, wait_for
 
 PATH = "/webhooks/realtimekit"
@@ -105,7 +105,8 @@ def test_the_url_is_kept_owner_only_in_the_spool_and_the_unit_recorded_before_th
     """With no worker, an accepted transcript webhook leaves, by the time it is answered, its
     URL in `<spool>/hints/<sessionId>.transcript.url` (mode 0600, the URL exactly), a pending
     hint of kind `transcript`, and the unit pending in the ledger with the URL's expiry as its
-    deadline; a body without a URL is refused with 400."""
+    deadline; a body without a URL is refused with 400. A `run` in between leaves the kept URL
+    in place, and the next `serve` with a worker archives the transcript from it."""
     rec, bodies = events_of(sim)
     body = bodies["transcript"]
     with running_service(tmp_path, sim, workers=0) as service:
@@ -121,6 +122,16 @@ def test_the_url_is_kept_owner_only_in_the_spool_and_the_unit_recorded_before_th
         assert (unit["state"], unit["deadline"]) == ("pending", body["transcriptDownloadUrlExpiry"])
         [refused] = deliver_all(service, sim, [{**body, "transcriptDownloadUrl": None}])
         assert refused.statuses == [400]
+    # A nightly run on the same ledger and spool (serve stopped) clears the spool of its own
+    # files, never the kept URLs; a later serve with a worker archives the transcript from it.
+    config = tmp_path / "config.toml"
+    config.write_text(to_toml(serve_config(tmp_path, sim)))
+    nightly = run_cli("run", "--config", str(config))
+    assert nightly.returncode == 0, nightly.stderr
+    assert kept.read_text().strip() == body["transcriptDownloadUrl"]
+    with running_service(tmp_path, sim, workers=1):
+        wait_for(lambda: settled(tmp_path), timeout=90, what="the transcript settled")
+    assert settled(tmp_path) == {f"{rec['session_id']}.transcript": "done"} and not kept.exists()
 
 
 def test_an_artifact_whose_url_expired_is_lost_with_the_reason(sim, tmp_path):
