@@ -42,8 +42,8 @@ def audit_lines(tmp_path: Path) -> list[dict]:
     return [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
 
 
-def deliver_all(service, sim, bodies) -> list:
-    sender = WebhookSender(sim, service.url + PATH)
+def deliver_all(service, sim, bodies, *, attempts: int = 8) -> list:
+    sender = WebhookSender(sim, service.url + PATH, attempts=attempts)
     try:
         return [sender.deliver(body) for body in bodies]
     finally:
@@ -207,3 +207,32 @@ def test_each_artifact_event_shape_is_read(sim, kind):
     assert announced.unit_id == f"{rec['session_id']}.{kind}"
     assert announced.meeting_id == rec["meeting"]["id"] and announced.url == body[url_field]
     assert announced.expiry is not None and url_field not in repr(announced) and "X-Signature" not in repr(announced)
+
+
+def test_an_artifact_the_spool_cannot_keep_is_answered_503_and_taken_when_delivered_again(sim, tmp_path):
+    """When its URL cannot be written durably (a file stands where `<spool>/hints` must be), the
+    webhook is answered 503 and nothing is recorded, so RealtimeKit delivers it again; once the
+    spool is usable the same event is accepted (202) and its hint recorded."""
+    rec, bodies = events_of(sim)
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / "hints").write_text("in the way\n")
+    with running_service(tmp_path, sim, workers=0) as service:
+        [refused] = deliver_all(service, sim, [bodies["chat"]], attempts=1)  # its retry comes below
+        assert refused.statuses == [503]
+        assert hints(tmp_path / "ledger.db") == []
+        (tmp_path / "spool" / "hints").unlink()
+        [again] = deliver_all(service, sim, [bodies["chat"]])
+        assert again.statuses == [202]
+    assert [h["subject_id"] for h in hints(tmp_path / "ledger.db")] == [f"{rec['session_id']}.chat"]
+
+
+def test_hint_files_of_unsafe_session_ids_stay_in_the_folder_and_apart(tmp_path):
+    """A session id that is not a safe file name (separators, `..`) gets a file inside
+    `<spool>/hints` all the same, and two ids that sanitise alike get different files."""
+    from pipeline.service.artifacts import HintFiles
+
+    files = HintFiles(tmp_path / "spool")
+    one, other = files.path("../a/b.chat"), files.path("../a_b.chat")
+    assert one.parent == other.parent == tmp_path / "spool" / "hints" and one != other
+    files.keep("../a/b.chat", "https://example.invalid/x?sig=1")
+    assert files.read("../a/b.chat") == "https://example.invalid/x?sig=1" and files.read("../a_b.chat") is None
