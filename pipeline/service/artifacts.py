@@ -36,7 +36,7 @@ from pipeline.archive.plan import Planning, announced_listing, plan_announced
 from pipeline.archive.spool import HINTS_FOLDER
 from pipeline.clock import from_iso, iso_utc, utcnow
 from pipeline.errors import BookkeepingError, FileUnavailable, os_reason
-from pipeline.ledger import Ledger
+from pipeline.ledger import Known, Ledger
 from pipeline.ledger.rows import Hint, RecordingRow
 from pipeline.realtimekit import Recording
 from pipeline.realtimekit.wire import parse_api_time
@@ -146,7 +146,8 @@ class HintFiles:
     def keep(self, unit_id: str, url: str) -> None:
         """Write the URL durably (file and folder fsynced): BookkeepingError when it cannot be."""
         try:
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the spool, owner-only as a run makes it
+            self.folder.mkdir(exist_ok=True, mode=0o700)
             fd, temporary = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")  # created 0600
             try:
                 with os.fdopen(fd, "w") as fh:
@@ -265,7 +266,8 @@ class ArtifactWork:
             expiry = from_iso(row.url_expiry) if row.url_expiry else None
             deadline = from_iso(row.deadline) if row.deadline else None
             one = plan_announced(recording, hint.kind, row.output_file_name or f"{hint.kind}.bin", deadline,
-                                 known[row.id], templates=templates, urls=webhook_url(row.id, hint.kind, url, expiry),
+                                 known.get(row.id) or Known(), templates=templates,
+                                 urls=webhook_url(row.id, hint.kind, url, expiry),
                                  margin=timedelta(hours=config.archive.deadline_margin_hours))
             planning.plans += one.plans
             planning.listed += one.listed

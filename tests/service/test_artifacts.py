@@ -103,9 +103,9 @@ def test_transcript_summary_and_chat_are_archived_verified_with_manifest_and_aud
 
 def test_the_url_is_kept_owner_only_in_the_spool_and_the_unit_recorded_before_the_answer(sim, tmp_path):
     """With no worker, an accepted transcript webhook leaves, by the time it is answered, its
-    URL in `<spool>/hints/<sessionId>.transcript.url` (mode 0600, the URL exactly), a pending
-    hint of kind `transcript`, and the unit pending in the ledger with the URL's expiry as its
-    deadline; a body without a URL is refused with 400. A `run` in between leaves the kept URL
+    URL in `<spool>/hints/<sessionId>.transcript.url` (mode 0600 in owner-only folders, the URL
+    exactly), a pending hint of kind `transcript`, and the unit pending in the ledger with the
+    URL's expiry as its deadline; a body without a URL is refused with 400. A `run` in between leaves the kept URL
     in place, and the next `serve` with a worker archives the transcript from it."""
     rec, bodies = events_of(sim)
     body = bodies["transcript"]
@@ -114,6 +114,7 @@ def test_the_url_is_kept_owner_only_in_the_spool_and_the_unit_recorded_before_th
         assert delivery.statuses == [202]
         kept = tmp_path / "spool" / "hints" / f"{rec['session_id']}.transcript.url"
         assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+        assert {stat.S_IMODE(p.stat().st_mode) for p in (kept.parent, kept.parent.parent)} == {0o700}
         assert kept.read_text().strip() == body["transcriptDownloadUrl"]
         [hint] = hints(tmp_path / "ledger.db")
         assert (hint["subject_id"], hint["kind"], hint["state"]) == (f"{rec['session_id']}.transcript",
