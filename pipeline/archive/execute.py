@@ -202,6 +202,9 @@ class Archiver:
             self.book.count(bytes_downloaded=download.fetched)  # what this run fetched, whatever became of it
 
     def _url_provider(self, plan: RecordingPlan, kind: str) -> Callable[[bool], SignedUrl]:
+        if plan.urls is not None:  # announced by a webhook: no API record to fetch again
+            return plan.urls
+
         def provide(refresh: bool) -> SignedUrl:
             if refresh:
                 try:

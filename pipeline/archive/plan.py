@@ -5,6 +5,7 @@ key, which recordings are skipped and why, and in what order to go (closest to R
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -30,6 +31,9 @@ class RecordingPlan:
     deadline: datetime | None
     at_risk: bool
     files: list[FilePlan] = field(default_factory=list)
+    # Where a file announced by a webhook is fetched from (no API gives its URL): called with
+    # refresh=True when the URL was refused or nears its expiry. None: the API's record.
+    urls: Callable | None = None
 
     @property
     def id(self) -> str:
@@ -83,6 +87,25 @@ def plan_recordings(recordings: list[Recording], known: dict[str, Known], *, tem
     far = datetime.max.replace(tzinfo=timezone.utc)
     planning.plans.sort(key=lambda p: (p.deadline or far, p.id))
     return planning
+
+
+def plan_announced(recording: Recording, kind: str, file_name: str, deadline: datetime | None, known: Known, *,
+                   templates: dict[str, str], margin: timedelta, urls: Callable,
+                   now: datetime | None = None) -> Planning:
+    """A file only a webhook announces (a meeting's transcript, summary or chat export): a unit
+    of its own, planned as a recording with that one file, keyed by the same templates; `urls`
+    gives its download URL (pipeline.archive.download.SignedUrl), since no API does."""
+    now = now or datetime.now(timezone.utc)
+    plan = RecordingPlan(recording=recording, deadline=deadline, urls=urls,
+                         at_risk=deadline is not None and deadline - now < margin)
+    plan.files.append(_plan_file(recording, kind, file_name, None, known, templates))
+    return Planning(plans=[plan], listed=[announced_listing(recording, kind, file_name, deadline)],
+                    skipped=[], notes=[])
+
+
+def announced_listing(recording: Recording, kind: str, file_name: str, deadline: datetime | None) -> ListedRecording:
+    """How the ledger records a unit a webhook announced (see plan_announced)."""
+    return _listed(recording, deadline, (ListedFile(kind, file_name, None),), None)
 
 
 def _why_not_archivable(recording: Recording) -> str | None:

@@ -14,7 +14,7 @@ import shutil
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,7 @@ from pipeline.archive.context import Context
 from pipeline.archive.execute import Archiver
 from pipeline.archive.plan import Planning, RecordingPlan, plan_recordings
 from pipeline.archive.shipping import ship_audit_log
-from pipeline.archive.spool import prepare_spool
+from pipeline.archive.spool import HINTS_FOLDER, prepare_spool
 from pipeline.clock import iso_utc
 from storage import StorageError, Target
 
@@ -42,10 +42,12 @@ class RunResult:
 
 
 def execute_run(context: Context, *, since: datetime | None = None, until: datetime | None = None,
-                meeting_id: str | None = None, progress=None, recordings: list | None = None) -> RunResult:
+                meeting_id: str | None = None, progress=None, recordings: list | None = None,
+                planner: Callable[[Context], Planning] | None = None) -> RunResult:
     """An archive run, or a dry run when the context does not record (it reads the ledger only
     and creates and changes nothing). `recordings`: these (fetched by the caller, e.g. the ones
-    webhooks announced) instead of a listing."""
+    webhooks announced) instead of a listing; `planner`: the plan itself, for files no API lists
+    (a meeting's transcript, summary or chat export announced by webhook)."""
     book = Book(context)
     archiver = Archiver(book, progress=progress)
     if not context.recording:
@@ -65,11 +67,11 @@ def execute_run(context: Context, *, since: datetime | None = None, until: datet
         prepare_spool(context.config.archive.spool_dir)  # before anything is downloaded
         # Before anything is downloaded: a target that fails its probe is left out of this run.
         preflight.leave_out_failing_targets(context.targets, archiver.leave_out)
-        if recordings is None:  # a listing run, not a batch of announced ones: a sweep walks every target
+        if recordings is None and planner is None:  # a listing run, not announced work: a sweep walks every target
             _sweep({name: t for name, t in context.targets.items() if name not in archiver.unavailable})
         with stop_on_signals(context.stop):
             try:
-                if recordings is None:
+                if recordings is None and planner is None:
                     recordings = list_uploaded(context, since, until, meeting_id)
             except ApiAuthError as exc:
                 note = str(exc)
@@ -77,7 +79,7 @@ def execute_run(context: Context, *, since: datetime | None = None, until: datet
             except ApiError as exc:
                 note = f"listing recordings failed: {exc}"
                 raise
-            planning = plan(context, recordings)
+            planning = planner(context) if planner is not None else plan(context, recordings)
             archiver.record(planning)
             archiver.execute(planning.plans)
             archiver.completion.complete_from_ledger(done={plan.id for plan in planning.plans})
@@ -200,6 +202,8 @@ def _clear_spool(spool_dir: Path) -> None:
     """After a run that was not interrupted, nothing in the spool is resumable any more."""
     if spool_dir.exists():
         for path in spool_dir.iterdir():
+            if path.name == HINTS_FOLDER:  # webhooks' URLs still to be used, not this run's files
+                continue
             if path.is_dir():
                 shutil.rmtree(path)
             else:

@@ -21,6 +21,7 @@ from pipeline.errors import ConfigError
 
 PARTIAL_SUFFIX = ".part"  # a download in the spool
 MARKER_SUFFIXES = (".ok", ".ok.tmp")  # its durable-length marker (pipeline.download)
+HINTS_FOLDER = "hints"  # webhooks' download URLs kept until used (pipeline.service.artifacts); never cleared
 
 
 class SpoolUnusable(ConfigError):

@@ -217,7 +217,8 @@ class StoredCopy:
 @dataclass(frozen=True)
 class Hint:
     """Work a webhook announced (`rtk-archive serve`): `subject_id` is a recording id for kind
-    `recording`; the event's status (UPLOADED); pending until a worker finishes it."""
+    `recording` (status UPLOADED), the unit `<sessionId>.<kind>` for a transcript, summary or
+    chat (status AVAILABLE, pipeline.service.artifacts); pending until a worker finishes it."""
     subject_id: str
     status: str
     kind: str

@@ -1,6 +1,7 @@
 """What a webhook delivery gets, decided without HTTP: 401 for a missing or bad signature
 (logged, never the body), 400 for a signed body that cannot be read, 2xx for a valid event
-(a `recording.statusUpdate` with status UPLOADED is first recorded in the ledger as work),
+(a `recording.statusUpdate` with status UPLOADED, or a transcript, summary or chat export, is
+first recorded in the ledger as work),
 503 when the ledger or the public key is unavailable, so RealtimeKit delivers it again."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from pipeline import errors
 from pipeline.clock import utcnow
 from pipeline.ledger import Ledger
+from pipeline.service.artifacts import ArtifactInbox
 from pipeline.service.metrics import ServiceMetrics
 from pipeline.service.webhooks import (ARTIFACT_EVENTS, DELIVERY_HEADER, SIGNATURE_HEADER, BadPayload, KeyUnavailable,
                                        PublicKey, RecordingStatusUpdate, parse_event, signed_by)
@@ -29,8 +31,10 @@ class Answer:
 
 
 class Receiver:
-    def __init__(self, ledger: Ledger, key: PublicKey, metrics: ServiceMetrics, *, on_new_work=lambda: None):
+    def __init__(self, ledger: Ledger, key: PublicKey, metrics: ServiceMetrics, *, on_new_work=lambda: None,
+                 artifacts: ArtifactInbox | None = None):
         self.ledger = ledger
+        self.artifacts = artifacts  # transcripts, summaries, chats: None answers them 200 and ignores them
         self.key = key
         self.metrics = metrics
         self.on_new_work = on_new_work  # wakes the worker
@@ -55,6 +59,8 @@ class Receiver:
         except BadPayload as exc:
             log.warning("%s: refused: %s", where, exc)
             return self._answer("bad_request", 400, str(exc))
+        if event.event in ARTIFACT_EVENTS and self.artifacts is not None:
+            return self._artifact(event.event, body, where, delivery)
         if event.event in ARTIFACT_EVENTS:
             log.warning("%s: %s: not archived by this version (no API lists transcripts, summaries or chats; "
                         "only this webhook announces them)", where, event.event)
@@ -75,6 +81,24 @@ class Receiver:
             log.info("%s: recording %s %s already known: nothing new", where, recording.id, recording.status)
             return self._answer("duplicate", 200, "already recorded")
         log.info("%s: recording %s is UPLOADED: queued for archiving", where, recording.id)
+        self.on_new_work()
+        return self._answer("accepted", 202, "accepted")
+
+    def _artifact(self, event: str, body: bytes, where: str, delivery: str | None) -> Answer:
+        """A transcript, summary or chat export: its URL kept in the spool and its unit and hint
+        in the ledger (pipeline.service.artifacts), then answered."""
+        try:
+            new, announced = self.artifacts.accept(event, body, delivery)
+        except BadPayload as exc:
+            log.warning("%s: refused: %s", where, exc)
+            return self._answer("bad_request", 400, str(exc))
+        except errors.BookkeepingError as exc:
+            log.error("%s: %s could not be recorded (answered 503, RealtimeKit retries): %s", where, event, exc)
+            return self._answer("unavailable", 503, "the ledger is unavailable; deliver again later")
+        if not new:
+            log.info("%s: %s %s already known: nothing new", where, announced.kind, announced.unit_id)
+            return self._answer("duplicate", 200, "already recorded")
+        log.info("%s: %s %s: queued for archiving", where, announced.kind, announced.unit_id)
         self.on_new_work()
         return self._answer("accepted", 202, "accepted")
 

@@ -19,8 +19,9 @@ from pipeline.archive.run import stop_on_signals
 from pipeline.clock import utcnow
 from pipeline.config import Config
 from pipeline.errors import BookkeepingError, ConfigError
-from pipeline.service.app import build_app
 from pipeline.metrics import build_registry
+from pipeline.service.app import build_app
+from pipeline.service.artifacts import ArtifactInbox
 from pipeline.service.metrics import ServiceMetrics, build_service_registry
 from pipeline.service.receiver import Receiver
 from pipeline.service.webhooks import PublicKey
@@ -98,7 +99,8 @@ def run_service(config: Config, *, workers: int, host: str, port: int, redact=la
             stop = threading.Event()
             worker = Worker(context, metrics, concurrency=workers, stop=stop) if workers else None
             receiver = Receiver(context.ledger, PublicKey(config.webhook), metrics,
-                                on_new_work=worker.wake if worker else (lambda: None))
+                                on_new_work=worker.wake if worker else (lambda: None),
+                                artifacts=ArtifactInbox(context.ledger, config.archive.spool_dir))
 
             def ready() -> tuple[bool, dict]:
                 checks: dict = {}

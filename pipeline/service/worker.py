@@ -1,8 +1,10 @@
 """serve's in-process worker: one thread that archives, one batch at a time, the recordings
 webhooks announced (fetched again from the API, the source of truth: a webhook's URLs are only
-hints), and every `reconcile_every` an incremental listing run that catches what no webhook
-announced. Each batch is an archive run of its own (a `runs` row, its audit lines) through the
-archive engine, with `workers` recordings at once. Batches never overlap: they share the spool.
+hints) and the transcripts, summaries and chats they announced (no API has them: fetched from
+their webhook's URL, pipeline.service.artifacts), and every `reconcile_every` an incremental
+listing run that catches what no webhook announced. Each batch is an archive run of its own (a
+`runs` row, its audit lines) through the archive engine, with `workers` recordings at once.
+Batches never overlap: they share the spool.
 
 Stopping: `stop` (set by the first SIGTERM/SIGINT) makes the batch in flight finish its
 uploads and abandon its downloads, which resume later (the ledger is consistent at every
@@ -23,6 +25,7 @@ from pipeline.archive.run import execute_run
 from pipeline.clock import iso_utc, utcnow
 from pipeline.ledger.rows import Hint
 from pipeline.realtimekit import ApiError, ApiNotFound
+from pipeline.service.artifacts import ARTIFACT_KINDS, ArtifactWork
 from pipeline.service.metrics import ServiceMetrics
 
 log = logging.getLogger("rtk_archive.serve")
@@ -48,6 +51,8 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._next_reconcile = time.monotonic()  # a first one at start-up: catch up on what was missed
         self.failure: str | None = None  # why the worker stopped by itself (a bug, or the audit log broke)
+        self.artifacts = ArtifactWork(context, retry=self._retry, finish=self._finish,
+                                      archived=self.metrics.archived.inc)
         self.error: BaseException | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -112,8 +117,13 @@ class Worker:
         hints = self.context.ledger.pending_hints(BATCH, now=utcnow())
         if not hints:
             return False
+        announced = [hint for hint in hints if hint.kind in ARTIFACT_KINDS]
+        if announced:  # transcripts, summaries, chats: their own batch (pipeline.service.artifacts)
+            self.artifacts.archive(announced, self._batch)
         recordings = []
         for hint in hints:
+            if hint.kind in ARTIFACT_KINDS:
+                continue
             recording = self._fetch(hint)
             if recording is not None:
                 recordings.append((hint, recording))
@@ -148,15 +158,17 @@ class Worker:
             reason = failure or (row.reason if row else None) or "not archived everywhere yet"
             self._retry(hint, reason)
 
-    def _retry(self, hint: Hint, reason: str) -> None:
+    def _retry(self, hint: Hint, reason: str, *, until: datetime | None = None) -> None:
+        """Tried again later; given up after `hint_attempts`, unless `until` (a file only a
+        webhook announced, no listing finds it again) is still ahead: tried until then."""
         self.metrics.worker_failures.inc()
-        if hint.attempts + 1 >= self.hint_attempts:
-            log.error("recording %s: given up after %d attempts: %s (the next reconcile or run still lists it)",
-                      hint.subject_id, hint.attempts + 1, reason)
+        if hint.attempts + 1 >= self.hint_attempts and (until is None or until <= datetime.now(timezone.utc)):
+            log.error("%s %s: given up after %d attempts: %s%s", hint.kind, hint.subject_id, hint.attempts + 1, reason,
+                      " (the next reconcile or run still lists it)" if hint.kind == "recording" else "")
             self._finish(hint, "failed", reason)
             return
         delay = min(RETRY_MOST, self.hint_retry * 2 ** hint.attempts)
-        log.warning("recording %s: %s; trying again in %.0f s", hint.subject_id, reason, delay)
+        log.warning("%s %s: %s; trying again in %.0f s", hint.kind, hint.subject_id, reason, delay)
         retry_at = iso_utc(datetime.now(timezone.utc) + timedelta(seconds=delay))
         self.context.ledger.finish_hint(hint.subject_id, hint.status, hint.kind, state="pending", error=reason,
                                         retry_at=retry_at)
