@@ -49,7 +49,7 @@ def open_session(config: Config, command: str, *, record: bool, targets: bool | 
 
 def _bookkeeping(stack: contextlib.ExitStack, config: Config, command: str, run_id: str, *, record: bool,
                  redact, refusal_is_a_run: bool, or_read_only: bool):
-    if record and or_read_only and not config.ledger.path.exists():
+    if record and or_read_only and not config.ledger.shared and not config.ledger.path.exists():
         record = False  # nothing archived: nothing to record results against, nothing to create
     if record:
         try:
@@ -58,14 +58,14 @@ def _bookkeeping(stack: contextlib.ExitStack, config: Config, command: str, run_
             if not or_read_only:
                 raise
             log.warning("%s cannot record its results (%s): checking and reporting only", command, exc)
-    ledger = open_ledger(config.ledger.path)
+    ledger = open_ledger(config.ledger.location)
     stack.callback(ledger.close)
     return ledger, None
 
 
 def _to_record(stack: contextlib.ExitStack, config: Config, command: str, run_id: str, redact,
                refusal_is_a_run: bool):
-    ledger = open_ledger(config.ledger.path, command=command)
+    ledger = open_ledger(config.ledger.location, command=command, pool_size=config.archive.concurrency * 2 + 2)
     stack.callback(ledger.close)
     try:
         audit = AuditLog(config.audit.path, run_id, redact=redact)

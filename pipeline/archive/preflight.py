@@ -146,7 +146,8 @@ def run_checks(config: Config, *, make_client: Callable, open_targets: Callable,
     checks = [Check("config", "ok", f"{config.path}: valid; {len(config.targets)} target(s): {names}")]
     checks.append(check_api(config, make_client))
     checks += check_spool(config)
-    checks.append(check_file_place("ledger", config.ledger.path, sqlite=True))
+    if not config.ledger.shared:  # a PostgreSQL ledger is checked by connecting to it (status)
+        checks.append(check_file_place("ledger", config.ledger.path, sqlite=True))
     checks.append(check_file_place("audit log", config.audit.path))
     with open_targets(config) as targets:
         checks += check_targets(targets, probe_seconds)

@@ -55,7 +55,7 @@ def cmd_status(args) -> Outcome:
                "files_lost": files.get("lost", 0), "recordings_skipped": recordings.get("skipped", 0),
                "recordings_at_risk": len(at_risk),
                "copies_problems": sum(n for state, n in counts["copies"].items() if state != "archived")}
-    lines = [f"ledger {config.ledger.path}"]
+    lines = [f"ledger {config.ledger.shown}"]
     for table in ("recordings", "files", "copies"):
         parts = ", ".join(f"{n} {state}" for state, n in sorted(counts[table].items())) or "none"
         lines.append(f"  {table}: {parts}")
@@ -135,7 +135,7 @@ def cmd_report(args) -> Outcome:
     with open_session(config, "report", record=False) as context:
         rows = report_rows(context.ledger, since=iso_utc(args.since), until=iso_utc(args.until))
     states = [r["state"] for r in rows]
-    payload = {"generated_at": utcnow(), "ledger": str(config.ledger.path), "rows": rows, "rows_count": len(rows),
+    payload = {"generated_at": utcnow(), "ledger": config.ledger.shown, "rows": rows, "rows_count": len(rows),
                "archived": states.count("archived"), "failed": states.count("failed"),
                "skipped": states.count("skipped")}
     if fmt == "csv":
