@@ -173,6 +173,9 @@ class Config(BaseModel):
     def secret_values(self) -> list[str]:
         """Every secret in this configuration, for the redaction of all output."""
         values = [self.api_token] if self.api_token else []
+        if self.ledger.url is not None:  # the URL itself, and its password wherever it shows alone
+            url = self.ledger.url.get_secret_value()
+            values += [url] + ([urlsplit(url).password] if urlsplit(url).password else [])
         for target in self.targets:
             values.extend(target.secret_values())
         return values

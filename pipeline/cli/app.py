@@ -31,6 +31,7 @@ HANDLERS = {
     "run": "run:cmd_run", "backfill": "run:cmd_run", "check": "check:cmd_check", "status": "inspect:cmd_status",
     "list": "inspect:cmd_list", "report": "inspect:cmd_report", "verify": "compliance:cmd_verify",
     "audit": "compliance:cmd_audit", "simulate": "sim:cmd_simulate", "demo": "sim:cmd_demo",
+    "ledger": "ledger:cmd_ledger", "worker": "worker:cmd_worker",
 }
 
 

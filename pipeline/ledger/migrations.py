@@ -111,6 +111,10 @@ CREATE TABLE listing (                      -- when the API was last listed, by 
 );
 """
 
+# Text compares byte by byte, as in SQLite, whatever the database's locale (ids and timestamps
+# sort the same in both backends).
+POSTGRES_V1 = POSTGRES_V1.replace(" TEXT", ' TEXT COLLATE "C"')
+
 POSTGRES_STEPS = (Step(1, "recordings, files, copies, runs and audit heads", POSTGRES_V1),
                   Step(2, "workers, leases and the listing turn", POSTGRES_V2))
 
