@@ -12,9 +12,9 @@ busy_sim = simulator_fixture("busy_sim", recordings=24, seed=5, min_size=10_000,
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory):
+def postgres():
     """A throw-away PostgreSQL cluster on a free loopback port (fails loudly when it cannot start)."""
-    cluster = start_postgres(tmp_path_factory.mktemp("postgres"))
+    cluster = start_postgres()
     yield cluster
     cluster.stop()
 

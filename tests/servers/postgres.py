@@ -10,6 +10,7 @@ import glob
 import os
 import shutil
 import subprocess
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +46,10 @@ class PostgresCluster:
         return self.url(name)
 
     def _pg_ctl(self, *args: str) -> None:
-        subprocess.run([*self.as_user, pg_bin("pg_ctl"), "-D", str(self.folder / "data"), *args],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+        done = subprocess.run([*self.as_user, pg_bin("pg_ctl"), "-D", str(self.folder / "data"), *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl {' '.join(args)}: exit {done.returncode}: {done.stdout.strip()}")
 
     def stop(self) -> None:
         try:
@@ -55,18 +58,14 @@ class PostgresCluster:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start_postgres(base: Path) -> PostgresCluster:
-    folder = base / "pg"
-    folder.mkdir(parents=True, exist_ok=True)
+def start_postgres() -> PostgresCluster:
+    """A new cluster in a folder of its own under the system's temporary folder (not pytest's,
+    whose folders only their owner may enter)."""
+    folder = Path(tempfile.mkdtemp(prefix="rtk-archive-pg-"))
     as_user: list[str] = []
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
-        os.chmod(folder, 0o700)
         as_user = ["runuser", "-u", "postgres", "--"]
-        for parent in folder.parents:  # the postgres user must reach its folder
-            if parent == Path("/tmp") or parent == Path("/"):
-                break
-            os.chmod(parent, os.stat(parent).st_mode | 0o011)
     password_file = folder / "pw"
     password_file.write_text("secret-pw\n")
     if as_user:
@@ -79,7 +78,7 @@ def start_postgres(base: Path) -> PostgresCluster:
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off -c max_connections=200"
     try:
         cluster._pg_ctl("-l", str(folder / "log"), "-w", "-t", "120", "-o", options, "start")
-    except subprocess.CalledProcessError as exc:
+    except RuntimeError as exc:
         log = (folder / "log").read_text(errors="replace")[-2000:] if (folder / "log").exists() else ""
-        raise RuntimeError(f"PostgreSQL did not start: {exc.stderr!r} {log}") from None
+        raise RuntimeError(f"PostgreSQL did not start: {exc} {log}") from None
     return cluster
