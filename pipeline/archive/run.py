@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from pipeline import errors
+from pipeline.archive import workers
 from pipeline.realtimekit import ApiAuthError, ApiError
 from pipeline.archive import preflight
 from pipeline.archive.bookkeeping import Book, RunSummary
@@ -42,9 +43,11 @@ class RunResult:
 
 
 def execute_run(context: Context, *, since: datetime | None = None, until: datetime | None = None,
-                meeting_id: str | None = None, progress=None) -> RunResult:
+                meeting_id: str | None = None, progress=None, work=None, lease_seconds: float = 60.0) -> RunResult:
     """An archive run, or a dry run when the context does not record (it reads the ledger only
-    and creates and changes nothing)."""
+    and creates and changes nothing). On a shared (PostgreSQL) ledger the run is a worker among
+    others (pipeline.workers): it archives what it can claim; `work` replaces listing and
+    archiving what was listed with a worker's loop."""
     book = Book(context)
     archiver = Archiver(book, progress=progress)
     if not context.recording:
@@ -65,19 +68,25 @@ def execute_run(context: Context, *, since: datetime | None = None, until: datet
         # Before anything is downloaded: a target that fails its probe is left out of this run.
         preflight.leave_out_failing_targets(context.targets, archiver.leave_out)
         _sweep({name: t for name, t in context.targets.items() if name not in archiver.unavailable})
-        with stop_on_signals(context.stop):
-            try:
-                recordings = list_uploaded(context, since, until, meeting_id)
-            except ApiAuthError as exc:
-                note = str(exc)
-                raise
-            except ApiError as exc:
-                note = f"listing recordings failed: {exc}"
-                raise
-            planning = plan(context, recordings)
-            archiver.record(planning)
-            archiver.execute(planning.plans)
-            archiver.completion.complete_from_ledger(done={plan.id for plan in planning.plans})
+        with stop_on_signals(context.stop), workers.membership(context, lease_seconds=lease_seconds) as member:
+            if work is not None:
+                plans = work(member)(archiver)
+            else:
+                try:
+                    with workers.listing_turn(member):
+                        recordings = list_uploaded(context, since, until, meeting_id)
+                except ApiAuthError as exc:
+                    note = str(exc)
+                    raise
+                except ApiError as exc:
+                    note = f"listing recordings failed: {exc}"
+                    raise
+                planning = plan(context, recordings)
+                archiver.record(planning)
+                workers.execute_claimed(archiver, planning.plans, member)
+                plans = planning.plans
+            if member is None:  # on a shared ledger, other workers may be completing the others now
+                archiver.completion.complete_from_ledger(done={plan.id for plan in plans})
         if summary.interrupted:
             exit_code = errors.EXIT_INTERRUPTED
             note = "interrupted; in-flight downloads were abandoned and resume on the next run"
@@ -86,7 +95,7 @@ def execute_run(context: Context, *, since: datetime | None = None, until: datet
             ship_audit_log(book, archiver.unavailable)
             problems = summary.failed or summary.lost or summary.copies_failed or archiver.unavailable
             exit_code = errors.EXIT_FAILURES if problems else errors.EXIT_OK
-        return RunResult(summary, exit_code, planning.plans)
+        return RunResult(summary, exit_code, plans)
     except BaseException as exc:  # noted in the runs row as the CLI will exit; re-raised
         failure = exc
         exit_code = _exit_code_for(exc)

@@ -39,8 +39,9 @@ def cmd_status(args) -> Outcome:
         ledger = context.ledger
         counts, problems = ledger.state_counts(), ledger.problems()
         at_risk, runs, holder = ledger.at_risk(soon), ledger.last_runs(5), ledger.lock_holder()
-    runs = [{**asdict(run), "state": last_run_state(run, holder if index == 0 else None)}
-            for index, run in enumerate(runs)]
+        workers = _workers(ledger) if config.ledger.shared else None
+    runs = [{**asdict(run), "state": last_run_state(run, holder if index == 0 else None) if workers is None
+             else _shared_run_state(run, workers)} for index, run in enumerate(runs)]
     failures = [asdict(problem) for problem in problems]
     files, recordings = counts["files"], counts["recordings"]
     # Lost and skipped recordings are final: listed, but they don't keep a monitor red forever.
@@ -61,6 +62,12 @@ def cmd_status(args) -> Outcome:
         lines.append(f"  {table}: {parts}")
     if last:
         lines.append(_last_run_line(last, holder, last_failed))
+    if workers is not None:
+        alive = [w for w in workers if w.alive]
+        payload["workers"] = [asdict(w) for w in alive]
+        lines.append(f"workers alive: {len(alive)}")
+        lines += [f"  {w.host} pid {w.pid} ({w.command}), last heartbeat {w.heartbeat_at}, "
+                  f"working on: {', '.join(w.items) or 'nothing'}" for w in alive]
     if at_risk:
         lines.append(f"at risk: {plural(len(at_risk), 'recording')} not archived and deleted by RealtimeKit within "
                      f"{config.archive.deadline_margin_hours:g} h:")
@@ -79,6 +86,19 @@ def cmd_status(args) -> Outcome:
         reasons.append(f"{plural(len(at_risk), 'recording')} at risk")
     code = errors.EXIT_FAILURES if reasons else errors.EXIT_OK
     return Outcome(code, payload, "\n".join(lines), error="; ".join(reasons) or None)
+
+
+def _workers(ledger):
+    from pipeline.ledger.leases import workers
+
+    return workers(ledger)
+
+
+def _shared_run_state(run: RunRow, workers) -> str:
+    """On a shared ledger: an unfinished run is running while its worker's heartbeat is recent."""
+    if run.finished_at:
+        return f"exit {run.exit_code}"
+    return "running" if any(w.alive and (w.host, w.pid) == (run.host, run.pid) for w in workers) else "killed"
 
 
 def _last_run_line(last: dict, holder: str | None, failed: bool) -> str:

@@ -90,6 +90,7 @@ POSTGRES_V2 = """
 CREATE TABLE workers (                      -- every worker process alive (or dead, until swept)
     id TEXT PRIMARY KEY,
     host TEXT NOT NULL, pid INTEGER NOT NULL, command TEXT NOT NULL,
+    lease_seconds REAL NOT NULL,            -- alive while its last heartbeat is this recent
     started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     heartbeat_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
