@@ -50,10 +50,12 @@ def wait_for(condition, *, timeout: float, what: str) -> None:
 
 
 def full_downloads(sim) -> Counter:
-    """(recording id, kind) -> file requests answered with the whole body (not a range, not cut)."""
+    """(recording id, kind) -> file requests answered with the whole body: from byte 0 (the
+    downloader asks `Range: bytes=0-` to learn the length), to the end, not cut."""
     counts: Counter = Counter()
     for request in sim.requests:
-        if request.kind != "file" or request.method != "GET" or request.range or request.cut:
+        if request.kind != "file" or request.method != "GET" or request.range not in (None, "bytes=0-") \
+                or request.cut:
             continue
         _, rid, kind = request.path.strip("/").split("/")  # files/<id>/<kind>
         if sim.has_file(rid, kind) and request.bytes_sent >= len(sim.file_bytes(rid, kind)):
@@ -170,6 +172,7 @@ def test_three_workers_killed_at_random_archive_every_file_once(sim, tmp_path, p
 
     with psycopg.connect(pg_url) as conn:
         claims = dict(conn.execute("SELECT recording_id, claims FROM leases").fetchall())
+    assert any(n > 1 for n in claims.values()), "no lease of a killed worker was ever taken over"
     downloads = full_downloads(sim)
     for (rid, kind) in expected:
         assert 1 <= downloads[(rid, kind)] <= claims.get(rid, 0), (rid, kind, downloads[(rid, kind)], claims.get(rid))
