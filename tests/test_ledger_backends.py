@@ -264,3 +264,27 @@ def test_an_sqlite_ledger_moves_into_postgres_losslessly(sim, tmp_path, postgres
     assert audit["ok"] and audit["heads_checked"] == heads_before
     rerun = run_cli("run", "--json", "--config", str(config))
     assert rerun.returncode == 0 and json.loads(rerun.stdout)["files_archived"] == 0
+
+
+def test_ledger_migrate_on_an_sqlite_ledger_from_before_versions(sim, tmp_path):
+    """An SQLite ledger from before schema versions were kept (user_version 0) is version 1 after
+    `ledger migrate`, its rows untouched; a newer one is refused by every command in one line."""
+    for _ in range(2):
+        sim.add_recording(size=10_000)
+    path = tmp_path / "ledger.db"
+    config = _config(tmp_path, sim, path)
+    assert run_cli("run", "--config", str(config)).returncode == 0
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 0")
+    db.close()
+    migrated = run_cli("ledger", "migrate", "--json", "--config", str(config))
+    assert migrated.returncode == 0, migrated.stderr
+    assert (json.loads(migrated.stdout)["version_before"], json.loads(migrated.stdout)["version"]) == (0, 1)
+    assert json.loads(run_cli("status", "--json", "--config", str(config)).stdout)["files_archived"] == 2
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    for command in (["run"], ["status"]):
+        refused = run_cli(*command, "--config", str(config))
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("rtk-archive: error:")]
+        assert refused.returncode == 74 and len(errors) == 1 and "newer than this rtk-archive" in errors[0]

@@ -176,3 +176,87 @@ def test_three_workers_killed_at_random_archive_every_file_once(sim, tmp_path, p
     downloads = full_downloads(sim)
     for (rid, kind) in expected:
         assert 1 <= downloads[(rid, kind)] <= claims.get(rid, 0), (rid, kind, downloads[(rid, kind)], claims.get(rid))
+
+
+# --------------------------------------------------------------------------- leases, on the ledger itself
+
+
+def _queue(url: str, name: str, lease: float):
+    from pipeline.ledger import open_ledger
+    from pipeline.ledger.leases import WorkQueue
+
+    ledger = open_ledger(url, command="worker")
+    queue = WorkQueue(ledger, name, lease_seconds=lease)
+    queue.join("host", os.getpid(), "worker")
+    return ledger, queue
+
+
+def _listing(n: int):
+    from pipeline.ledger import ListedFile, ListedRecording
+
+    return [ListedRecording(id=f"r{i:03d}", meeting_id=None, meeting_title=None, session_id=None,
+                            output_file_name=None, status="UPLOADED", invoked_time=None, stopped_time=None,
+                            url_expiry=None, deadline=f"2026-12-{1 + i % 9:02d}T00:00:00.000Z", metadata={},
+                            files=(ListedFile("video", "v.mp4", 10),)) for i in range(n)]
+
+
+def test_claims_are_disjoint_and_a_successor_fences_out_an_expired_holder(pg_url):
+    """Two workers claiming at once get disjoint recordings; a lease that expired is taken over
+    with a larger token, and the first holder's late result is refused (LeaseLost) while the
+    successor's is recorded; a finished recording is not claimed again."""
+    from pipeline.ledger import StoredCopy
+    from pipeline.ledger.postgres import LeaseLost
+
+    first_ledger, first = _queue(pg_url, "a", lease=1.0)
+    second_ledger, second = _queue(pg_url, "b", lease=30.0)
+    try:
+        first_ledger.record_listing(_listing(10))
+        mine, theirs = first.claim(4), second.claim(4)
+        assert len(mine) == len(theirs) == 4 and not set(mine) & set(theirs)
+        rid = mine[0]
+        time.sleep(1.5)  # the first worker's leases expire (no heartbeat)
+        taken = second.claim(10, only=[rid])
+        assert taken == [rid]
+        copy = StoredCopy(key="k", uri="file:///k", size=10, sha256="0" * 64, native={}, version=None,
+                          retention_mode=None, retention_until=None, legal_hold=False)
+        with pytest.raises(LeaseLost, match=f"lease on recording {rid}"):
+            first_ledger.record_copy(rid, "video", "nas", copy, verified_by="sha256")
+        second_ledger.record_copy(rid, "video", "nas", copy, verified_by="sha256")
+        second_ledger.set_recording_state(rid, "archived")
+        second.release(rid)
+        assert rid not in second.claim(100) + first.claim(100)
+        assert second_ledger.copies(rid)[("video", "nas")].archived
+    finally:
+        for queue, ledger in ((first, first_ledger), (second, second_ledger)):
+            queue.leave()
+            ledger.close()
+    assert leases_held(pg_url) == 0
+
+
+def test_a_failed_recording_waits_before_it_is_claimed_again(pg_url):
+    """A lease given back unfinished with a retry delay is not claimed again before it."""
+    ledger, queue = _queue(pg_url, "a", lease=30.0)
+    try:
+        ledger.record_listing(_listing(1))
+        (rid,) = queue.claim(5)
+        queue.release(rid, retry_after=2.0)
+        assert queue.claim(5) == []
+        time.sleep(2.5)
+        assert queue.claim(5) == [rid]
+    finally:
+        queue.leave()
+        ledger.close()
+
+
+def test_check_on_a_postgres_ledger(sim, tmp_path, postgres):
+    """`check` connects to a PostgreSQL ledger: ok when reachable and migrated, one failing line
+    (password hidden) when the schema is not there yet."""
+    url = postgres.new_database()
+    config = write_config(tmp_path, sim, url)
+    failing = run_cli("check", "--json", "--config", str(config))
+    ledger = next(c for c in json.loads(failing.stdout)["checks"] if c["name"] == "ledger")
+    assert ledger["status"] == "fail" and "ledger migrate" in ledger["detail"] and "secret-pw" not in failing.stdout
+    assert run_cli("ledger", "migrate", "--config", str(config)).returncode == 0
+    passing = run_cli("check", "--json", "--config", str(config))
+    ledger = next(c for c in json.loads(passing.stdout)["checks"] if c["name"] == "ledger")
+    assert ledger["status"] == "ok", ledger

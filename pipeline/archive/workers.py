@@ -23,6 +23,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from datetime import datetime, timedelta, timezone
 
 from pipeline.archive.context import Context
 from pipeline.archive.plan import RecordingPlan
@@ -139,8 +140,8 @@ def worker_loop(member: Membership, *, list_every: float, poll: float, once: boo
         executed: list[RecordingPlan] = []
         while not context.stop.is_set():
             with member.queue.listing_turn(0 if once and not executed else list_every) as due:
-                if due:
-                    archiver.record(plan(context, list_uploaded(context, None, None, None)))
+                if due:  # the window `run` lists without --since: [archive] lookback_days
+                    archiver.record(plan(context, list_uploaded(context, _lookback(context.config), None, None)))
             claimed = member.queue.claim(context.config.archive.concurrency)
             if not claimed:
                 if once:
@@ -156,6 +157,11 @@ def worker_loop(member: Membership, *, list_every: float, poll: float, once: boo
         return executed
 
     return work
+
+
+def _lookback(config: Config) -> datetime | None:
+    days = config.archive.lookback_days
+    return datetime.now(timezone.utc) - timedelta(days=days) if days else None
 
 
 def _fetch_and_plan(archiver, claimed: list[str], plan) -> list[RecordingPlan]:

@@ -25,16 +25,11 @@ def _migrate(args) -> Outcome:
 
         before, after = migrate(config.ledger.location)
     else:
-        from pipeline.ledger import sqlite_files
-        from pipeline.ledger.migrations import sqlite_version
-        from pipeline.ledger.sqlite import SqliteLedger
+        from pipeline.ledger import open_ledger, sqlite_files
 
         path = config.ledger.path
-        before = sqlite_version(opened := sqlite_files.open_read_only(path)) if sqlite_files.exists(path) else 0
-        if sqlite_files.exists(path):
-            opened.close()
-        ledger = SqliteLedger.open(path, command="ledger migrate")  # migrates while it opens
-        ledger.close()
+        before = _sqlite_version_of(path) if sqlite_files.exists(path) else 0
+        open_ledger(path, command="ledger migrate").close()  # an SQLite ledger migrates as it opens to record
         after = _sqlite_version_of(path)
     text = (f"ledger {config.ledger.shown}: schema version {after}"
             + (f" (was {before})" if before != after else " (already the latest)"))

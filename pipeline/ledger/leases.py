@@ -79,7 +79,7 @@ class WorkQueue:
                 f"""WITH free AS (
                         SELECT r.id FROM recordings r LEFT JOIN leases l ON l.recording_id = r.id
                         WHERE r.state IN ('pending', 'failed') {where_only}
-                          AND (l.recording_id IS NULL OR l.expires_at < now()
+                          AND (l.recording_id IS NULL OR (l.worker_id IS NOT NULL AND l.expires_at < now())
                                OR (l.worker_id IS NULL AND (l.not_before IS NULL OR l.not_before <= now())))
                         ORDER BY r.deadline NULLS LAST, r.id LIMIT ?
                         FOR UPDATE OF r SKIP LOCKED)
@@ -88,7 +88,7 @@ class WorkQueue:
                     ON CONFLICT (recording_id) DO UPDATE SET worker_id = excluded.worker_id,
                         token = excluded.token, expires_at = excluded.expires_at, claimed_at = now(),
                         not_before = NULL, claims = leases.claims + 1
-                      WHERE leases.expires_at < now()
+                      WHERE (leases.worker_id IS NOT NULL AND leases.expires_at < now())
                          OR (leases.worker_id IS NULL AND (leases.not_before IS NULL OR leases.not_before <= now()))
                     RETURNING recording_id, token""", args).fetchall()
         for row in rows:
