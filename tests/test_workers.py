@@ -116,7 +116,7 @@ def test_three_workers_killed_at_random_archive_every_file_once(sim, tmp_path, p
     rng = random.Random(13)
     for _ in range(100):
         sim.add_recording(size=rng.randrange(20_000, 200_000))
-    sim.faults.throttle_bps = 2_000_000
+    sim.faults.throttle_bps = 500_000  # a file takes a moment: kills land mid-transfer
     moto_server.ensure_bucket("rtk-workers")
     prefix = f"w-{os.getpid()}-{rng.randrange(10**6)}"
     targets = [{"name": "nas", "type": "local", "path": str(tmp_path / "nas")},
@@ -134,12 +134,20 @@ def test_three_workers_killed_at_random_archive_every_file_once(sim, tmp_path, p
             return conn.execute("SELECT count(*) FROM copies WHERE state='archived' AND kind != 'manifest'"
                                 ).fetchone()[0]
 
+    def holding() -> list[int]:
+        """The workers (by index) that hold leases now: killing one of them leaves work behind."""
+        with psycopg.connect(pg_url) as conn:
+            ids = [r[0] for r in conn.execute("SELECT worker_id FROM leases WHERE worker_id IS NOT NULL")]
+        return [i for i, proc in enumerate(workers) if any(f"-{proc.pid}-" in worker for worker in ids)]
+
     deadline = time.monotonic() + 600
     try:
+        wait_for(lambda: archived() > 0, timeout=120, what="the first archived copy")
         while archived() < 2 * len(expected) and time.monotonic() < deadline:
-            time.sleep(rng.uniform(1.0, 3.0))
-            if kills < 8:
-                victim = rng.randrange(3)
+            time.sleep(rng.uniform(0.5, 2.0))
+            busy = holding()
+            if kills < 8 and busy:
+                victim = rng.choice(busy)
                 workers[victim].kill()
                 workers[victim].wait()
                 kills += 1

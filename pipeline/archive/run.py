@@ -20,9 +20,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from pipeline import errors
-from pipeline.archive import workers
 from pipeline.realtimekit import ApiAuthError, ApiError
-from pipeline.archive import preflight
+from pipeline.archive import preflight, workers
 from pipeline.archive.bookkeeping import Book, RunSummary
 from pipeline.archive.context import Context
 from pipeline.archive.execute import Archiver
@@ -46,7 +45,7 @@ def execute_run(context: Context, *, since: datetime | None = None, until: datet
                 meeting_id: str | None = None, progress=None, work=None, lease_seconds: float = 60.0) -> RunResult:
     """An archive run, or a dry run when the context does not record (it reads the ledger only
     and creates and changes nothing). On a shared (PostgreSQL) ledger the run is a worker among
-    others (pipeline.workers): it archives what it can claim; `work` replaces listing and
+    others (pipeline.archive.workers): it archives what it can claim; `work` replaces listing and
     archiving what was listed with a worker's loop."""
     book = Book(context)
     archiver = Archiver(book, progress=progress)

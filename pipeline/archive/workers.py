@@ -124,10 +124,12 @@ def execute_claimed(archiver, plans: list[RecordingPlan], member: Membership | N
 
 
 def _give_back(archiver, member: Membership, claimed) -> None:
+    """Leases back: a recording that failed waits RETRY_AFTER before it is claimed again; one
+    finished, or not finished because the worker was stopped, is free at once."""
     for rid in claimed:
         row = archiver.ledger.recording(rid)
-        done = row is not None and row.state not in ("pending", "failed")
-        member.queue.release(rid, retry_after=None if done else RETRY_AFTER)
+        failed = row is not None and row.state == "failed"
+        member.queue.release(rid, retry_after=RETRY_AFTER if failed else None)
 
 
 def worker_loop(member: Membership, *, list_every: float, poll: float, once: bool):

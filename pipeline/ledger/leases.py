@@ -75,11 +75,17 @@ class WorkQueue:
         where_only = "AND r.id = ANY(?)" if only is not None else ""
         args: tuple = ((only,) if only is not None else ()) + (limit, self.worker_id, self.lease_seconds)
         with self.ledger._tx() as db:
+            # Leases of workers that died are released (their late results are then refused):
+            # nothing stays held by a worker that is gone, even for a recording finished since.
+            # SKIP LOCKED: workers sweeping at once never wait for (or deadlock on) each other.
+            db.execute("UPDATE leases SET worker_id=NULL, not_before=NULL WHERE recording_id IN ("
+                       "SELECT recording_id FROM leases WHERE worker_id IS NOT NULL AND expires_at < now() "
+                       "FOR UPDATE SKIP LOCKED)")
             rows = db.execute(
                 f"""WITH free AS (
                         SELECT r.id FROM recordings r LEFT JOIN leases l ON l.recording_id = r.id
                         WHERE r.state IN ('pending', 'failed') {where_only}
-                          AND (l.recording_id IS NULL OR (l.worker_id IS NOT NULL AND l.expires_at < now())
+                          AND (l.recording_id IS NULL
                                OR (l.worker_id IS NULL AND (l.not_before IS NULL OR l.not_before <= now())))
                         ORDER BY r.deadline NULLS LAST, r.id LIMIT ?
                         FOR UPDATE OF r SKIP LOCKED)
@@ -88,8 +94,7 @@ class WorkQueue:
                     ON CONFLICT (recording_id) DO UPDATE SET worker_id = excluded.worker_id,
                         token = excluded.token, expires_at = excluded.expires_at, claimed_at = now(),
                         not_before = NULL, claims = leases.claims + 1
-                      WHERE (leases.worker_id IS NOT NULL AND leases.expires_at < now())
-                         OR (leases.worker_id IS NULL AND (leases.not_before IS NULL OR leases.not_before <= now()))
+                      WHERE leases.worker_id IS NULL AND (leases.not_before IS NULL OR leases.not_before <= now())
                     RETURNING recording_id, token""", args).fetchall()
         for row in rows:
             self.ledger.hold(row["recording_id"], self.worker_id, row["token"])

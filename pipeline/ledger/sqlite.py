@@ -291,7 +291,8 @@ class SqliteLedger:
             if value:
                 sql += clause
                 args.append(value)
-        return [_recording(r) for r in self._query(sql + " ORDER BY invoked_time, id", args)]
+        # Without invoked_time first, in both backends (PostgreSQL would sort NULLs last).
+        return [_recording(r) for r in self._query(sql + " ORDER BY invoked_time IS NOT NULL, invoked_time, id", args)]
 
     def files(self, recording_id: str) -> list[FileRow]:
         return [_row(FileRow, r)
