@@ -167,7 +167,7 @@ def test_every_command_has_help_that_exits_0_and_names_its_options():
     from tests.inprocess import run_main
 
     commands = list(_subcommands(build_parser()))
-    assert len(commands) == 12  # the top level, ten commands, `audit verify`
+    assert len(commands) == 17  # the top level, twelve commands, `audit verify`, `ledger migrate|export|import`
     for words, parser in commands:
         result = run_main(*words, "--help")
         assert result.returncode == 0, words

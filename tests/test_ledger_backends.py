@@ -114,7 +114,7 @@ def test_windows_manifests_and_deadlines(ledger):
     assert [c.recording_id for c in ledger.copies_to_verify(target="s3")] == ["new"]
     assert [c.recording_id for c in ledger.copies_to_verify(since="2026-11-01T00:00:00.000Z")] == ["new", "new"]
     assert [r.id for r in ledger.recordings(until="2026-11-01T00:00:00.000Z")] == ["old"]
-    ledger.record_listing([listed("undated", invoked=None)])
+    ledger.record_listing([listed("undated", invoked=None, deadline=None)])
     assert [r.id for r in ledger.recordings()] == ["undated", "old", "new"]  # NULL first, as SQLite sorts
     assert ledger.recordings_without_manifest() == ["new"]
     assert [r.id for r in ledger.at_risk("2026-12-01T00:00:00.000Z")] == ["old", "new"]

@@ -110,9 +110,11 @@ def test_a_worker_shows_in_status_and_stops_cleanly_on_sigterm(sim, tmp_path, pg
 @pytest.mark.slow
 def test_three_workers_killed_at_random_archive_every_file_once(sim, tmp_path, pg_url, moto_server):  # noqa: F811
     """~100 recordings, a local and an S3 target, three workers on one PostgreSQL ledger, one of
-    them SIGKILLed every few seconds and started again. Afterwards: every file at every target
-    exactly once and verified, no lease held, the audit chain verifies, and no file was
-    downloaded in full more often than its recording was claimed."""
+    those holding work SIGKILLed every few seconds and started again. Afterwards: every file at
+    every target exactly once and verified, no lease held, the audit chain (one log, appended by
+    every worker) verifies, the API was listed once per interval whatever the number of
+    workers, a killed worker's work was taken over, and no file was downloaded in full more
+    often than its recording was claimed."""
     rng = random.Random(13)
     for _ in range(100):
         sim.add_recording(size=rng.randrange(20_000, 200_000))
@@ -140,7 +142,8 @@ def test_three_workers_killed_at_random_archive_every_file_once(sim, tmp_path, p
             ids = [r[0] for r in conn.execute("SELECT worker_id FROM leases WHERE worker_id IS NOT NULL")]
         return [i for i, proc in enumerate(workers) if any(f"-{proc.pid}-" in worker for worker in ids)]
 
-    deadline = time.monotonic() + 600
+    started = time.monotonic()
+    deadline = started + 600
     try:
         wait_for(lambda: archived() > 0, timeout=120, what="the first archived copy")
         while archived() < 2 * len(expected) and time.monotonic() < deadline:
@@ -161,6 +164,10 @@ def test_three_workers_killed_at_random_archive_every_file_once(sim, tmp_path, p
         codes = [proc.wait(timeout=120) for proc in workers]
     assert codes == [0, 0, 0], [(tmp_path / f"w{i}.log").read_text()[-2000:] for i in range(3)]
     assert kills >= 3
+    # One listing per 30 s across all workers, however many started (3 + the restarts).
+    listings = [r for r in sim.requests if r.kind == "api" and r.method == "GET" and r.path.endswith("/recordings")
+                and r.query.get("page_no", ["1"]) == ["1"]]
+    assert 1 <= len(listings) <= (time.monotonic() - started) / 30 + 2, len(listings)
 
     # every file at every target exactly once, with the right bytes
     local = Counter((p.parent.name, p.name.split("-", 1)[0]) for p in (tmp_path / "nas").rglob("*")

@@ -116,8 +116,27 @@ CREATE TABLE listing (                      -- when the API was last listed, by 
 # sort the same in both backends).
 POSTGRES_V1 = POSTGRES_V1.replace(" TEXT", ' TEXT COLLATE "C"')
 
+# Work announced by webhooks (`rtk-archive serve`): the SQLite ledger's `hints` table.
+POSTGRES_V3 = """
+CREATE TABLE hints (
+    subject_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    delivery_id TEXT,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    next_attempt_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (subject_id, status, kind)
+);
+CREATE INDEX hints_due ON hints(state, next_attempt_at);
+""".replace(" TEXT", ' TEXT COLLATE "C"')
+
 POSTGRES_STEPS = (Step(1, "recordings, files, copies, runs and audit heads", POSTGRES_V1),
-                  Step(2, "workers, leases and the listing turn", POSTGRES_V2))
+                  Step(2, "workers, leases and the listing turn", POSTGRES_V2),
+                  Step(3, "work announced by webhooks (hints)", POSTGRES_V3))
 
 MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY, adds TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
@@ -156,10 +175,13 @@ def sqlite_version(db) -> int:
 
 def migrate_sqlite(db, where: str) -> int:
     """Bring an SQLite ledger (open, in autocommit mode) to the latest version, each step in its
-    own transaction; a ledger from before versions were kept (0, with its tables) is version 1
-    once SCHEMA's `IF NOT EXISTS` tables are checked. Returns the version it is now at."""
+    own transaction. The base schema (version 1) is all `IF NOT EXISTS` and is applied on every
+    open, as it always was: a ledger from before versions were kept (0) becomes version 1, and a
+    table added to it reaches every ledger. Returns the version it is now at."""
     current = sqlite_version(db)
     refuse_newer(where, current, SQLITE_STEPS)
-    for step in pending(SQLITE_STEPS, current):
-        db.executescript(f"BEGIN; {step.sql}; PRAGMA user_version = {int(step.version)}; COMMIT;")
+    for step in SQLITE_STEPS:
+        if step.version == 1 or step.version > current:
+            version = max(current, step.version)
+            db.executescript(f"BEGIN; {step.sql}; PRAGMA user_version = {int(version)}; COMMIT;")
     return latest(SQLITE_STEPS)

@@ -142,7 +142,7 @@ class PostgresLedger(SqliteLedger):
                                  "FOR UPDATE", (recording_id, *fence)).fetchone()
                 if row is None:
                     raise LeaseLost(f"{self.where}: the lease on recording {recording_id} (token {fence[1]}) "
-                                    "went to another worker; its result was not recorded")
+                                    "expired and was released or taken over; its result was not recorded")
             yield
 
     def set_recording_state(self, recording_id, *args, **kwargs):

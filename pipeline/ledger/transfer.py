@@ -22,7 +22,7 @@ from pipeline.ledger.postgres import _translated, migrate, redact_url
 log = logging.getLogger("rtk_archive.ledger")
 
 # Parents before children (files reference recordings).
-TABLES = ("recordings", "files", "copies", "runs", "audit_heads")
+TABLES = ("recordings", "files", "copies", "runs", "audit_heads", "hints")  # hints: `serve`'s table, where it exists
 
 
 @dataclass(frozen=True)
