@@ -71,6 +71,7 @@ class PostgresLedger(SqliteLedger):
         self._pool = pool
         self._local = threading.local()  # the transaction open in this thread, if any
         self._has_audit_heads = True
+        self._has_hints = True  # schema step 3 (the SQLite ledger finds out whether an older file has it)
         self._fences: dict[str, tuple[str, int]] = {}  # recording id -> (worker id, token) held
 
     @classmethod
