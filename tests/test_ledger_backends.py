@@ -290,3 +290,14 @@ def test_ledger_migrate_on_an_sqlite_ledger_from_before_versions(sim, tmp_path):
         refused = run_cli(*command, "--config", str(config))
         errors = [line for line in refused.stderr.splitlines() if line.startswith("rtk-archive: error:")]
         assert refused.returncode == 74 and len(errors) == 1 and "newer than this rtk-archive" in errors[0]
+
+
+def test_sslmode_in_the_url_works_as_in_libpq(postgres):
+    """The URL's parameters go to libpq as they are: sslmode=require against a server without
+    TLS is refused in one line (password hidden); sslmode=disable connects."""
+    url = postgres.new_database()
+    migrate(url)
+    with pytest.raises(BookkeepingError, match="SSL") as refused:
+        open_ledger(url + "?sslmode=require", command="run")
+    assert "secret-pw" not in str(refused.value) and "\n" not in str(refused.value)
+    open_ledger(url + "?sslmode=disable", command="run").close()
