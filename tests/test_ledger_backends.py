@@ -227,6 +227,9 @@ def test_run_status_verify_and_audit_verify_on_either_ledger(sim, tmp_path, loca
     for _ in range(3):
         sim.add_recording(size=40_000)
     config = _config(tmp_path, sim, location)
+    if not isinstance(location, Path):
+        dry = run_cli("run", "--dry-run", "--json", "--config", str(config))
+        assert dry.returncode == 0 and json.loads(dry.stdout)["files_to_archive"] == 3, dry.stderr
     first = run_cli("run", "--json", "--config", str(config))
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["files_archived"] == 3
