@@ -28,7 +28,7 @@ from datetime import datetime, timedelta, timezone
 from pipeline.archive.context import Context
 from pipeline.archive.plan import RecordingPlan
 from pipeline.config import Config
-from pipeline.realtimekit import ApiError, ApiNotFound
+from pipeline.realtimekit import ApiAuthError, ApiError, ApiNotFound
 
 log = logging.getLogger("rtk_archive.workers")
 
@@ -124,12 +124,14 @@ def execute_claimed(archiver, plans: list[RecordingPlan], member: Membership | N
 
 
 def _give_back(archiver, member: Membership, claimed) -> None:
-    """Leases back: a recording that failed waits RETRY_AFTER before it is claimed again; one
-    finished, or not finished because the worker was stopped, is free at once."""
+    """Leases back: a recording finished, or left because this worker was asked to stop, is
+    free at once; one still not archived (failed, a target left out, the API could not give it)
+    waits RETRY_AFTER, so no worker retries it in a tight loop."""
+    stopped = archiver.context.stop.is_set()
     for rid in claimed:
         row = archiver.ledger.recording(rid)
-        failed = row is not None and row.state == "failed"
-        member.queue.release(rid, retry_after=RETRY_AFTER if failed else None)
+        unfinished = row is not None and row.state in ("pending", "failed")
+        member.queue.release(rid, retry_after=RETRY_AFTER if unfinished and not stopped else None)
 
 
 def worker_loop(member: Membership, *, list_every: float, poll: float, once: bool):
@@ -143,7 +145,12 @@ def worker_loop(member: Membership, *, list_every: float, poll: float, once: boo
         while not context.stop.is_set():
             with member.queue.listing_turn(0 if once and not executed else list_every) as due:
                 if due:  # the window `run` lists without --since: [archive] lookback_days
-                    archiver.record(plan(context, list_uploaded(context, _lookback(context.config), None, None)))
+                    try:
+                        archiver.record(plan(context, list_uploaded(context, _lookback(context.config), None, None)))
+                    except ApiAuthError:
+                        raise  # the token was refused: nothing will work until a person acts
+                    except ApiError as exc:  # after the client's own retries: list again next time
+                        log.warning("listing recordings failed: %s; claiming what the ledger has", exc)
             claimed = member.queue.claim(context.config.archive.concurrency)
             if not claimed:
                 if once:
