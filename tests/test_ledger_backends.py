@@ -15,7 +15,7 @@ import pytest
 from pipeline.errors import BookkeepingError
 from pipeline.ledger import ListedFile, ListedRecording, StoredCopy, open_ledger
 from pipeline.ledger.migrations import POSTGRES_STEPS, SQLITE_STEPS
-from pipeline.ledger.postgres import LeaseLost, migrate
+from pipeline.ledger.postgres import migrate
 from tests.helpers import config_dict, run_cli, to_toml
 
 
