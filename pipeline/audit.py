@@ -12,12 +12,14 @@ recorded as failed with the reason (`BookkeepingError`)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -81,9 +83,12 @@ class AuditLog:
     def event(self, action: str, **fields) -> None:
         if action not in ACTIONS:
             raise ValueError(f"unknown audit action {action!r}")
-        with self._lock:
+        with self._lock, _appending(self._fd):
             if self.failure:
                 raise BookkeepingError(self.failure)
+            if os.fstat(self._fd).st_size != self._size:  # another process (a worker) appended meanwhile
+                self.prev, self.seq = _tail(self.path)
+                self._size = os.fstat(self._fd).st_size
             entry = {"seq": self.seq + 1, "ts": utcnow(), "run_id": self.run_id, "action": action,
                      "prev": self.prev,
                      **{k: (self.redact(v) if isinstance(v, str) else v) for k, v in fields.items() if v is not None}}
@@ -127,6 +132,17 @@ class AuditLog:
         self.failure = (f"audit log {self.path}: {what}: {os_reason(exc)}; nothing more can be recorded "
                         f"(the log ends whole at line {self.seq})")
         raise BookkeepingError(self.failure) from None
+
+
+@contextlib.contextmanager
+def _appending(fd: int) -> Iterator[None]:
+    """Processes sharing one log (workers on one machine) append one at a time, each chaining
+    from the line the last one wrote (an advisory lock on the log itself)."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from pipeline.archive import budget
 from pipeline.archive import object_keys as keys
@@ -81,9 +81,47 @@ class SourceConfig(_Section):
 
 
 class LedgerConfig(_Section):
-    path: Path = Path("rtk-archive.db")
+    """Where the ledger is: an SQLite file (`path`, the embedded default) or a PostgreSQL database
+    shared by many workers (`url`, libpq's URL: sslmode and the rest work as in psql). The URL
+    is a secret (it holds the password): shown only through `shown`."""
+
+    path: Path | None = None
+    url: SecretStr | None = None
 
     _path = field_validator("path")(_usable_path)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and urlsplit(value.get_secret_value()).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL (for an SQLite ledger, set path instead)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_place(self) -> "LedgerConfig":
+        if self.path is not None and self.url is not None:
+            raise ValueError("set either path (SQLite) or url (PostgreSQL), not both")
+        if self.url is None and self.path is None:
+            self.path = Path("rtk-archive.db")
+        return self
+
+    @property
+    def shared(self) -> bool:
+        """A PostgreSQL ledger: many workers cooperate on it (leases) instead of one run at a time."""
+        return self.url is not None
+
+    @property
+    def location(self) -> "Path | str":
+        """What open_ledger opens: the SQLite file's path or the PostgreSQL URL (with its password)."""
+        return self.url.get_secret_value() if self.url is not None else self.path
+
+    @property
+    def shown(self) -> str:
+        """The ledger as messages name it: the path, or the URL with its password hidden."""
+        if self.url is None:
+            return str(self.path)
+        from pipeline.ledger.postgres import redact_url
+        return redact_url(self.url.get_secret_value())
 
 
 class ArchiveConfig(_Section):
@@ -233,6 +271,9 @@ class Config(BaseModel):
     def secret_values(self) -> list[str]:
         """Every secret in this configuration, for the redaction of all output."""
         values = [self.api_token] if self.api_token else []
+        if self.ledger.url is not None:  # the URL itself, and its password wherever it shows alone
+            url = self.ledger.url.get_secret_value()
+            values += [url] + ([urlsplit(url).password] if urlsplit(url).password else [])
         for target in self.targets:
             values.extend(target.secret_values())
         if self.notify.ping_url:  # a check's URL is what lets anyone ping it
@@ -312,7 +353,8 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
             raise ConfigError(f"{label}: audit.ship_to: no target named {name!r}")
 
     base = source.parent if source else Path.cwd()
-    ledger.path = _resolve(base, ledger.path)
+    if ledger.path is not None:
+        ledger.path = _resolve(base, ledger.path)
     archive.spool_dir = _resolve(base, archive.spool_dir)
     audit.path = _resolve(base, audit.path)
     logging_cfg.file = logging_cfg.file and _resolve(base, logging_cfg.file)

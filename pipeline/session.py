@@ -49,7 +49,7 @@ def open_session(config: Config, command: str, *, record: bool, targets: bool | 
 
 def _bookkeeping(stack: contextlib.ExitStack, config: Config, command: str, run_id: str, *, record: bool,
                  redact, refusal_is_a_run: bool, or_read_only: bool):
-    if record and or_read_only and not config.ledger.path.exists():
+    if record and or_read_only and not config.ledger.shared and not config.ledger.path.exists():
         record = False  # nothing archived: nothing to record results against, nothing to create
     if record:
         try:
@@ -58,14 +58,14 @@ def _bookkeeping(stack: contextlib.ExitStack, config: Config, command: str, run_
             if not or_read_only:
                 raise
             log.warning("%s cannot record its results (%s): checking and reporting only", command, exc)
-    ledger = open_ledger(config.ledger.path)
+    ledger = open_ledger(config.ledger.location)
     stack.callback(ledger.close)
     return ledger, None
 
 
 def _to_record(stack: contextlib.ExitStack, config: Config, command: str, run_id: str, redact,
                refusal_is_a_run: bool):
-    ledger = open_ledger(config.ledger.path, command=command)
+    ledger = open_ledger(config.ledger.location, command=command, pool_size=config.archive.concurrency * 2 + 2)
     stack.callback(ledger.close)
     try:
         audit = AuditLog(config.audit.path, run_id, redact=redact)
@@ -128,18 +128,35 @@ def download_client(config: Config):
 
 def run_archive(config: Config, *, command: str, since=None, until=None, meeting_id: str | None = None,
                 dry_run: bool = False, concurrency: int | None = None, progress=None, redact=lambda text: text,
-                stop=None):
+                stop=None, work=None, lease_seconds: float = 60.0):
     """An archive run (`run`, `backfill`, `demo`) from opening to closing; `dry_run` reads the
     ledger only and creates and changes nothing."""
     from pipeline.archive.run import execute_run
+    from pipeline.archive.workers import per_process_spool
 
     if concurrency is not None:
         config = config.model_copy(update={"archive": config.archive.model_copy(update={"concurrency": concurrency})})
+    if config.ledger.shared and not dry_run:
+        config = per_process_spool(config)  # other workers on this host have spools of their own
     with open_session(config, command, record=not dry_run, targets=True, api=True, downloads=not dry_run,
                       redact=redact, refusal_is_a_run=True) as context:
         if stop is not None:
             context.stop = stop
-        return execute_run(context, since=since, until=until, meeting_id=meeting_id, progress=progress)
+        return execute_run(context, since=since, until=until, meeting_id=meeting_id, progress=progress, work=work,
+                           lease_seconds=lease_seconds)
+
+
+def run_worker(config: Config, *, list_every: float, poll: float, lease_seconds: float, once: bool,
+               redact=lambda text: text):
+    """`worker`: a long-running archive run on a shared (PostgreSQL) ledger that claims its work
+    (pipeline.archive.workers); SIGTERM ends it cleanly."""
+    from pipeline.archive.workers import worker_loop
+
+    if not config.ledger.shared:
+        raise errors.ConfigError(f"{config.path or '<config>'}: ledger: `worker` needs a shared ledger: set "
+                                 "[ledger] url to a PostgreSQL database (an SQLite ledger takes one run at a time)")
+    return run_archive(config, command="worker", redact=redact, lease_seconds=lease_seconds,
+                       work=lambda member: worker_loop(member, list_every=list_every, poll=poll, once=once))
 
 
 def verify_archive(config: Config, *, target: str | None, since, until, deep: bool, redact=lambda text: text):

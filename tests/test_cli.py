@@ -167,7 +167,8 @@ def test_every_command_has_help_that_exits_0_and_names_its_options():
     from tests.inprocess import run_main
 
     commands = list(_subcommands(build_parser()))
-    assert len(commands) == 17  # the top level, fourteen commands, `audit verify`, `keys generate`
+    # the top level, sixteen commands, `audit verify`, `keys generate`, `ledger migrate|export|import`
+    assert len(commands) == 22
     for words, parser in commands:
         result = run_main(*words, "--help")
         assert result.returncode == 0, words

@@ -138,6 +138,17 @@ class CheckReport:
         return "\n".join(lines)
 
 
+def check_shared_ledger(config: Config) -> Check:
+    """A PostgreSQL ledger: reachable with these credentials, its schema at this code's version."""
+    from pipeline.ledger import open_ledger
+
+    try:
+        open_ledger(config.ledger.location, pool_size=1).close()
+    except errors.BookkeepingError as exc:
+        return Check("ledger", "fail", str(exc))
+    return Check("ledger", "ok", f"ledger {config.ledger.shown}: reachable, schema up to date")
+
+
 def run_checks(config: Config, *, make_client: Callable, open_targets: Callable,
                probe_seconds: float = PROBE_SECONDS) -> list[Check]:
     """Every preflight check of a loaded configuration (the caller reports a configuration that
@@ -146,7 +157,10 @@ def run_checks(config: Config, *, make_client: Callable, open_targets: Callable,
     checks = [Check("config", "ok", f"{config.path}: valid; {len(config.targets)} target(s): {names}")]
     checks.append(check_api(config, make_client))
     checks += check_spool(config)
-    checks.append(check_file_place("ledger", config.ledger.path, sqlite=True))
+    if config.ledger.shared:
+        checks.append(check_shared_ledger(config))
+    else:
+        checks.append(check_file_place("ledger", config.ledger.path, sqlite=True))
     checks.append(check_file_place("audit log", config.audit.path))
     from pipeline.evidence.preflight_checks import evidence_checks  # (imports back to Check)
 

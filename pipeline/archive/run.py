@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pipeline import errors
 from pipeline.realtimekit import ApiAuthError, ApiError
-from pipeline.archive import preflight
+from pipeline.archive import preflight, workers
 from pipeline.archive.bookkeeping import Book, RunSummary
 from pipeline.archive.context import Context
 from pipeline.archive.execute import Archiver
@@ -43,11 +43,14 @@ class RunResult:
 
 def execute_run(context: Context, *, since: datetime | None = None, until: datetime | None = None,
                 meeting_id: str | None = None, progress=None, recordings: list | None = None,
-                planner: Callable[[Context], Planning] | None = None) -> RunResult:
+                planner: Callable[[Context], Planning] | None = None, work=None,
+                lease_seconds: float = 60.0) -> RunResult:
     """An archive run, or a dry run when the context does not record (it reads the ledger only
     and creates and changes nothing). `recordings`: these (fetched by the caller, e.g. the ones
     webhooks announced) instead of a listing; `planner`: the plan itself, for files no API lists
-    (a meeting's transcript, summary or chat export announced by webhook)."""
+    (a meeting's transcript, summary or chat export announced by webhook). On a shared
+    (PostgreSQL) ledger the run is a worker among others (pipeline.archive.workers): it archives
+    what it can claim; `work` replaces listing and archiving what was listed with a worker's loop."""
     book = Book(context)
     archiver = Archiver(book, progress=progress)
     if not context.recording:
@@ -67,22 +70,29 @@ def execute_run(context: Context, *, since: datetime | None = None, until: datet
         prepare_spool(context.config.archive.spool_dir)  # before anything is downloaded
         # Before anything is downloaded: a target that fails its probe is left out of this run.
         preflight.leave_out_failing_targets(context.targets, archiver.leave_out)
-        if recordings is None and planner is None:  # a listing run, not announced work: a sweep walks every target
+        listing = recordings is None and planner is None and work is None
+        if listing:  # not announced work: a sweep walks every target
             _sweep({name: t for name, t in context.targets.items() if name not in archiver.unavailable})
-        with stop_on_signals(context.stop):
-            try:
-                if recordings is None and planner is None:
-                    recordings = list_uploaded(context, since, until, meeting_id)
-            except ApiAuthError as exc:
-                note = str(exc)
-                raise
-            except ApiError as exc:
-                note = f"listing recordings failed: {exc}"
-                raise
-            planning = planner(context) if planner is not None else plan(context, recordings)
-            archiver.record(planning)
-            archiver.execute(planning.plans)
-            archiver.completion.complete_from_ledger(done={plan.id for plan in planning.plans})
+        with stop_on_signals(context.stop), workers.membership(context, lease_seconds=lease_seconds) as member:
+            if work is not None:
+                plans = work(member)(archiver)
+            else:
+                if listing:
+                    try:
+                        with workers.listing_turn(member):
+                            recordings = list_uploaded(context, since, until, meeting_id)
+                    except ApiAuthError as exc:
+                        note = str(exc)
+                        raise
+                    except ApiError as exc:
+                        note = f"listing recordings failed: {exc}"
+                        raise
+                planning = planner(context) if planner is not None else plan(context, recordings)
+                archiver.record(planning)
+                workers.execute_claimed(archiver, planning.plans, member)
+                plans = planning.plans
+            if member is None:  # on a shared ledger, other workers may be completing the others now
+                archiver.completion.complete_from_ledger(done={plan.id for plan in plans})
         if summary.interrupted:
             exit_code = errors.EXIT_INTERRUPTED
             note = "interrupted; in-flight downloads were abandoned and resume on the next run"
@@ -95,7 +105,7 @@ def execute_run(context: Context, *, since: datetime | None = None, until: datet
                 summary.budget_stop, summary.files_not_started = archiver.budget.reason, archiver.not_started
                 note = f"{archiver.budget.reason}: {archiver.not_started} file(s) not started"
                 exit_code = exit_code or errors.EXIT_BUDGET
-        return RunResult(summary, exit_code, planning.plans)
+        return RunResult(summary, exit_code, plans)
     except BaseException as exc:  # noted in the runs row as the CLI will exit; re-raised
         failure = exc
         exit_code = _exit_code_for(exc)

@@ -33,6 +33,7 @@ HANDLERS = {
     "audit": "compliance:cmd_audit", "simulate": "sim:cmd_simulate", "demo": "sim:cmd_demo",
     "keys": "evidence:cmd_keys", "export": "evidence:cmd_export",
     "serve": "serve:cmd_serve", "repair": "repair:cmd_repair",
+    "ledger": "ledger:cmd_ledger", "worker": "worker:cmd_worker",
 }
 
 

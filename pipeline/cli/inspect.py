@@ -45,6 +45,9 @@ def cmd_status(args) -> Outcome:
         overdue = overdue_copies(ledger, config.verify.max_age)
     runs = [{**asdict(run), "state": last_run_state(run, holder if index == 0 else None)}
             for index, run in enumerate(runs)]
+        workers = _workers(ledger) if config.ledger.shared else None
+    runs = [{**asdict(run), "state": last_run_state(run, holder if index == 0 else None) if workers is None
+             else _shared_run_state(run, workers)} for index, run in enumerate(runs)]
     failures = [asdict(problem) for problem in problems]
     files, recordings = counts["files"], counts["recordings"]
     # Lost and skipped recordings are final: listed, but they don't keep a monitor red forever.
@@ -62,7 +65,7 @@ def cmd_status(args) -> Outcome:
                "no_good_copy": no_good_copy, "copies_overdue": len(overdue),
                "overdue": [{"recording_id": c.recording_id, "kind": c.kind, "target": c.target, "key": c.key,
                             "verified_at": c.verified_at} for c in overdue[:OVERDUE_SHOWN]]}
-    lines = [f"ledger {config.ledger.path}"]
+    lines = [f"ledger {config.ledger.shown}"]
     for table in ("recordings", "files", "copies"):
         parts = ", ".join(f"{n} {state}" for state, n in sorted(counts[table].items())) or "none"
         lines.append(f"  {table}: {parts}")
@@ -80,6 +83,12 @@ def cmd_status(args) -> Outcome:
                   for c in overdue[:OVERDUE_SHOWN]]
         if len(overdue) > OVERDUE_SHOWN:
             lines.append(f"  ... and {len(overdue) - OVERDUE_SHOWN} more")
+    if workers is not None:
+        alive = [w for w in workers if w.alive]
+        payload["workers"] = [asdict(w) for w in alive]
+        lines.append(f"workers alive: {len(alive)}")
+        lines += [f"  {w.host} pid {w.pid} ({w.command}), last heartbeat {w.heartbeat_at}, "
+                  f"working on: {', '.join(w.items) or 'nothing'}" for w in alive]
     if at_risk:
         lines.append(f"at risk: {plural(len(at_risk), 'recording')} not archived and deleted by RealtimeKit within "
                      f"{config.archive.deadline_margin_hours:g} h:")
@@ -100,6 +109,19 @@ def cmd_status(args) -> Outcome:
         reasons.append(f"{plural(len(at_risk), 'recording')} at risk")
     code = errors.EXIT_FAILURES if reasons else errors.EXIT_OK
     return Outcome(code, payload, "\n".join(lines), error="; ".join(reasons) or None)
+
+
+def _workers(ledger):
+    from pipeline.ledger.leases import workers
+
+    return workers(ledger)
+
+
+def _shared_run_state(run: RunRow, workers) -> str:
+    """On a shared ledger: an unfinished run is running while its worker's heartbeat is recent."""
+    if run.finished_at:
+        return f"exit {run.exit_code}"
+    return "running" if any(w.alive and (w.host, w.pid) == (run.host, run.pid) for w in workers) else "killed"
 
 
 def _last_run_line(last: dict, holder: str | None, failed: bool) -> str:
@@ -165,7 +187,7 @@ def cmd_report(args) -> Outcome:
         rows = report_rows(context.ledger, since=iso_utc(args.since), until=iso_utc(args.until))
         no_good_copy = [asdict(p) for p in context.ledger.copies_without_good_sibling()]
     states = [r["state"] for r in rows]
-    payload = {"generated_at": utcnow(), "ledger": str(config.ledger.path), "rows": rows, "rows_count": len(rows),
+    payload = {"generated_at": utcnow(), "ledger": config.ledger.shown, "rows": rows, "rows_count": len(rows),
                "archived": states.count("archived"), "failed": states.count("failed"),
                "skipped": states.count("skipped"), "no_good_copy": no_good_copy}
     if fmt == "csv":

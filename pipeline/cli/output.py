@@ -32,7 +32,7 @@ RUN_COUNTS = {**BASE_COUNTS, "lost": 0, "at_risk": 0, "files_archived": 0, "file
               "files_skipped": 0, "recordings_skipped": 0, "recordings_lost": 0, "recordings_at_risk": 0,
               "copies_stored": 0, "copies_failed": 0, "bytes_downloaded": 0, "files_not_started": 0}
 COUNTS = {
-    "run": RUN_COUNTS, "backfill": RUN_COUNTS, "demo": RUN_COUNTS,
+    "run": RUN_COUNTS, "backfill": RUN_COUNTS, "demo": RUN_COUNTS, "worker": RUN_COUNTS,
     "status": {**BASE_COUNTS, "files_archived": 0, "files_failed": 0, "files_lost": 0, "recordings_skipped": 0,
                "recordings_at_risk": 0, "copies_problems": 0},
     "list": {**BASE_COUNTS, "recordings_listed": 0},

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 import pipeline
 from pipeline.clock import parse_duration
 
-COMMANDS = ("run", "backfill", "check", "status", "list", "verify", "repair", "report", "audit", "simulate", "demo",
-            "keys", "export", "serve")
+COMMANDS = ("run", "backfill", "check", "status", "list", "verify", "repair", "report", "audit", "ledger", "worker",
+            "simulate", "demo", "keys", "export", "serve")
 MAX_CONCURRENCY = 64  # as [archive] concurrency
 
 
@@ -220,6 +220,29 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", metavar="ADDRESS", help="address to listen on (default: [serve] host)")
     serve.add_argument("--port", type=bounded(int, 0, 65535, "a port number"), metavar="PORT",
                        help="port to listen on (default: [serve] port)")
+    ledger = sub.add_parser("ledger", help="the ledger's schema, and moving an SQLite ledger into PostgreSQL")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+    common(ledger_sub.add_parser("migrate", help="bring the configured ledger to this version's schema"))
+    export = ledger_sub.add_parser("export", help="copy the configured SQLite ledger into an empty PostgreSQL "
+                                                  "database, losslessly")
+    common(export)
+    export.add_argument("--to", required=True, metavar="URL",
+                        help="postgresql://user@host/db (leave the password out: libpq reads PGPASSWORD)")
+    imported = ledger_sub.add_parser("import", help="copy an SQLite ledger into the configured (empty) "
+                                                    "PostgreSQL ledger, losslessly")
+    common(imported)
+    imported.add_argument("--from", dest="source", required=True, metavar="PATH", help="the SQLite ledger file")
+
+    worker = sub.add_parser("worker", help="a long-running worker on a PostgreSQL ledger: claims work, lists "
+                                           "the API in turn with the other workers; SIGTERM stops it cleanly")
+    common(worker)
+    worker.add_argument("--list-every", type=bounded(float, 1, 86_400, "a number of seconds"), default=600.0,
+                        metavar="SECONDS", help="list the API at most this often, across all workers (default 600)")
+    worker.add_argument("--poll", type=bounded(float, 0.1, 3600, "a number of seconds"), default=5.0,
+                        metavar="SECONDS", help="look for unclaimed work this often when idle (default 5)")
+    worker.add_argument("--lease", type=bounded(float, 2, 3600, "a number of seconds"), default=60.0,
+                        metavar="SECONDS", help="a claim expires this long after its last heartbeat (default 60)")
+    worker.add_argument("--once", action="store_true", help="list, do what can be claimed, then exit")
 
     simulate = sub.add_parser("simulate", help="run the built-in RealtimeKit API simulator")
     from pipeline import simulator
@@ -247,11 +270,15 @@ def command_name(args_or_argv) -> str | None:
     (for a usage error, where nothing was parsed)."""
     if isinstance(args_or_argv, argparse.Namespace):
         name = args_or_argv.command
-        return f"audit {args_or_argv.audit_command}" if name == "audit" else name
+        if name in ("audit", "ledger"):
+            return f"{name} {getattr(args_or_argv, name + '_command')}"
+        return name
     words = [word for word in args_or_argv if not word.startswith("-")]
     name = next((word for word in words if word in COMMANDS), None)
     if name == "audit" and "verify" in words:
         return "audit verify"
+    if name == "ledger":
+        return next((f"ledger {word}" for word in words if word in ("migrate", "export", "import")), name)
     return name
 
 

@@ -140,17 +140,23 @@ class SqliteLedger:
         rows = self._query("SELECT DISTINCT audit_path FROM audit_heads WHERE audit_path != ?", (str(audit_path),))
         return [r["audit_path"] for r in rows]
 
+    def _has_table(self, name: str) -> bool:
+        """Whether the ledger has a table that later versions added (a read-only older file may not)."""
+        return files_on_disk.has_table(self._db, name)
+
     # ------------------------------------------------------------------ evidence: signatures and timestamps
 
     def record_signature(self, recording_id: str, target: str, *, manifest_key: str, signature_key: str,
                          key_id: str) -> None:
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO signatures (recording_id, target, manifest_key, signature_key, key_id,"
-                       " signed_at) VALUES (?,?,?,?,?,?)",
+            db.execute("INSERT INTO signatures (recording_id, target, manifest_key, signature_key, key_id, signed_at)"
+                       " VALUES (?,?,?,?,?,?) ON CONFLICT(recording_id, target) DO UPDATE SET"
+                       " manifest_key=excluded.manifest_key, signature_key=excluded.signature_key,"
+                       " key_id=excluded.key_id, signed_at=excluded.signed_at",
                        (recording_id, target, manifest_key, signature_key, key_id, utcnow()))
 
     def signatures(self) -> dict[tuple[str, str], SignatureRow]:
-        if not files_on_disk.has_table(self._db, "signatures"):  # a read-only older ledger
+        if not self._has_table("signatures"):  # a read-only older ledger
             return {}
         return {(r["recording_id"], r["target"]): _row(SignatureRow, r)
                 for r in self._query("SELECT * FROM signatures")}
@@ -163,7 +169,7 @@ class SqliteLedger:
                        (str(audit_path), lines, head, utcnow(), tsa_url, token, gen_time, error))
 
     def timestamps(self, audit_path: Path) -> list[TimestampRow]:
-        if not files_on_disk.has_table(self._db, "timestamps"):
+        if not self._has_table("timestamps"):
             return []
         rows = self._query("SELECT lines, head, requested_at, tsa_url, token, gen_time, error FROM timestamps "
                            "WHERE audit_path=? ORDER BY id", (str(audit_path),))
@@ -344,7 +350,8 @@ class SqliteLedger:
             if value:
                 sql += clause
                 args.append(value)
-        return [_recording(r) for r in self._query(sql + " ORDER BY invoked_time, id", args)]
+        # Without invoked_time first, in both backends (PostgreSQL would sort NULLs last).
+        return [_recording(r) for r in self._query(sql + " ORDER BY invoked_time IS NOT NULL, invoked_time, id", args)]
 
     def files(self, recording_id: str) -> list[FileRow]:
         return [_row(FileRow, r)
@@ -400,10 +407,11 @@ class SqliteLedger:
         return [_row(AtRisk, r) for r in rows]
 
     def copy_tallies(self) -> list[CopyTally]:
-        rows = self._query("SELECT target, state, COUNT(*) AS copies, COALESCE(SUM(size), 0) AS bytes, "
+        rows = self._query("SELECT target, state, COUNT(*) AS copies, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes, "
                            "MAX(verified_at) AS last_verified_at FROM copies "
                            "GROUP BY target, state ORDER BY target, state")
         return [_row(CopyTally, r) for r in rows]
+
     # ------------------------------------------------------------------ work announced by webhooks
 
     def record_hint(self, subject_id: str, status: str, kind: str, *, received_at: str,
@@ -418,7 +426,7 @@ class SqliteLedger:
             return cursor.rowcount == 1
 
     def pending_hints(self, limit: int, *, now: str) -> list[Hint]:
-        if not files_on_disk.has_table(self._db, "hints"):  # a read-only ledger older than serve
+        if not self._has_table("hints"):  # a read-only ledger older than serve
             return []
         rows = self._query("SELECT * FROM hints WHERE state='pending' AND next_attempt_at <= ? "
                            "ORDER BY next_attempt_at, received_at LIMIT ?", (now, limit))

@@ -131,7 +131,8 @@ def open_for_writing(path: Path) -> sqlite3.Connection:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
-            db.executescript(f"BEGIN; {SCHEMA} COMMIT;")  # all of the schema or none of it
+            from pipeline.ledger.migrations import migrate_sqlite  # it imports SCHEMA from here
+            migrate_sqlite(db, f"ledger {path}")  # each version all or nothing; a newer one is refused
             return db
     except BaseException:
         if db is not None:
@@ -184,6 +185,12 @@ def open_read_only(path: Path) -> sqlite3.Connection:
     if missing:
         db.close()
         raise BookkeepingError(f"ledger {path}: not an rtk-archive ledger (no table {', '.join(missing)})")
+    from pipeline.ledger.migrations import SQLITE_STEPS, refuse_newer, sqlite_version
+    try:
+        refuse_newer(f"ledger {path}", sqlite_version(db), SQLITE_STEPS)  # an older one reads fine
+    except BookkeepingError:
+        db.close()
+        raise
     return db
 
 
