@@ -43,8 +43,6 @@ def cmd_status(args) -> Outcome:
         at_risk, runs, holder = ledger.at_risk(soon), ledger.last_runs(5), ledger.lock_holder()
         no_good_copy = [asdict(p) for p in ledger.copies_without_good_sibling()]
         overdue = overdue_copies(ledger, config.verify.max_age)
-    runs = [{**asdict(run), "state": last_run_state(run, holder if index == 0 else None)}
-            for index, run in enumerate(runs)]
         workers = _workers(ledger) if config.ledger.shared else None
     runs = [{**asdict(run), "state": last_run_state(run, holder if index == 0 else None) if workers is None
              else _shared_run_state(run, workers)} for index, run in enumerate(runs)]

@@ -109,7 +109,10 @@ class SqliteLedger:
                  counts.get("lost", 0), counts.get("at_risk", 0), exit_code, note, audit_head, run_id))
 
     def last_runs(self, limit: int = 5) -> list[RunRow]:
-        return [_row(RunRow, r) for r in self._query("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", (limit,))]
+        # Of runs started in the same millisecond, the one still going or that ended last is the later.
+        rows = self._query("SELECT * FROM runs ORDER BY started_at DESC, COALESCE(finished_at, '~') DESC LIMIT ?",
+                           (limit,))
+        return [_row(RunRow, r) for r in rows]
 
     def record_audit_head(self, *, audit_path: Path, lines: int, head: str, command: str,
                           run_id: str | None) -> None:
