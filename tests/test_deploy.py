@@ -172,3 +172,55 @@ def test_dockerignore_keeps_secrets_state_and_the_virtualenv_out():
                 if line.strip() and not line.startswith("#")]
     for needed in (".git", ".venv", "*.db", "*.jsonl", "*.env", "*.toml", "!pyproject.toml", "!pipeline/cli/demo.toml"):
         assert needed in patterns, needed
+
+
+def test_the_scaled_out_kubernetes_set_runs_serve_workers_and_a_reconcile_on_postgresql():
+    """deploy/kubernetes/scale/: a Deployment for `serve` (probes on /readyz and /healthz, a
+    Service whose selector finds its pods), a Deployment of `worker`s and a nightly reconcile
+    CronJob (Forbid); every pod runs a real rtk-archive command and mounts the ConfigMap, whose
+    configuration loads with the project's loader and names a PostgreSQL ledger; every name a
+    pod refers to exists (the Secret is the one of deploy/kubernetes/)."""
+    from pipeline.cli.parser import COMMANDS
+
+    documents = [doc for path in sorted((KUBERNETES / "scale").glob("*.yaml"))
+                 for doc in yaml.safe_load_all(path.read_text())]
+    by_kind: dict[str, list[dict]] = {}
+    for doc in documents:
+        for field in ("apiVersion", "kind", "metadata"):
+            assert field in doc
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    assert sorted(by_kind) == ["ConfigMap", "CronJob", "Deployment", "PersistentVolumeClaim", "Service"]
+    (configmap,) = by_kind["ConfigMap"]
+    (cron,) = by_kind["CronJob"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in by_kind["Deployment"]}
+    pods["reconcile"] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    commands = {}
+    secret = _manifests()["Secret"]
+    claims = {pvc["metadata"]["name"] for pvc in by_kind["PersistentVolumeClaim"]}
+    for name, pod in pods.items():
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        (container,) = pod["containers"]
+        assert container["args"][0] in COMMANDS
+        commands[name] = container["args"][0]
+        assert container["envFrom"][0]["secretRef"]["name"] == secret["metadata"]["name"]
+        volumes = {volume["name"]: volume for volume in pod["volumes"]}
+        assert volumes["config"]["configMap"]["name"] == configmap["metadata"]["name"]
+        claim = volumes["state"].get("persistentVolumeClaim")
+        assert claim is None or claim["claimName"] in claims
+    assert sorted(commands.values()) == ["run", "serve", "worker"]
+    serve = next(d for d in by_kind["Deployment"] if commands[d["metadata"]["name"]] == "serve")
+    container = serve["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    (service,) = by_kind["Service"]
+    labels = serve["spec"]["template"]["metadata"]["labels"]
+    assert all(labels.get(key) == value for key, value in service["spec"]["selector"].items())
+    import tomllib
+
+    environ = {name: "x-value" for name in secret["stringData"]}
+    environ.update({item["name"]: item["value"] for item in container["env"]}, HOSTNAME="pod-1")
+    raw = tomllib.loads(configmap["data"]["config.toml"])
+    config = parse_config(raw, source=Path("/etc/rtk-archive/config.toml"), environ=environ)
+    assert config.ledger.shared and "PGPASSWORD" in secret["stringData"]
+    assert config.serve.port == container["ports"][0]["containerPort"]

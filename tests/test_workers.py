@@ -275,3 +275,32 @@ def test_check_on_a_postgres_ledger(sim, tmp_path, postgres):
     passing = run_cli("check", "--json", "--config", str(config))
     ledger = next(c for c in json.loads(passing.stdout)["checks"] if c["name"] == "ledger")
     assert ledger["status"] == "ok", ledger
+
+
+def test_a_worker_takes_recordings_a_webhook_announced(sim, tmp_path, pg_url):
+    """`serve --workers 0` records announced recordings as hints on the shared ledger; a `worker`
+    fetches each from the API and archives it, also one its own listing does not reach (older
+    than `lookback_days`), and marks the hint done; one the API does not know is given up."""
+    from datetime import datetime, timedelta, timezone
+
+    from pipeline.ledger import open_ledger
+    from tests.helpers import stored_digest
+
+    rec = sim.add_recording(status="UPLOADED", invoked_time=datetime.now(timezone.utc) - timedelta(days=3))
+    config = write_config(tmp_path, sim, pg_url, lookback_days=1)
+    ledger = open_ledger(pg_url, command="serve")
+    try:
+        assert ledger.record_hint(rec["id"], "UPLOADED", "recording", received_at="2026-01-01T00:00:00.000Z",
+                                  delivery_id="u1")
+        ledger.record_hint("no-such-recording", "UPLOADED", "recording", received_at="2026-01-01T00:00:00.000Z",
+                           delivery_id="u2")
+    finally:
+        ledger.close()
+    result = run_cli("worker", "--once", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+    with psycopg.connect(pg_url) as conn:
+        states = dict(conn.execute("SELECT subject_id, state FROM hints").fetchall())
+        archived = conn.execute("SELECT state FROM recordings WHERE id=%s", (rec["id"],)).fetchone()[0]
+    assert states == {rec["id"]: "done", "no-such-recording": "failed"}
+    assert archived == "archived"

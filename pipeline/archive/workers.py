@@ -7,7 +7,9 @@ loops: when no worker listed within `--list-every`, it lists (one worker at a ti
 up to `concurrency` recordings, fetches each from the API (the source of truth, fresh URLs),
 archives them, and gives the leases back. A heartbeat thread keeps its leases alive; a worker
 killed outright loses them at their expiry and another takes the work over. The first SIGTERM
-or SIGINT lets in-flight uploads finish, gives every lease back, and exits 0.
+or SIGINT lets in-flight uploads finish, gives every lease back, and exits 0. Recordings a
+webhook announced (`serve --workers 0` records them as hints) are fetched from the API and
+recorded at each round, so they are claimed at once rather than at the next listing.
 
 Each process has its own spool folder (`<spool_dir>/<host>-<pid>`): a run that clears its spool
 never touches another worker's downloads; those left by processes that died on this host are
@@ -27,12 +29,14 @@ from datetime import datetime, timedelta, timezone
 
 from pipeline.archive.context import Context
 from pipeline.archive.plan import RecordingPlan
+from pipeline.clock import iso_utc
 from pipeline.config import Config
 from pipeline.realtimekit import ApiAuthError, ApiError, ApiNotFound
 
 log = logging.getLogger("rtk_archive.workers")
 
 RETRY_AFTER = 300.0  # seconds before a recording that failed is claimed again
+HINT_RETRY = 30.0  # seconds before an announced recording the API does not show yet is fetched again
 
 
 def per_process_spool(config: Config) -> Config:
@@ -151,6 +155,7 @@ def worker_loop(member: Membership, *, list_every: float, poll: float, once: boo
                         raise  # the token was refused: nothing will work until a person acts
                     except ApiError as exc:  # after the client's own retries: list again next time
                         log.warning("listing recordings failed: %s; claiming what the ledger has", exc)
+            _record_announced(archiver, plan)
             claimed = member.queue.claim(context.config.archive.concurrency)
             if not claimed:
                 if once:
@@ -166,6 +171,44 @@ def worker_loop(member: Membership, *, list_every: float, poll: float, once: boo
         return executed
 
     return work
+
+
+def _record_announced(archiver, plan) -> None:
+    """Recordings webhooks announced (`serve` recorded them as hints): each fetched from the API,
+    the source of truth, and recorded like a listing, so that claims take them now; the hint is
+    then done (the work queue has the recording). Transcripts, summaries and chats are left to a
+    `serve` with workers: their URLs are in its spool. Workers that take the same hint at once
+    record the same recording twice, which changes nothing."""
+    context = archiver.context
+    now = datetime.now(timezone.utc)
+    hints = [hint for hint in context.ledger.pending_hints(100, now=iso_utc(now)) if hint.kind == "recording"]
+    fetched = []
+    for hint in hints:
+        try:
+            recording = context.api.get_recording(hint.subject_id)
+        except ApiNotFound:
+            context.ledger.finish_hint(hint.subject_id, hint.status, hint.kind, state="failed",
+                                       error="the RealtimeKit API does not know this recording")
+            continue
+        except ApiError as exc:
+            recording, reason = None, f"fetching it from the API failed: {exc}"
+        else:
+            reason = f"the API says its status is {recording.status or 'missing'}, not UPLOADED"
+        if recording is None or recording.status != "UPLOADED":  # the API may lag behind the webhook
+            if hint.attempts + 1 >= context.config.serve.hint_attempts:  # the next listing still finds it
+                log.error("announced recording %s: given up after %d attempts: %s", hint.subject_id,
+                          hint.attempts + 1, reason)
+                context.ledger.finish_hint(hint.subject_id, hint.status, hint.kind, state="failed", error=reason)
+                continue
+            log.warning("announced recording %s: %s; trying again in %.0f s", hint.subject_id, reason, HINT_RETRY)
+            context.ledger.finish_hint(hint.subject_id, hint.status, hint.kind, state="pending", error=reason,
+                                       retry_at=iso_utc(now + timedelta(seconds=HINT_RETRY)))
+            continue
+        fetched.append((hint, recording))
+    if fetched:
+        archiver.record(plan(context, [recording for _, recording in fetched]))
+        for hint, _ in fetched:
+            context.ledger.finish_hint(hint.subject_id, hint.status, hint.kind, state="done")
 
 
 def _lookback(config: Config) -> datetime | None:

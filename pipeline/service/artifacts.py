@@ -215,10 +215,10 @@ class ArtifactWork:
     from the ledger's unit and the URL file), then each hint settled."""
 
     def __init__(self, context: Context, *, retry: Callable[..., None], finish: Callable[..., None],
-                 archived: Callable[[], None]):
+                 archived: Callable[[], None], hints_dir: Path):
         self.context = context
         self.ledger = context.ledger
-        self.files = HintFiles(context.config.archive.spool_dir)
+        self.files = HintFiles(hints_dir)  # the configured spool (the receiver's), not a per-process one
         self._retry = retry  # (hint, reason, until=deadline): tried again later
         self._finish = finish  # (hint, state, reason)
         self._archived = archived

@@ -19,6 +19,7 @@ from pipeline.archive.run import stop_on_signals
 from pipeline.clock import utcnow
 from pipeline.config import Config
 from pipeline.errors import BookkeepingError, ConfigError
+from pipeline.archive.workers import per_process_spool
 from pipeline.metrics import build_registry
 from pipeline.service.app import build_app
 from pipeline.service.artifacts import ArtifactInbox
@@ -90,14 +91,19 @@ def run_service(config: Config, *, workers: int, host: str, port: int, redact=la
                 on_ready: Callable[[Service], None] = lambda service: None) -> None:
     """Serve until stopped (a signal on the main thread, or `Service.stop()`)."""
     sock = listen(host, port)
+    # On a shared ledger, downloads go to a spool folder of this process's own (other workers on
+    # this host have theirs: a finished run clears only its own); webhooks' URL files stay in the
+    # configured spool, where a restarted serve finds them.
+    work_config = per_process_spool(config) if config.ledger.shared and workers else config
     try:
-        with open_session(config, "serve", record=True, targets=workers > 0, api=workers > 0,
+        with open_session(work_config, "serve", record=True, targets=workers > 0, api=workers > 0,
                           downloads=workers > 0, redact=redact, refusal_is_a_run=True) as context:
             # One registry on /metrics: the archive's state read from the ledger (as the textfile
             # after a run has it) and the service's own counters.
             metrics = build_service_registry(build_registry(context.ledger))
             stop = threading.Event()
-            worker = Worker(context, metrics, concurrency=workers, stop=stop) if workers else None
+            worker = Worker(context, metrics, concurrency=workers, stop=stop,
+                            hints_dir=config.archive.spool_dir) if workers else None
             receiver = Receiver(context.ledger, PublicKey(config.webhook), metrics,
                                 on_new_work=worker.wake if worker else (lambda: None),
                                 artifacts=ArtifactInbox(context.ledger, config.archive.spool_dir))

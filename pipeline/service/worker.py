@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from pipeline import errors
 from pipeline.archive.context import Context
@@ -37,7 +38,8 @@ RETRY_MOST = 900.0  # seconds: the longest wait before an announced recording is
 
 
 class Worker:
-    def __init__(self, context: Context, metrics: ServiceMetrics, *, concurrency: int, stop: threading.Event):
+    def __init__(self, context: Context, metrics: ServiceMetrics, *, concurrency: int, stop: threading.Event,
+                 hints_dir: Path | None = None):
         self.context = context
         self.metrics = metrics
         self.concurrency = concurrency
@@ -52,7 +54,8 @@ class Worker:
         self._next_reconcile = time.monotonic()  # a first one at start-up: catch up on what was missed
         self.failure: str | None = None  # why the worker stopped by itself (a bug, or the audit log broke)
         self.artifacts = ArtifactWork(context, retry=self._retry, finish=self._finish,
-                                      archived=self.metrics.archived.inc)
+                                      archived=self.metrics.archived.inc,
+                                      hints_dir=hints_dir or context.config.archive.spool_dir)
         self.error: BaseException | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
