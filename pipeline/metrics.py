@@ -91,7 +91,11 @@ def _copies(ledger: Ledger) -> Iterator[Metric]:
                                  "each target (verify, or the check right after it was stored).", labels=["target"])
     problems = GaugeMetricFamily(f"{PREFIX}_verify_problems", "Copies found missing or altered at each target "
                                  "(until a deep verify or a fresh copy clears them).", labels=["target"])
+    oldest = GaugeMetricFamily(f"{PREFIX}_oldest_verification_timestamp_seconds", "The check (verify, or "
+                               "the one right after storing) of the copy checked longest ago at each target: "
+                               "what `verify --scrub` brings forward.", labels=["target"])
     latest: dict[str, float] = {}
+    first: dict[str, float] = {}
     found: dict[str, int] = {}
     for tally in ledger.copy_tallies():
         copies.add_metric([tally.target, tally.state], tally.copies)
@@ -99,11 +103,15 @@ def _copies(ledger: Ledger) -> Iterator[Metric]:
         found[tally.target] = found.get(tally.target, 0) + (tally.copies if tally.state in PROBLEM_STATES else 0)
         if tally.last_verified_at:
             latest[tally.target] = max(latest.get(tally.target, 0.0), _seconds(tally.last_verified_at))
+        if tally.oldest_check_at and tally.state == "archived":
+            first[tally.target] = min(first.get(tally.target, float("inf")), _seconds(tally.oldest_check_at))
     for target, when in sorted(latest.items()):
         verified.add_metric([target], when)
+    for target, when in sorted(first.items()):
+        oldest.add_metric([target], when)
     for target, n in sorted(found.items()):
         problems.add_metric([target], n)
-    yield from (copies, sizes, verified, problems)
+    yield from (copies, sizes, verified, oldest, problems)
 
 
 def build_registry(ledger: Ledger, *, deadline_margin_hours: float = 48.0,

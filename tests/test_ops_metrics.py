@@ -73,6 +73,9 @@ def test_run_and_verify_write_a_textfile_prometheus_parses(sim, tmp_path):
     assert verify.returncode == 1, verify.stderr
     after = _samples(textfile)
     assert after[("rtk_archive_last_verify_timestamp_seconds", (("target", "nas"),))] > stored
+    # The good copy checked longest ago at usb (not verified since the run): checked during the run.
+    usb_oldest = after[("rtk_archive_oldest_verification_timestamp_seconds", (("target", "usb"),))]
+    assert start - 1 <= usb_oldest <= after[("rtk_archive_last_verify_timestamp_seconds", (("target", "usb"),))]
     assert after[("rtk_archive_verify_problems", (("target", "nas"),))] == 1
     assert after[("rtk_archive_verify_problems", (("target", "usb"),))] == 0
     # The last run's metrics stay (from the ledger); its download count is the run's own.

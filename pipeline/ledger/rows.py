@@ -164,6 +164,7 @@ class CopyTally:
     copies: int
     bytes: int
     last_verified_at: str | None
+    oldest_check_at: str | None  # the copy checked longest ago (its verification, or its store)
 
 
 @dataclass(frozen=True)

@@ -411,7 +411,8 @@ class SqliteLedger:
 
     def copy_tallies(self) -> list[CopyTally]:
         rows = self._query("SELECT target, state, COUNT(*) AS copies, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes, "
-                           "MAX(verified_at) AS last_verified_at FROM copies "
+                           "MAX(verified_at) AS last_verified_at, MIN(COALESCE(verified_at, archived_at)) AS oldest_check_at "
+                           "FROM copies "
                            "GROUP BY target, state ORDER BY target, state")
         return [_row(CopyTally, r) for r in rows]
 
