@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 from storage.capabilities import folder_capabilities
 from storage.errors import NotFound, ObjectConflict, PermanentStorageError, RetryableStorageError, StorageError
 from storage.settings import TargetSettings
-from storage.target import PROBE_PREFIX, Target, check_key, is_partial, partial_name
+from storage.target import PROBE_PREFIX, Target, abandoned, check_key, is_partial, partial_name
 from storage.values import SHA256_METADATA_KEY, LocalFile, ProbeResult, Retention, StoredObject
 
 COPY_BUFFER = 8 << 20  # large: one read and one write per 8 MiB across file systems
@@ -153,15 +153,18 @@ class LocalTarget(Target):
             return
         _fsync_dir(path.parent)
 
-    def sweep_partials(self) -> int:
+    def sweep_partials(self, older_than: float | None = None) -> int:
         removed = 0
         if not self.root.is_dir():
             return 0
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
                 if is_partial(name):
+                    path = os.path.join(dirpath, name)
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(dirpath, name))
+                        if not abandoned(name, os.stat(path).st_mtime, older_than):
+                            continue  # still being written, by another process
+                        os.unlink(path)
                         removed += 1
         return removed
 

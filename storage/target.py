@@ -11,7 +11,10 @@ import contextlib
 import hashlib
 import os
 import posixpath
+import re
+import socket
 import tempfile
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
@@ -50,13 +53,40 @@ def check_key(key: str, *, target: str | None = None) -> str:
 
 
 def partial_name(final_name: str) -> str:
-    """A fresh temporary name beside `final_name`, hidden and marked for `sweep_partials`."""
-    return f".{final_name}{PARTIAL_MARKER}{uuid.uuid4().hex}"
+    """A fresh temporary name beside `final_name`, hidden and marked for `sweep_partials`, that
+    says which process writes it (`<host>.<pid>.<random>`): a sweep removes at once what a
+    process that is gone from this host left, and others' only when they were abandoned."""
+    owner = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
+    return f".{final_name}{PARTIAL_MARKER}{owner}.{os.getpid()}.{uuid.uuid4().hex}"
 
 
 def is_partial(name: str) -> bool:
     """Is this file name one of our temporaries?"""
     return name.startswith(".") and PARTIAL_MARKER in name
+
+
+def abandoned(name: str, mtime: float, older_than: float | None) -> bool:
+    """Should a sweep remove this temporary? Always without an age (one run at a time); with
+    one (other processes may be writing now): when the process named in it is gone from this
+    host, or when it was not written for `older_than` seconds."""
+    if older_than is None or mtime < time.time() - older_than:
+        return True
+    owner = name.rsplit(PARTIAL_MARKER, 1)[-1].split(".")
+    if len(owner) != 3 or not owner[1].isdigit():
+        return False  # a name from before owners were written: by its age only
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
+    return owner[0] == host and not process_alive(int(owner[1]))
+
+
+def process_alive(pid: int) -> bool:
+    """Is a process of this id running on this machine?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 class Target(ABC):
@@ -142,9 +172,11 @@ class Target(ABC):
         with self._errors(f"removal of {full}"):
             self._delete(full)
 
-    def sweep_partials(self) -> int:
-        """Remove temporary objects a killed run left behind; returns how many. Only backends
-        whose temporaries are visible (capabilities.temporaries_visible) need this."""
+    def sweep_partials(self, older_than: float | None = None) -> int:
+        """Remove temporary objects a killed run left behind (with `older_than`, only those not
+        written for that many seconds: other processes may be uploading now); returns how
+        many. Only backends whose temporaries are visible (capabilities.temporaries_visible)
+        need this."""
         return 0
 
     def probe(self) -> list[ProbeResult]:

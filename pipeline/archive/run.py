@@ -71,8 +71,9 @@ def execute_run(context: Context, *, since: datetime | None = None, until: datet
         # Before anything is downloaded: a target that fails its probe is left out of this run.
         preflight.leave_out_failing_targets(context.targets, archiver.leave_out)
         listing = recordings is None and planner is None and work is None
-        if listing:  # not announced work: a sweep walks every target
-            _sweep({name: t for name, t in context.targets.items() if name not in archiver.unavailable})
+        if listing or work is not None:  # a run or a worker's start, not announced work: a sweep walks every target
+            _sweep({name: t for name, t in context.targets.items() if name not in archiver.unavailable},
+                   shared=context.config.ledger.shared)
         with stop_on_signals(context.stop), workers.membership(context, lease_seconds=lease_seconds) as member:
             if work is not None:
                 plans = work(member)(archiver)
@@ -196,11 +197,15 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _sweep(targets: dict[str, Target]) -> None:
-    """Remove temporaries a killed run left at targets where they are visible (local, sftp)."""
+SHARED_SWEEP_AGE = 900.0  # seconds: on a shared ledger, a temporary not written for this long is abandoned
+
+
+def _sweep(targets: dict[str, Target], *, shared: bool = False) -> None:
+    """Remove temporaries a killed run left at targets where they are visible (local, sftp);
+    on a shared ledger only those not written for a while (other workers upload now)."""
     for target in targets.values():
         try:
-            removed = target.sweep_partials()
+            removed = target.sweep_partials(older_than=SHARED_SWEEP_AGE if shared else None)
         except StorageError as exc:
             log.warning("could not clean temporaries at %s: %s", target.name, exc)
             continue

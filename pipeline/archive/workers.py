@@ -32,6 +32,7 @@ from pipeline.archive.plan import RecordingPlan
 from pipeline.clock import iso_utc
 from pipeline.config import Config
 from pipeline.realtimekit import ApiAuthError, ApiError, ApiNotFound
+from storage.target import process_alive
 
 log = logging.getLogger("rtk_archive.workers")
 
@@ -47,20 +48,10 @@ def per_process_spool(config: Config) -> Config:
     if base.is_dir():
         for folder in base.glob(f"{host}-*"):
             pid = folder.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not process_alive(int(pid)):
                 shutil.rmtree(folder, ignore_errors=True)
     own = base / f"{host}-{os.getpid()}"
     return config.model_copy(update={"archive": config.archive.model_copy(update={"spool_dir": own})})
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Membership:

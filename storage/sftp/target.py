@@ -40,7 +40,7 @@ from storage.sftp.errors import classify
 from storage.sftp.login import load_private_key, open_session
 from storage.sftp.pool import Session, SessionPool, dropped
 from storage.sftp.settings import SFTPSettings
-from storage.target import PROBE_PREFIX, Target, is_partial, partial_name
+from storage.target import PROBE_PREFIX, Target, abandoned, is_partial, partial_name
 from storage.values import LocalFile, Retention, StoredObject
 
 log = logging.getLogger(__name__)
@@ -285,11 +285,11 @@ class SFTPTarget(Target):
             raise
         return handle
 
-    def sweep_partials(self) -> int:
+    def sweep_partials(self, older_than: float | None = None) -> int:
         with self._errors("sweep of partial uploads"):
-            return self._call(self._sweep_on)
+            return self._call(lambda session: self._sweep_on(session, older_than))
 
-    def _sweep_on(self, session: Session) -> int:
+    def _sweep_on(self, session: Session, older_than: float | None) -> int:
         removed = 0
         pending = [session.absolute(self.settings.path or ".")]
         while pending:
@@ -304,6 +304,8 @@ class SFTPTarget(Target):
                 if stat_module.S_ISDIR(entry.st_mode):  # lstat: symlinked folders are not followed
                     pending.append(child)
                 elif stat_module.S_ISREG(entry.st_mode) and is_partial(entry.filename):
+                    if not abandoned(entry.filename, entry.st_mtime or 0, older_than):
+                        continue  # still being written, by another process
                     removed += remote.remove_if_present(session.sftp, child)
         return removed
 

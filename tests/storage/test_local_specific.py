@@ -102,3 +102,41 @@ def test_copy_continues_from_where_the_kernel_stopped(tmp_path, monkeypatch):
     assert len(calls) == 2
     assert (tmp_path / "dst").read_bytes() == data
     assert local_file(tmp_path / "dst").checksums == local_file(tmp_path / "src").checksums
+
+
+def test_a_sweep_with_an_age_leaves_temporaries_still_being_written(tmp_path):
+    """On a shared ledger other workers upload while one starts: its sweep removes only the
+    temporaries not written for `older_than` seconds (abandoned by a killed process), never one
+    another process is writing now; without an age every temporary goes (one run at a time)."""
+    folder = tmp_path / "nas"
+    (folder / "rec").mkdir(parents=True)
+    abandoned = folder / "rec" / f".video.mp4{PARTIAL_MARKER}old"
+    in_flight = folder / "rec" / f".audio.m4a{PARTIAL_MARKER}new"
+    for path in (abandoned, in_flight):
+        path.write_bytes(b"partial")
+    an_hour_ago = abandoned.stat().st_mtime - 3600
+    os.utime(abandoned, (an_hour_ago, an_hour_ago))
+    target = target_at(folder)
+    assert target.sweep_partials(older_than=900) == 1
+    assert not abandoned.exists() and in_flight.exists()
+    assert target.sweep_partials() == 1 and not in_flight.exists()
+
+
+def test_a_sweep_with_an_age_removes_at_once_what_a_process_gone_from_this_host_left(tmp_path):
+    """A temporary names the process that writes it: a worker SIGKILLed a moment ago left one
+    that is fresh, yet the next sweep on this host removes it (its process is gone), while one
+    a live process (this one) writes stays."""
+    import subprocess
+
+    from storage.target import partial_name
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    folder = tmp_path / "nas"
+    folder.mkdir()
+    ours = folder / partial_name("video.mp4")
+    ours.write_bytes(b"being written")
+    theirs = folder / ours.name.replace(f".{os.getpid()}.", f".{gone.pid}.")
+    theirs.write_bytes(b"left by a killed worker")
+    assert target_at(folder).sweep_partials(older_than=900) == 1
+    assert ours.exists() and not theirs.exists()

@@ -384,3 +384,17 @@ def test_one_unreadable_file_does_not_turn_checksums_off(rig_sftp, prefix, tmp_p
     with target_for(rig_sftp, prefix) as target:
         assert target.stat("unreadable.mp4").sha256 is None
         assert target.put(local_file(tmp_path, b"fine"), KEY).sha256 == hashlib.sha256(b"fine").hexdigest()
+
+
+def test_a_sweep_with_an_age_leaves_temporaries_still_being_written(rig_sftp, prefix):
+    """The SFTP sweep with `older_than` (a shared ledger: other workers upload now) removes only
+    temporaries whose modification time is older than that."""
+    base = f"{rig_sftp.base}/{prefix}"
+    old = rig_sftp.plant(f"{base}/.video.mp4{PARTIAL_MARKER}0123", b"leftover")
+    rig_sftp.plant(f"{base}/.audio.m4a{PARTIAL_MARKER}4567", b"being written")
+    an_hour_ago = old.stat().st_mtime - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    with target_for(rig_sftp, prefix) as target:
+        assert target.sweep_partials(older_than=900) == 1
+        assert target.sweep_partials(older_than=900) == 0
+        assert target.sweep_partials() == 1
