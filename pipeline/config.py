@@ -98,6 +98,12 @@ class ArchiveConfig(_Section):
     upload_attempts: int = Field(default=4, ge=1, le=50)
     retry_max_seconds: float = Field(default=600.0, gt=0, le=DAY)
     manifest: bool = True
+    # Files of at least this many bytes are downloaded in ranges over several connections
+    # (like rclone's --multi-thread-cutoff), `streams_per_file` of them; at most
+    # `max_connections` file connections are open at once, across all files of a run.
+    ranged_cutoff: int = Field(default=256 << 20, ge=1 << 20)
+    streams_per_file: int = Field(default=4, ge=1, le=32)
+    max_connections: int = Field(default=16, ge=1, le=256)
 
     _spool_dir = field_validator("spool_dir")(_usable_path)
 

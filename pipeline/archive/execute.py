@@ -15,6 +15,7 @@ from pipeline.archive import object_keys as keys
 from pipeline.archive.bookkeeping import Book
 from pipeline.archive.completion import Completion
 from pipeline.archive.download import Download, DownloadedFile, SignedUrl
+from pipeline.archive.ranged import RangedDownload, file_connections
 from pipeline.archive.plan import FilePlan, Planning, RecordingPlan, recording_metadata
 from pipeline.archive.store import store_file
 from pipeline.errors import DownloadError, FileUnavailable, Interrupted
@@ -38,6 +39,7 @@ class Archiver:
         self.completion = Completion(book, self.targets, self.unavailable)
         # MD5, the slowest digest, only when a configured target checks it.
         self._md5 = any(target.uses_md5 for target in self.targets.values())
+        self.connections = file_connections(self.config)  # the run's bound on file connections
 
     def leave_out(self, name: str, reason: str) -> None:
         """Leave a target out of this run (its probe failed): reported once, here; its copies
@@ -97,6 +99,7 @@ class Archiver:
                         for future in futures:
                             future.cancel()
             finally:
+                self.connections.close()
                 if self.stop.is_set():
                     self.summary.interrupted = True
         self.completion.mark_lost_past_deadline()
@@ -166,13 +169,18 @@ class Archiver:
             if shown:
                 shown.update(n, download.offset, download.content_total)
 
-        download = Download(
+        ranged = archive.streams_per_file > 1 and (file_plan.expected_size or 0) >= archive.ranged_cutoff
+        download = (RangedDownload if ranged else Download)(
             self.context.http, self._url_provider(plan, kind), spool, expected_size=file_plan.expected_size,
             label=f"recording {rid} {kind}", refresh_margin=timedelta(seconds=archive.url_refresh_margin_seconds),
             attempts=archive.download_attempts, max_seconds=archive.retry_max_seconds, stop=self.stop,
-            progress=received, md5=self._md5)
+            progress=received, md5=self._md5,
+            **({"connections": self.connections, "streams": archive.streams_per_file} if ranged else {}))
         try:
-            return download, download.run()
+            if ranged:
+                return download, download.run()
+            with self.connections.slots:  # one stream holds one of the run's file connections
+                return download, download.run()
         except Interrupted:
             return None  # the spool stays: the next run resumes it
         except FileUnavailable as exc:
