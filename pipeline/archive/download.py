@@ -158,6 +158,11 @@ class Download(AnswerRules):
             fetched=self.fetched,
         )
 
+    @property
+    def held(self) -> int:
+        """Bytes of the file the spool holds now (for progress)."""
+        return self.offset
+
     def discard(self) -> None:
         """Remove the spool file and its marker (after the copies are verified, or on failure
         that makes the partial bytes useless)."""

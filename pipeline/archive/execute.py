@@ -167,7 +167,7 @@ class Archiver:
 
         def received(n: int) -> None:
             if shown:
-                shown.update(n, download.offset, download.content_total)
+                shown.update(n, download.held, download.content_total)
 
         ranged = archive.streams_per_file > 1 and (file_plan.expected_size or 0) >= archive.ranged_cutoff
         download = (RangedDownload if ranged else Download)(

@@ -214,7 +214,7 @@ class RangedDownload(Download):
                         raise _UrlExpired(f"HTTP {response.status}")
                     if response.status == 416:  # an empty file: one stream handles it
                         raise _OneStream("the file server refused a first range (an empty file?)")
-                    self._check_answer_status(response.status)
+                    self._check_answer_status(response)
                     if response.status == 200:
                         raise _OneStream("the file server ignores Range")
                     _, _, total = content_range(response.headers.get("content-range"))
@@ -288,12 +288,13 @@ class RangedDownload(Download):
 
     def _count_failure(self) -> int | None:
         """Count one failed request (lock held); raise when the file stopped advancing for
-        `attempts` failures per stream or `max_seconds`. Progress renews both budgets."""
+        `attempts` failures per stream (streams fail together: a 503 often hits them all at
+        once) or `max_seconds`. Progress renews both budgets."""
         now = time.monotonic()
         if self.high_water > self._progress_mark:
             self._progress_mark, self._failures, self._last_progress = self.high_water, 0, now
         self._failures += 1
-        if self._failures >= self.attempts * max(1, self._allowed) or now - self._last_progress >= self.max_seconds:
+        if self._failures >= self.attempts * self.streams or now - self._last_progress >= self.max_seconds:
             raise DownloadError(f"{self.label}: gave up after {self._failures} failed requests without getting "
                                 f"past {self.high_water} of {self.total} bytes")
         return self._failures
@@ -327,13 +328,13 @@ class RangedDownload(Download):
         asked = max(piece.start, piece.done - self.overlap)
         headers = {"Range": f"bytes={asked}-{piece.end - 1}", "If-Range": self.validator.value}
         with self.connections.get(url, headers) as response:
-            self._check_piece_answer(response, asked, piece)
+            end = self._check_piece_answer(response, asked, piece)  # a server may send less than asked
             expected = os.pread(fd, piece.done - asked, asked) if piece.done > asked else b""
             position = asked
-            while position < piece.end:
-                if self.stop.is_set():
+            while position < end:
+                if self.stop.is_set() or self._failure is not None:  # (another stream's failure ends this one)
                     raise Interrupted(f"{self.label}: stopped with {self._done_bytes()} of {self.total} bytes")
-                n = self.connections.readinto(response, buffer[: min(len(buffer), piece.end - position)])
+                n = self.connections.readinto(response, buffer[: min(len(buffer), end - position)])
                 if not n:
                     break
                 with self._lock:
@@ -351,14 +352,16 @@ class RangedDownload(Download):
                     position += written
                     data = data[written:]
                     self._advance(piece, position, written)
-        if piece.done < piece.end:
-            raise Retryable(f"the answer for bytes {asked}-{piece.end - 1} ended at byte {piece.done}")
+        if piece.done < end:
+            raise Retryable(f"the answer for bytes {asked}-{end - 1} ended at byte {piece.done}")
 
-    def _check_piece_answer(self, response, asked: int, piece: Piece) -> None:
+    def _check_piece_answer(self, response, asked: int, piece: Piece) -> int:
+        """Where the answer's body must end (exclusive), once it proved to be the range asked,
+        of this file version; Restart or DownloadError otherwise."""
         status = response.status
         if status in (401, 403, 410):
             raise _UrlExpired(f"HTTP {status}")
-        self._check_answer_status(status)
+        self._check_answer_status(response)
         if status == 200:
             raise Restart("the file server answered a range with the whole file (the file changed, or the server "
                           "stopped honouring Range); restarting from byte 0")
@@ -379,12 +382,16 @@ class RangedDownload(Download):
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             raise Restart(f"the file server compressed a range ({encoding}); restarting from byte 0")
+        return end + 1
 
-    def _check_answer_status(self, status: int) -> None:
+    def _check_answer_status(self, response) -> None:
+        status = response.status
         if status in (200, 206, 416):
             return
         if status in (429, 503):
-            raise _Throttled(f"the file server answered HTTP {status}", None)
+            wait = response.headers.get("retry-after", "").strip()
+            raise _Throttled(f"the file server answered HTTP {status}",
+                             min(60.0, float(wait)) if wait.isdigit() else None)
         if is_retryable_status(status):
             raise Retryable(f"the file server answered HTTP {status}")
         if status == 404:
@@ -403,6 +410,10 @@ class RangedDownload(Download):
             self._grown.notify_all()
             self._checkpoints.progress(self.high_water, self._snapshot)
         self.progress(written)
+
+    @property
+    def held(self) -> int:
+        return self.high_water  # the pieces' bytes, wherever they are in the file
 
     def _prefix(self) -> int:
         """The end of the contiguous bytes from 0 (lock held)."""
