@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import logging
 
-import httpx
-
+from pipeline.archive.bytepath import Answer
 from pipeline.archive.checkpoints import Validator
 from pipeline.errors import DownloadError, FileUnavailable
 from storage import is_retryable_status
 
 log = logging.getLogger("rtk_archive.download")
 
-DECODABLE = ("gzip", "x-gzip", "deflate")  # Content-Encodings httpx decodes with the stdlib
+DECODABLE = ("gzip", "x-gzip", "deflate")  # Content-Encodings urllib3 decodes with the stdlib
 
 
 class Retryable(Exception):
@@ -31,7 +30,7 @@ class Restart(Retryable):
 class AnswerRules:
     """Checks on one answer; `Download` provides the state (offset, validator, lengths...)."""
 
-    def _range_not_satisfiable(self, response: httpx.Response) -> None:
+    def _range_not_satisfiable(self, response: Answer) -> None:
         """416: `bytes=0-` of an empty file (S3 answers so), or a resume past the end of a
         file that is shorter now (start again)."""
         _, _, total = content_range(response.headers.get("content-range"), unsatisfied=True)
@@ -45,8 +44,8 @@ class AnswerRules:
         raise DownloadError(f"{self.label}: the file server refused to send the file from byte 0 "
                             f"(HTTP 416, {response.headers.get('content-range')!r})", retryable=False)
 
-    def _check_status(self, response: httpx.Response) -> None:
-        status = response.status_code
+    def _check_status(self, response: Answer) -> None:
+        status = response.status
         if status in (200, 206):
             return
         if is_retryable_status(status):
@@ -55,13 +54,13 @@ class AnswerRules:
             raise FileUnavailable(f"{self.label}: the file server answered 404: the file is gone")
         raise DownloadError(f"{self.label}: the file server answered HTTP {status}", retryable=False)
 
-    def _position(self, response: httpx.Response) -> None:
+    def _position(self, response: Answer) -> None:
         """Line the answer up with what the spool holds, or start again; learn the file's length."""
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         self._decoding = encoding not in ("", "identity")
         if self._decoding:
-            self._accept_encoding(encoding, response.status_code)
-        if response.status_code == 200:
+            self._accept_encoding(encoding, response.status)
+        if response.status == 200:
             if self.offset:
                 # Range ignored, or If-Range found another version: the whole file, from byte 0.
                 log.info("%s: the file server answered with the whole file (it ignored Range, or the file "
@@ -81,7 +80,7 @@ class AnswerRules:
             )
         self._check_room(total if total is not None else self.expected_size)
 
-    def _position_partial(self, response: httpx.Response) -> None:
+    def _position_partial(self, response: Answer) -> None:
         """A 206 continues the spool only if it is the same file version and starts where asked."""
         start, end, total = content_range(response.headers.get("content-range"))
         if start is None:
@@ -147,7 +146,7 @@ class AnswerRules:
             )
 
 
-def int_header(response: httpx.Response, name: str) -> int | None:
+def int_header(response: Answer, name: str) -> int | None:
     value = response.headers.get(name)
     try:
         return int(value) if value is not None else None

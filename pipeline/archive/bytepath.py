@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterator
 
 import urllib3
 
-READ_SIZE = 1 << 20  # one readinto() fills at most this much: few calls, few writes
+READ_SIZE = 1 << 20  # one read fills at most this much: few calls, few writes
+
+Answer = urllib3.BaseHTTPResponse  # a file server's answer, its body not read yet
 
 
 class FileConnections:

@@ -10,11 +10,11 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import httpx
+from pipeline.archive.bytepath import Answer
 
 SYNC_EVERY = 256 << 20  # a durable checkpoint at least every this many bytes ...
 SYNC_SECONDS = 2.0  # ... and at least this often while bytes flow ...
@@ -29,14 +29,14 @@ class Validator:
     value: str
 
     @classmethod
-    def of(cls, response: httpx.Response) -> Validator | None:
+    def of(cls, response: Answer) -> Validator | None:
         etag = response.headers.get("etag")
         if etag and not etag.startswith("W/"):  # a weak ETag may not be used for ranges (RFC 9110 13.1.5)
             return cls("etag", etag)
         modified = response.headers.get("last-modified")
         return cls("last-modified", modified) if modified else None
 
-    def matches(self, response: httpx.Response) -> bool:
+    def matches(self, response: Answer) -> bool:
         return response.headers.get(self.header) == self.value
 
 

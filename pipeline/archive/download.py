@@ -31,10 +31,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
+import urllib3
 
 from pipeline import retry
 from pipeline.archive.answers import AnswerRules, Restart, Retryable
+from pipeline.archive.bytepath import READ_SIZE, Answer, FileConnections
 from pipeline.archive.checkpoints import Checkpoints, Validator, read_marker, write_marker
 from pipeline.archive.hashing import BackgroundHasher, Hasher, hash_file
 from pipeline.archive.spool import SpoolSpace
@@ -82,12 +83,12 @@ class Download(AnswerRules):
     (FileUnavailable when RealtimeKit no longer serves it). `fetched` counts the bytes this
     run received, whatever the outcome."""
 
-    def __init__(self, client: httpx.Client, urls: UrlProvider, spool: Path, *, expected_size: int | None,
+    def __init__(self, connections: FileConnections, urls: UrlProvider, spool: Path, *, expected_size: int | None,
                  label: str, refresh_margin: timedelta = timedelta(minutes=5), attempts: int = 5,
                  max_seconds: float = 600.0, stop: threading.Event | None = None,
                  progress: Callable[[int], None] | None = None, backoff: float = 1.0, md5: bool = True,
                  overlap: int = RESUME_OVERLAP, space: SpoolSpace | None = None):
-        self.client = client
+        self.connections = connections
         self.urls = urls
         self.spool = spool
         self.marker = spool.with_name(spool.name + ".ok")
@@ -284,10 +285,10 @@ class Download(AnswerRules):
                 headers["Range"] = f"bytes={self._asked_from}-"
             if self.offset:
                 headers["If-Range"] = self.validator.value
-            with self.client.stream("GET", self._url.url, headers=headers) as response:
-                if response.status_code in (401, 403, 410):
-                    raise _UrlExpired(f"HTTP {response.status_code}")
-                if response.status_code == 416:
+            with self.connections.get(self._url.url, headers) as response:
+                if response.status in (401, 403, 410):
+                    raise _UrlExpired(f"HTTP {response.status}")
+                if response.status == 416:
                     self._range_not_satisfiable(response)
                     return
                 self._check_status(response)
@@ -299,13 +300,15 @@ class Download(AnswerRules):
             except OSError as exc:
                 raise self._spool_failed(exc) from None
             raise
-        except httpx.TimeoutException as exc:
-            raise Retryable(f"timed out ({type(exc).__name__}) at byte {self.offset}") from None
-        except (httpx.TransportError, httpx.StreamError) as exc:
-            raise Retryable(f"connection broke at byte {self.offset} ({type(exc).__name__})") from None
-        except httpx.DecodingError:
+        except urllib3.exceptions.DecodeError:
             raise Restart("the compressed body could not be decoded; restarting from byte 0") from None
-        except OSError as exc:  # httpx turns network OSErrors into its own: this is the spool
+        except urllib3.exceptions.HTTPError as exc:
+            if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+                exc = exc.reason  # (the connection could not be made: say why)
+            if isinstance(exc, TimeoutError):
+                raise Retryable(f"timed out ({type(exc).__name__}) at byte {self.offset}") from None
+            raise Retryable(f"connection broke at byte {self.offset} ({type(exc).__name__})") from None
+        except OSError as exc:  # urllib3 turns network OSErrors into its own: this is the spool
             raise self._spool_failed(exc) from None
 
     def _resume_point(self) -> int:
@@ -321,22 +324,20 @@ class Download(AnswerRules):
             return 0
         return self.offset - min(self.overlap, self.offset)
 
-    def _receive(self, response: httpx.Response) -> None:
+    def _receive(self, response: Answer) -> None:
         hasher = BackgroundHasher(self.hasher)
         try:
             self._receive_into(response, hasher)
         finally:
             hasher.finish()  # the digests cover exactly the bytes written, whatever happened
 
-    def _receive_into(self, response: httpx.Response, hasher: BackgroundHasher) -> None:
+    def _receive_into(self, response: Answer, hasher: BackgroundHasher) -> None:
         overlap = self._spool_bytes(self._asked_from, self.offset)  # what the answer must repeat first
-        chunks: Iterator[bytes] = response.iter_bytes() if self._decoding else response.iter_raw()
+        chunks = self._chunks(response)
         # Unbuffered: a write that fails (a full disk) has written exactly what it reports.
         with open(self.spool, "r+b", buffering=0) as fh, Checkpoints(fh, self._note_durable, self.offset) as checkpoints:
             fh.seek(self.offset)
             fh.truncate()
-            # No chunk_size: httpx would hold bytes back until a chunk fills, and lose them
-            # when the connection breaks; as received, every byte that arrived is kept.
             for chunk in chunks:
                 if self.stop.is_set():
                     checkpoints.halt()
@@ -356,6 +357,14 @@ class Download(AnswerRules):
         if self._body_end is not None and self.offset < self._body_end:
             raise Retryable(f"body ended at byte {self.offset} of {self._body_end}")
         self._done = self.content_total is None or self.offset >= self.content_total
+
+    def _chunks(self, response: Answer) -> Iterator[bytes]:
+        """The body as received (read1: what arrived, up to READ_SIZE, never waiting for a full
+        buffer, so every byte that arrived before a break is kept), counted through the one
+        byte hook; decoded when the server compressed it."""
+        while chunk := response.read1(READ_SIZE, decode_content=self._decoding):
+            self.connections.on_bytes(len(chunk))
+            yield chunk
 
     def _write(self, fh, chunk: bytes, hasher: BackgroundHasher) -> None:
         written = 0

@@ -171,16 +171,13 @@ class Archiver:
 
         ranged = archive.streams_per_file > 1 and (file_plan.expected_size or 0) >= archive.ranged_cutoff
         download = (RangedDownload if ranged else Download)(
-            self.context.http, self._url_provider(plan, kind), spool, expected_size=file_plan.expected_size,
+            self.connections, self._url_provider(plan, kind), spool, expected_size=file_plan.expected_size,
             label=f"recording {rid} {kind}", refresh_margin=timedelta(seconds=archive.url_refresh_margin_seconds),
             attempts=archive.download_attempts, max_seconds=archive.retry_max_seconds, stop=self.stop,
             progress=received, md5=self._md5,
-            **({"connections": self.connections, "streams": archive.streams_per_file} if ranged else {}))
+            **({"streams": archive.streams_per_file} if ranged else {}))
         try:
-            if ranged:
-                return download, download.run()
-            with self.connections.slots:  # one stream holds one of the run's file connections
-                return download, download.run()
+            return download, download.run()
         except Interrupted:
             return None  # the spool stays: the next run resumes it
         except FileUnavailable as exc:

@@ -88,9 +88,8 @@ def split(total: int, streams: int) -> list[Piece]:
 class RangedDownload(Download):
     """`Download` over `streams` connections; falls back to one stream when ranges cannot be used."""
 
-    def __init__(self, *args, connections: FileConnections, streams: int, **kwargs):
+    def __init__(self, *args, streams: int, **kwargs):
         super().__init__(*args, **kwargs)
-        self.connections = connections
         self.streams = streams
         self.total = 0
         self.pieces: list[Piece] = []

@@ -27,7 +27,8 @@ def cmd_simulate(args) -> Outcome:
     """Serve until SIGINT/SIGTERM; a setting out of range or a busy port is one line (exit 2)."""
     from pipeline.simulator import SimulateError, serve
 
-    settings = ("host", "port", "recordings", "seed", "url_lifetime", "min_size", "max_size", "days")
+    settings = ("host", "port", "recordings", "seed", "url_lifetime", "min_size", "max_size", "days",
+                "throttle_per_connection")
     try:
         serve(**{name: getattr(args, name) for name in settings})
     except SimulateError as exc:
