@@ -101,7 +101,7 @@ class ArchiveConfig(_Section):
     # Files of at least this many bytes are downloaded in ranges over several connections
     # (like rclone's --multi-thread-cutoff), `streams_per_file` of them; at most
     # `max_connections` file connections are open at once, across all files of a run.
-    ranged_cutoff: int = Field(default=256 << 20, ge=1 << 20)
+    ranged_cutoff: int = Field(default=256 << 20, ge=1 << 20, le=1 << 39)  # (streams_per_file = 1: never)
     streams_per_file: int = Field(default=4, ge=1, le=32)
     max_connections: int = Field(default=16, ge=1, le=256)
 

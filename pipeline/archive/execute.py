@@ -102,6 +102,10 @@ class Archiver:
                 self.connections.close()
                 if self.stop.is_set():
                     self.summary.interrupted = True
+
+    def finish(self) -> None:
+        """After the last batch: the recordings past their deadline are lost; at risk are only
+        those still not archived."""
         self.completion.mark_lost_past_deadline()
         self._keep_only_still_at_risk()
 

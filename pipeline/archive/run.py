@@ -14,7 +14,7 @@ import shutil
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,6 +32,10 @@ from pipeline.clock import iso_utc
 from storage import StorageError, Target
 
 log = logging.getLogger("rtk_archive.run")
+
+# Recordings listed, planned and archived at a time: memory stays flat however many the window
+# holds. Within a batch, closest to deletion first; the listing itself comes oldest first.
+LISTING_BATCH = 1000
 
 
 @dataclass
@@ -66,18 +70,23 @@ def execute_run(context: Context, *, since: datetime | None = None, until: datet
         preflight.leave_out_failing_targets(context.targets, archiver.leave_out)
         _sweep({name: t for name, t in context.targets.items() if name not in archiver.unavailable})
         with stop_on_signals(context.stop):
+            planned: set[str] = set()
             try:
-                recordings = list_uploaded(context, since, until, meeting_id)
+                for recordings in batches(list_uploaded(context, since, until, meeting_id), LISTING_BATCH):
+                    planning = plan(context, recordings)
+                    archiver.record(planning)
+                    archiver.execute(planning.plans)
+                    planned.update(plan.id for plan in planning.plans)
+                    if context.stop.is_set():
+                        break
             except ApiAuthError as exc:
                 note = str(exc)
                 raise
             except ApiError as exc:
                 note = f"listing recordings failed: {exc}"
                 raise
-            planning = plan(context, recordings)
-            archiver.record(planning)
-            archiver.execute(planning.plans)
-            archiver.completion.complete_from_ledger(done={plan.id for plan in planning.plans})
+            archiver.finish()
+            archiver.completion.complete_from_ledger(done=planned)
         if summary.interrupted:
             exit_code = errors.EXIT_INTERRUPTED
             note = "interrupted; in-flight downloads were abandoned and resume on the next run"
@@ -86,7 +95,7 @@ def execute_run(context: Context, *, since: datetime | None = None, until: datet
             ship_audit_log(book, archiver.unavailable)
             problems = summary.failed or summary.lost or summary.copies_failed or archiver.unavailable
             exit_code = errors.EXIT_FAILURES if problems else errors.EXIT_OK
-        return RunResult(summary, exit_code, planning.plans)
+        return RunResult(summary, exit_code)
     except BaseException as exc:  # noted in the runs row as the CLI will exit; re-raised
         failure = exc
         exit_code = _exit_code_for(exc)
@@ -102,13 +111,21 @@ def execute_run(context: Context, *, since: datetime | None = None, until: datet
                 log.error("%s", exc)
 
 
-def list_uploaded(context: Context, since, until, meeting_id) -> list:
-    return list(context.api.iter_recordings(status=("UPLOADED",), start_time=since, end_time=until,
-                                            meeting_id=meeting_id))
+def list_uploaded(context: Context, since, until, meeting_id) -> Iterator:
+    """The app's UPLOADED recordings, page by page as they are needed (oldest first)."""
+    return context.api.iter_recordings(status=("UPLOADED",), start_time=since, end_time=until, meeting_id=meeting_id)
 
 
-def plan(context: Context, recordings: list) -> Planning:
+def batches(items: Iterable, size: int) -> Iterator[list]:
+    """`items` in lists of at most `size`, each taken from the iterator only when wanted."""
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def plan(context: Context, recordings: Iterable) -> Planning:
     config = context.config
+    recordings = list(recordings)  # (a batch, or a whole listing as an iterator)
     templates = {name: target.settings.key_template or config.archive.key_template
                  for name, target in context.targets.items()}
     known = context.ledger.known([recording.id for recording in recordings])
