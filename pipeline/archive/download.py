@@ -36,8 +36,8 @@ import urllib3
 from pipeline import retry
 from pipeline.archive.answers import AnswerRules, Restart, Retryable
 from pipeline.archive.bytepath import READ_SIZE, Answer, FileConnections
-from pipeline.archive.checkpoints import Checkpoints, Validator, read_marker, write_marker
-from pipeline.archive.hashing import BackgroundHasher, Hasher, hash_file
+from pipeline.archive.checkpoints import SYNC_MIN, Checkpoints, Validator, read_marker, write_marker
+from pipeline.archive.hashing import BackgroundHasher, Hasher, InlineHasher, hash_file
 from pipeline.archive.spool import SpoolSpace
 from pipeline.errors import DownloadError, FileUnavailable, Interrupted
 from storage import LocalFile
@@ -325,7 +325,10 @@ class Download(AnswerRules):
         return self.offset - min(self.overlap, self.offset)
 
     def _receive(self, response: Answer) -> None:
-        hasher = BackgroundHasher(self.hasher)
+        small = self.expected_size is not None and self.expected_size < BackgroundHasher.BATCH
+        # A small file is hashed as it arrives, on this thread: starting hashing threads would
+        # cost more than the hashing.
+        hasher = InlineHasher(self.hasher) if small else BackgroundHasher(self.hasher)
         try:
             self._receive_into(response, hasher)
         finally:
@@ -350,7 +353,8 @@ class Download(AnswerRules):
                 self._check_not_longer()
                 checkpoints.progress(self.offset)
             checkpoints.close()
-            self._sync(fh)
+            if self.offset >= SYNC_MIN:  # a smaller file is not worth a sync to resume it: fetched again
+                self._sync(fh)
         if overlap:
             raise Retryable(f"the answer ended before byte {self.offset}, inside the bytes asked again")
         # The body must reach the end its answer announced; short of it, resume from here.

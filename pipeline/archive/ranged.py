@@ -111,7 +111,7 @@ class RangedDownload(Download):
             raise DownloadError(f"{self.label}: {self._spool_failed(exc)}", retryable=False) from None
         self._url = self._fresh_enough(self.urls(False))
         self._last_progress = time.monotonic()
-        for restart in range(self.attempts):
+        for _ in range(self.attempts):
             try:
                 return self._ranged()
             except _OneStream as why:
@@ -186,6 +186,8 @@ class RangedDownload(Download):
         """A first `bytes=0-0`: the file's length and version, and whether ranges work at all."""
         self._reset_spool()
         while True:
+            if self.stop.is_set():
+                raise Interrupted(f"{self.label}: stopped before the download began")
             try:
                 total, validator = self._probe_once()
                 break
