@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 
 import pytest
 
@@ -101,9 +102,9 @@ def test_a_file_that_changes_size_between_ranges_fails_and_nothing_is_kept(sim, 
     that reason, nothing is archived and the spool is emptied."""
     rec = sim.add_recording(size=8_000_000)
     sim.faults.set(throttle_bps=4_000_000)
-    import threading
-    changer = threading.Thread(target=lambda: (wait_for(lambda: sum(r.bytes_sent for r in file_requests(sim)) > 1_000_000),
-                                               sim.faults.set(size_mismatch={rec["id"]: 1000})))
+    changer = threading.Thread(target=lambda: (
+        wait_for(lambda: sum(r.bytes_sent for r in file_requests(sim)) > 1_000_000),
+        sim.faults.set(size_mismatch={rec["id"]: 1000})))
     changer.start()
     result = archive(tmp_path, sim)
     changer.join()

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import urllib3
 
 from pipeline import retry
-from pipeline.archive.answers import AnswerRules, Restart, Retryable
+from pipeline.archive.answers import AnswerRules, Restart, Retryable, UrlRefused
 from pipeline.archive.bytepath import READ_SIZE, Answer, FileConnections
 from pipeline.archive.checkpoints import SYNC_MIN, Checkpoints, Validator, read_marker, write_marker
 from pipeline.archive.hashing import BackgroundHasher, Hasher, InlineHasher, hash_file
@@ -64,10 +64,6 @@ class DownloadedFile(LocalFile):
     resumed: int = 0
     refreshed: int = 0
     fetched: int = 0  # bytes received from the network by this run (bytes resumed from the spool excluded)
-
-
-class _UrlExpired(Exception):
-    """The file server refused the URL (expired or revoked): refresh and go on."""
 
 
 class _NoSpace(Retryable):
@@ -268,7 +264,7 @@ class Download(AnswerRules):
             before = self.written
             try:
                 self._request()
-            except _UrlExpired as exc:
+            except UrlRefused as exc:
                 self._url = self._refresh(f"the file server refused the URL ({exc})")
                 continue
             if not self._done and self.written == before:
@@ -287,7 +283,7 @@ class Download(AnswerRules):
                 headers["If-Range"] = self.validator.value
             with self.connections.get(self._url.url, headers) as response:
                 if response.status in (401, 403, 410):
-                    raise _UrlExpired(f"HTTP {response.status}")
+                    raise UrlRefused(f"HTTP {response.status}")
                 if response.status == 416:
                     self._range_not_satisfiable(response)
                     return

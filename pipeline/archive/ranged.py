@@ -33,13 +33,12 @@ from dataclasses import dataclass
 
 import urllib3
 
-from pipeline.archive.answers import Restart, Retryable, content_range, int_header
+from pipeline.archive.answers import RangeRules, Restart, Retryable, Throttled, UrlRefused, content_range
 from pipeline.archive.bytepath import READ_SIZE, FileConnections
 from pipeline.archive.checkpoints import Checkpoints, Validator, read_marker, read_pieces, write_marker
-from pipeline.archive.download import Download, DownloadedFile, _UrlExpired, host_of
+from pipeline.archive.download import Download, DownloadedFile, host_of
 from pipeline.archive.hashing import BackgroundHasher, Hasher
 from pipeline.errors import DownloadError, FileUnavailable, Interrupted
-from storage import is_retryable_status
 
 log = logging.getLogger("rtk_archive.download")
 
@@ -50,14 +49,6 @@ HASH_BLOCK = 4 << 20  # the follower reads the prefix back in blocks this large
 
 class _OneStream(Exception):
     """The server cannot serve this file in consistent ranges: download it over one stream."""
-
-
-class _Throttled(Retryable):
-    """The file server asked to slow down (429/503)."""
-
-    def __init__(self, message: str, wait: float | None):
-        super().__init__(message)
-        self.wait = wait
 
 
 @dataclass
@@ -85,7 +76,7 @@ def split(total: int, streams: int) -> list[Piece]:
     return [Piece(start, start, min(total, start + size)) for start in range(0, total, size)]
 
 
-class RangedDownload(Download):
+class RangedDownload(RangeRules, Download):
     """`Download` over `streams` connections; falls back to one stream when ranges cannot be used."""
 
     def __init__(self, *args, streams: int, **kwargs):
@@ -196,7 +187,7 @@ class RangedDownload(Download):
                     raise
                 with self._lock:
                     failures = self._count_failure()
-                wait = exc.wait if isinstance(exc, _Throttled) and exc.wait is not None else \
+                wait = exc.wait if isinstance(exc, Throttled) and exc.wait is not None else \
                     min(30.0, self.backoff * 2 ** min(failures - 1, 5))
                 log.warning("%s: %s; trying again", self.label, exc)
                 time.sleep(wait * random.uniform(0.5, 1.0))
@@ -212,7 +203,7 @@ class RangedDownload(Download):
             try:
                 with self.connections.get(self._url.url, {"Range": "bytes=0-0"}) as response:
                     if response.status in (401, 403, 410):
-                        raise _UrlExpired(f"HTTP {response.status}")
+                        raise UrlRefused(f"HTTP {response.status}")
                     if response.status == 416:  # an empty file: one stream handles it
                         raise _OneStream("the file server refused a first range (an empty file?)")
                     self._check_answer_status(response)
@@ -225,7 +216,7 @@ class RangedDownload(Download):
                     if validator is None:
                         raise _OneStream("the file server gives no ETag or Last-Modified to hold ranges together")
                     return total, validator
-            except _UrlExpired as exc:
+            except UrlRefused as exc:
                 self._url = self._refresh(f"the file server refused the URL ({exc})")
             except urllib3.exceptions.HTTPError as exc:
                 raise Retryable(f"the first range request failed ({type(exc).__name__})") from None
@@ -267,7 +258,7 @@ class RangedDownload(Download):
                     piece = self._queue.popleft()
                 try:
                     self._fetch(piece, fd, buffer)
-                except _Throttled as exc:
+                except Throttled as exc:
                     self._slow_down(piece, exc)
         except BaseException as exc:  # handed to _ranged, which raises it
             with self._lock:
@@ -275,7 +266,7 @@ class RangedDownload(Download):
                     self._failure = exc
                 self._grown.notify_all()
 
-    def _slow_down(self, piece: Piece, exc: _Throttled) -> None:
+    def _slow_down(self, piece: Piece, exc: Throttled) -> None:
         """429/503: this file uses fewer streams (never fewer than one), and waits."""
         with self._lock:
             self._queue.appendleft(piece)
@@ -306,13 +297,13 @@ class RangedDownload(Download):
             before, url = piece.done, self._url
             try:
                 self._request_piece(url.url, piece, fd, buffer)
-            except _UrlExpired as exc:
+            except UrlRefused as exc:
                 with self._lock:
                     if url is self._url:  # not refreshed meanwhile by another stream
                         self._url = self._refresh(f"the file server refused the URL ({exc})")
                 continue
             except (Retryable, urllib3.exceptions.HTTPError) as exc:
-                if isinstance(exc, (Restart, _Throttled)):
+                if isinstance(exc, (Restart, Throttled)):
                     raise
                 why = exc if isinstance(exc, Retryable) else f"connection broke ({type(exc).__name__})"
                 with self._lock:
@@ -355,49 +346,6 @@ class RangedDownload(Download):
                     self._advance(piece, position, written)
         if piece.done < end:
             raise Retryable(f"the answer for bytes {asked}-{end - 1} ended at byte {piece.done}")
-
-    def _check_piece_answer(self, response, asked: int, piece: Piece) -> int:
-        """Where the answer's body must end (exclusive), once it proved to be the range asked,
-        of this file version; Restart or DownloadError otherwise."""
-        status = response.status
-        if status in (401, 403, 410):
-            raise _UrlExpired(f"HTTP {status}")
-        self._check_answer_status(response)
-        if status == 200:
-            raise Restart("the file server answered a range with the whole file (the file changed, or the server "
-                          "stopped honouring Range); restarting from byte 0")
-        if status == 416:
-            raise Restart("the file server refused a range (the file is shorter now); restarting from byte 0")
-        start, end, total = content_range(response.headers.get("content-range"))
-        if start != asked or total != self.total or end > piece.end - 1:
-            raise Restart(f"the file server answered bytes {asked}-{piece.end - 1} of {self.total} with "
-                          f"{response.headers.get('content-range')!r}; restarting from byte 0")
-        if not self.validator.matches(response):
-            raise Restart(f"the file changed since the download began (its {self.validator.header} was "
-                          f"{self.validator.value}, now {response.headers.get(self.validator.header)}); "
-                          "restarting from byte 0")
-        length = int_header(response, "content-length")
-        if length is not None and length != end + 1 - start:
-            raise DownloadError(f"{self.label}: the file server's answer contradicts itself: Content-Length {length}, "
-                                f"but its Content-Range covers {end + 1 - start} bytes; not archived", retryable=False)
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            raise Restart(f"the file server compressed a range ({encoding}); restarting from byte 0")
-        return end + 1
-
-    def _check_answer_status(self, response) -> None:
-        status = response.status
-        if status in (200, 206, 416):
-            return
-        if status in (429, 503):
-            wait = response.headers.get("retry-after", "").strip()
-            raise _Throttled(f"the file server answered HTTP {status}",
-                             min(60.0, float(wait)) if wait.isdigit() else None)
-        if is_retryable_status(status):
-            raise Retryable(f"the file server answered HTTP {status}")
-        if status == 404:
-            raise FileUnavailable(f"{self.label}: the file server answered 404: the file is gone")
-        raise DownloadError(f"{self.label}: the file server answered HTTP {status}", retryable=False)
 
     # ----------------------------------------------------------------- progress, hashing, checkpoints
 

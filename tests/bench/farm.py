@@ -5,10 +5,8 @@ archive config for it, and an `rtk-archive` run in a child process with its peak
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -76,23 +74,10 @@ def archive_config(farm: Farm, folder: Path, *, targets: list[dict] | None = Non
     }
 
 
-def child_archive(spec: dict) -> dict:
-    from pipeline.config import parse_config
-    from pipeline.session import run_archive
-
-    config = parse_config(spec["config"], environ=dict(os.environ))
-    start = time.perf_counter()
-    result = run_archive(config, command="bench")
-    seconds = time.perf_counter() - start
-    summary = result.summary
-    assert summary.failed == 0 and summary.lost == 0, summary.problems
-    return {"bytes": summary.bytes_downloaded, "seconds": seconds, "archived": summary.archived}
-
-
 def run_archive_child(config: dict) -> dict:
     """One `rtk-archive` run in a fresh interpreter: bytes, seconds, archived, peak RSS (MB)."""
     code = (f"import json,sys,resource; sys.path.insert(0, {str(REPO)!r}); "
-            "from tests.bench.farm import child_archive; "
+            "from tests.bench.bench_archive import child_archive; "
             "r = child_archive(json.loads(sys.stdin.read())); "
             "r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
             "print(json.dumps(r))")
