@@ -16,6 +16,7 @@ from pipeline.session import run_archive
 from tests.helpers import cli_command, cli_env, file_requests, ledger_rows, make_config, run_cli, stored_digest, \
     write_config
 from tests.test_crash import wait_for
+from tests.test_spool_env import small_spool  # noqa: F401 - a fixture: an 8 MiB tmpfs
 
 pytestmark = pytest.mark.slow
 
@@ -160,3 +161,19 @@ def test_sigkill_during_a_multi_range_download_then_resume_continues_each_range(
             assert any(start < at <= done for at in continued), (start, done, continued)
     assert sum(r.bytes_sent for r in after) < 24_000_000 - durable + 4 * (64 << 10) + 1
     assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+
+
+def test_a_ranged_file_larger_than_the_spool_fails_at_once_and_the_others_go_on(sim, tmp_path, small_spool):
+    """A 12 MB file above the cutoff on an 8 MiB spool (tmpfs): refused once its length is
+    known, before any piece is fetched, with the reason; the two 1 MB files are archived; the
+    spool is left empty."""
+    big = sim.add_recording(size=12_000_000)
+    small = [sim.add_recording(size=1_000_000) for _ in range(2)]
+    result = archive(tmp_path, sim, spool_dir=str(small_spool), concurrency=1)
+    assert result.exit_code == 1 and result.summary.archived == 2 and result.summary.failed == 1
+    assert [r.range for r in file_requests(sim) if big["id"] in r.path] == ["bytes=0-0"]
+    [problem] = result.summary.problems
+    assert f"no space left on the spool file system at {small_spool}: the file is 12000000 bytes" in problem
+    for rec in small:
+        assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+    assert list(small_spool.iterdir()) == []

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import urllib3
 
-READ_SIZE = 1 << 20  # one read fills at most this much: few calls, few writes
+READ_SIZE = 4 << 20  # one read fills at most this much: few calls, few writes, few GIL hand-overs
 
 Answer = urllib3.BaseHTTPResponse  # a file server's answer, its body not read yet
 

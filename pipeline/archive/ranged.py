@@ -91,6 +91,7 @@ class RangedDownload(RangeRules, Download):
         self._failure: BaseException | None = None
         self._finished = False
         self._prefix_index = 0
+        self._announced = 0  # the prefix the hasher was last told about
         self._checkpoints: Checkpoints | None = None
 
     # ----------------------------------------------------------------- the whole file
@@ -99,7 +100,7 @@ class RangedDownload(RangeRules, Download):
         try:
             self.spool.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
-            raise DownloadError(f"{self.label}: {self._spool_failed(exc)}", retryable=False) from None
+            raise self._spool_error(exc) from None
         self._url = self._fresh_enough(self.urls(False))
         self._last_progress = time.monotonic()
         for _ in range(self.attempts):
@@ -116,12 +117,15 @@ class RangedDownload(RangeRules, Download):
                             f"({self.attempts} times); not archived")
 
     def _ranged(self) -> DownloadedFile:
-        self._failure, self._finished, self._prefix_index = None, False, 0
-        if not self._resume_pieces():
+        self._failure, self._finished, self._prefix_index, self._announced = None, False, 0, 0
+        resumed = self._resume_pieces()
+        if not resumed:
             self._probe()
         self._queue = deque(piece for piece in self.pieces if not piece.complete)
         self._progress_mark = self.high_water = self._done_bytes()
         self._check_room(self.total - self._done_bytes())
+        if not resumed:
+            self._allocate()
         hasher = Hasher(md5=self.md5)
         try:
             with open(self.spool, "r+b", buffering=0) as fh:
@@ -144,9 +148,7 @@ class RangedDownload(RangeRules, Download):
                     self._checkpoints.close()
                     self._sync_pieces(fh)
         except OSError as exc:
-            failure = self._spool_failed(exc)
-            raise (failure if isinstance(failure, DownloadError) else
-                   DownloadError(f"{self.label}: {failure}", retryable=True)) from None
+            raise self._spool_error(exc) from None
         except Retryable as exc:
             if isinstance(exc, Restart):
                 raise
@@ -196,7 +198,6 @@ class RangedDownload(RangeRules, Download):
                                 f"is {self.expected_size}; not archived", retryable=False)
         self.total, self.validator, self.content_total = total, validator, total
         self.pieces = split(total, self.streams)
-        os.truncate(self.spool, total)
 
     def _probe_once(self) -> tuple[int, Validator]:
         while True:
@@ -225,10 +226,26 @@ class RangedDownload(RangeRules, Download):
         try:
             self._reset()
         except OSError as exc:
-            failure = self._spool_failed(exc)
-            raise (failure if isinstance(failure, DownloadError) else
-                   DownloadError(f"{self.label}: {failure}", retryable=True)) from None
+            raise self._spool_error(exc) from None
         self.pieces, self.total = [], 0
+
+    def _allocate(self) -> None:
+        """The whole file's space, reserved at once: the pieces' writes land in place (not in a
+        sparse file's scattered extents), and a spool that fills up fails here, not mid-way."""
+        try:
+            fd = os.open(self.spool, os.O_WRONLY)
+            try:
+                os.posix_fallocate(fd, 0, self.total)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise self._spool_error(exc) from None
+
+    def _spool_error(self, exc: OSError) -> DownloadError:
+        """A spool failure as this file's DownloadError (a spool full for now: the bytes other
+        downloads hold are not waited for here; the next run retries the file)."""
+        failure = self._spool_failed(exc)
+        return failure if isinstance(failure, DownloadError) else DownloadError(f"{self.label}: {failure}")
 
     # ----------------------------------------------------------------- the workers
 
@@ -356,7 +373,12 @@ class RangedDownload(RangeRules, Download):
             self.high_water += written
             while self._prefix_index < len(self.pieces) and self.pieces[self._prefix_index].complete:
                 self._prefix_index += 1
-            self._grown.notify_all()
+            prefix = self._prefix()
+            # The hasher is woken once a block is ready, not for every write (waking it for
+            # writes beyond the prefix only costs the GIL).
+            if prefix - self._announced >= HASH_BLOCK or prefix == self.total:
+                self._announced = prefix
+                self._grown.notify_all()
             self._checkpoints.progress(self.high_water, self._snapshot)
         self.progress(written)
 
