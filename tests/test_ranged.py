@@ -83,6 +83,20 @@ def test_a_server_that_ignores_range_is_downloaded_over_one_stream(sim, tmp_path
     assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
 
 
+def test_a_server_whose_later_ranges_answer_200_falls_back_to_one_stream(sim, tmp_path):
+    """The probe and the first piece get 206, every piece not starting at byte 0 gets 200 with
+    the whole file (same ETag: Range ignored, the file unchanged): no 200 body is written, the
+    file is downloaded again over one stream, and archived whole."""
+    rec = sim.add_recording(size=8_000_000)
+    sim.faults.set(ignore_later_ranges=True)
+    result = archive(tmp_path, sim)
+    assert result.exit_code == 0 and result.summary.archived == 1, result.summary.problems
+    answers = file_requests(sim)
+    assert any(r.status == 200 and "ignore_later_ranges" in r.faults for r in answers)
+    assert answers[-1].range == "bytes=0-" and answers[-1].status == 206
+    assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+
+
 def test_a_file_that_changes_between_ranges_is_never_mixed(sim, tmp_path):
     """A drop that also changes the file (new bytes, same size, new ETag): the next range is
     asked with the old ETag as If-Range and answered 200, so the pieces already held are thrown

@@ -28,6 +28,10 @@ class Restart(Retryable):
     """What the spool holds cannot be continued with this server's bytes: start again from 0."""
 
 
+class OneStream(Exception):
+    """The server cannot serve this file in consistent ranges: download it over one stream."""
+
+
 class UrlRefused(Exception):
     """The file server refused the URL (expired or revoked): refresh and go on."""
 
@@ -170,9 +174,11 @@ class RangeRules:
         if status in (401, 403, 410):
             raise UrlRefused(f"HTTP {status}")
         self._check_answer_status(response)
+        if status == 200 and self.validator.matches(response):  # the same version: Range ignored
+            raise OneStream("the file server answered a range with the whole file")
         if status == 200:
-            raise Restart("the file server answered a range with the whole file (the file changed, or the server "
-                          "stopped honouring Range); restarting from byte 0")
+            raise Restart("the file changed since the download began (a range was answered with the whole new "
+                          "file); restarting from byte 0")
         if status == 416:
             raise Restart("the file server refused a range (the file is shorter now); restarting from byte 0")
         start, end, total = content_range(response.headers.get("content-range"))

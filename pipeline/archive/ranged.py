@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import urllib3
 
-from pipeline.archive.answers import RangeRules, Restart, Retryable, Throttled, UrlRefused, content_range
+from pipeline.archive.answers import OneStream, RangeRules, Restart, Retryable, Throttled, UrlRefused, content_range
 from pipeline.archive.bytepath import READ_SIZE, FileConnections
 from pipeline.archive.checkpoints import Checkpoints, Validator, read_marker, read_pieces, write_marker
 from pipeline.archive.download import Download, DownloadedFile, host_of
@@ -45,10 +45,6 @@ log = logging.getLogger("rtk_archive.download")
 MIN_PIECE = 1 << 20  # (files above the default cutoff get 16 MiB and up, as AWS advises for ranged GETs)
 MAX_PIECE = 256 << 20
 HASH_BLOCK = 4 << 20  # the follower reads the prefix back in blocks this large
-
-
-class _OneStream(Exception):
-    """The server cannot serve this file in consistent ranges: download it over one stream."""
 
 
 @dataclass
@@ -106,7 +102,7 @@ class RangedDownload(RangeRules, Download):
         for _ in range(self.attempts):
             try:
                 return self._ranged()
-            except _OneStream as why:
+            except OneStream as why:
                 log.info("%s: %s; downloading over one stream", self.label, why)
                 self._reset_spool()
                 return super()._run()
@@ -206,16 +202,16 @@ class RangedDownload(RangeRules, Download):
                     if response.status in (401, 403, 410):
                         raise UrlRefused(f"HTTP {response.status}")
                     if response.status == 416:  # an empty file: one stream handles it
-                        raise _OneStream("the file server refused a first range (an empty file?)")
+                        raise OneStream("the file server refused a first range (an empty file?)")
                     self._check_answer_status(response)
                     if response.status == 200:
-                        raise _OneStream("the file server ignores Range")
+                        raise OneStream("the file server ignores Range")
                     _, _, total = content_range(response.headers.get("content-range"))
                     validator = Validator.of(response)
                     if total is None:
-                        raise _OneStream("the file server does not state the file's length in Content-Range")
+                        raise OneStream("the file server does not state the file's length in Content-Range")
                     if validator is None:
-                        raise _OneStream("the file server gives no ETag or Last-Modified to hold ranges together")
+                        raise OneStream("the file server gives no ETag or Last-Modified to hold ranges together")
                     return total, validator
             except UrlRefused as exc:
                 self._url = self._refresh(f"the file server refused the URL ({exc})")
