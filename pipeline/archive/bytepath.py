@@ -60,3 +60,12 @@ class FileConnections:
 
     def close(self) -> None:
         self._pool.clear()
+
+
+def file_connections(config, on_bytes: Callable[[int], None] | None = None) -> FileConnections:
+    """The run's file connections, as `[archive]` and `[source]` configure them; `on_bytes`
+    sees every byte received (a bandwidth limiter or a meter)."""
+    import pipeline
+
+    return FileConnections(timeout=config.source.timeout, max_connections=config.archive.max_connections,
+                           user_agent=f"rtk-archive/{pipeline.__version__}", on_bytes=on_bytes)

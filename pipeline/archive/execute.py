@@ -15,7 +15,8 @@ from pipeline.archive import object_keys as keys
 from pipeline.archive.bookkeeping import Book
 from pipeline.archive.completion import Completion
 from pipeline.archive.download import Download, DownloadedFile, SignedUrl
-from pipeline.archive.ranged import RangedDownload, file_connections
+from pipeline.archive.bytepath import file_connections
+from pipeline.archive.ranged import RangedDownload
 from pipeline.archive.plan import FilePlan, Planning, RecordingPlan, recording_metadata
 from pipeline.archive.store import store_file
 from pipeline.errors import DownloadError, FileUnavailable, Interrupted

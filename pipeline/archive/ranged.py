@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import urllib3
 
 from pipeline.archive.answers import OneStream, RangeRules, Restart, Retryable, Throttled, UrlRefused, content_range
-from pipeline.archive.bytepath import READ_SIZE, FileConnections
+from pipeline.archive.bytepath import READ_SIZE
 from pipeline.archive.checkpoints import Checkpoints, Validator, read_marker, read_pieces, write_marker
 from pipeline.archive.download import Download, DownloadedFile, host_of
 from pipeline.archive.hashing import BackgroundHasher, Hasher
@@ -56,14 +56,6 @@ class Piece:
     @property
     def complete(self) -> bool:
         return self.done >= self.end
-
-
-def file_connections(config) -> FileConnections:
-    """The run's file connections, as `[archive]` and `[source]` configure them."""
-    import pipeline
-
-    return FileConnections(timeout=config.source.timeout, max_connections=config.archive.max_connections,
-                           user_agent=f"rtk-archive/{pipeline.__version__}")
 
 
 def split(total: int, streams: int) -> list[Piece]:
