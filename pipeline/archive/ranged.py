@@ -180,7 +180,7 @@ class RangedDownload(RangeRules, Download):
                 wait = exc.wait if isinstance(exc, Throttled) and exc.wait is not None else \
                     min(30.0, self.backoff * 2 ** min(failures - 1, 5))
                 log.warning("%s: %s; trying again", self.label, exc)
-                time.sleep(wait * random.uniform(0.5, 1.0))
+                self.stop.wait(wait * random.uniform(0.5, 1.0))
         if self.expected_size is not None and total != self.expected_size:
             raise DownloadError(f"{self.label}: the file server announces {total} bytes but the API's file_size "
                                 f"is {self.expected_size}; not archived", retryable=False)
@@ -281,7 +281,7 @@ class RangedDownload(RangeRules, Download):
             failures = self._count_failure()
         if failures is not None:
             pause = exc.wait if exc.wait is not None else min(30.0, self.backoff * 2 ** min(failures, 5))
-            time.sleep(pause + random.uniform(0, self.backoff / 2))
+            self.stop.wait(pause + random.uniform(0, self.backoff / 2))  # (a stop ends the wait)
 
     def _count_failure(self) -> int | None:
         """Count one failed request (lock held); raise when the file stopped advancing for
@@ -299,9 +299,13 @@ class RangedDownload(RangeRules, Download):
     def _fetch(self, piece: Piece, fd: int, buffer: memoryview) -> None:
         """The piece, whole: continued after breaks and short answers, the URL refreshed when refused."""
         while not piece.complete:
+            if self.stop.is_set():
+                raise Interrupted(f"{self.label}: stopped with {self._done_bytes()} of {self.total} bytes")
             before, url = piece.done, self._url
             try:
                 self._request_piece(url.url, piece, fd, buffer)
+                if piece.done == before and not piece.complete:
+                    raise Retryable(f"the answer for bytes {piece.done}-{piece.end - 1} brought nothing")
             except UrlRefused as exc:
                 with self._lock:
                     if url is self._url:  # not refreshed meanwhile by another stream
@@ -315,10 +319,7 @@ class RangedDownload(RangeRules, Download):
                     failures = self._count_failure()
                 log.warning("%s: bytes %d-%d: %s; continuing from byte %d", self.label, piece.start, piece.end - 1,
                             why, piece.done)
-                time.sleep(min(30.0, self.backoff * 2 ** min(failures - 1, 5)) * random.uniform(0.5, 1.0))
-                continue
-            if piece.done == before and not piece.complete:
-                raise Retryable(f"the answer for bytes {piece.done}-{piece.end - 1} brought nothing")
+                self.stop.wait(min(30.0, self.backoff * 2 ** min(failures - 1, 5)) * random.uniform(0.5, 1.0))
 
     def _request_piece(self, url: str, piece: Piece, fd: int, buffer: memoryview) -> None:
         """One Range GET for the rest of `piece`, written where it belongs."""
