@@ -17,6 +17,9 @@ def printable(text: str) -> str:
     """`text` with control characters replaced by U+FFFD, for a terminal or a log file."""
     return _CONTROL.sub("\ufffd", text)
 _URL_QUERY = re.compile(r"(https?://[^\s?#\"'<>]+)\?[^\s\"'<>]*")
+# A request line as urllib3 logs it (`"GET /files/x?X-Signature=... HTTP/1.1"`): the path
+# without its host, so the rule above does not see it.
+_REQUEST_QUERY = re.compile(r"(\"[A-Z]+ /[^\s?#\"]*)\?[^\s\"]*")
 MIN_SECRET = 4  # shorter values would mask ordinary words
 
 
@@ -39,7 +42,7 @@ class Redactor:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
-        return _URL_QUERY.sub(r"\1?" + MASK, text)
+        return _REQUEST_QUERY.sub(r"\1?" + MASK, _URL_QUERY.sub(r"\1?" + MASK, text))
 
 
 class RedactingFilter(logging.Filter):

@@ -12,9 +12,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import httpx
 import pytest
 
+from pipeline.archive.bytepath import FileConnections
 from pipeline.archive.download import RESUME_OVERLAP, Download, SignedUrl
 from pipeline.errors import DownloadError
 from pipeline.session import run_archive
@@ -169,10 +169,13 @@ def test_a_resume_answered_from_elsewhere_restarts_cleanly(sim, tmp_path):
 
 
 def download_once(sim, rec: dict, spool: Path, **kwargs) -> Download:
-    with httpx.Client(timeout=30) as client:
-        download = Download(client, lambda refresh: SignedUrl(sim.download_url(rec["id"]), None), spool,
+    connections = FileConnections(timeout=30, max_connections=2, user_agent="test")
+    try:
+        download = Download(connections, lambda refresh: SignedUrl(sim.download_url(rec["id"]), None), spool,
                             expected_size=rec["file_size"], label="test", backoff=0.05, **kwargs)
         download.run()
+    finally:
+        connections.close()
     return download
 
 

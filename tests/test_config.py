@@ -115,7 +115,8 @@ NUMBERS = [
     ("source", "per_page"), ("source", "timeout"), ("source", "max_retries"), ("source", "max_retry_seconds"),
     ("archive", "concurrency"), ("archive", "url_refresh_margin_seconds"), ("archive", "deadline_margin_hours"),
     ("archive", "lookback_days"), ("archive", "download_attempts"), ("archive", "upload_attempts"),
-    ("archive", "retry_max_seconds"),
+    ("archive", "retry_max_seconds"), ("archive", "ranged_cutoff"), ("archive", "streams_per_file"),
+    ("archive", "max_connections"),
 ]
 NONSENSE = [-1, 1e12, float("inf"), float("-inf"), float("nan"), 10 ** 30, "many", [4]]
 

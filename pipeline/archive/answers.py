@@ -3,21 +3,21 @@ Content-Range that starts where it was asked and belongs to the same file versio
 lengths that agree with each other and with the API's file_size, a resume that repeats the
 spool's last bytes exactly, an encoding that can be undone. An answer that breaks them restarts
 the file from byte 0 (`Restart`) or fails it with the reason (`DownloadError`); never are other
-bytes kept under the recording's name. A mixin of `Download`, which holds the state they read."""
+bytes kept under the recording's name. Mixins of `Download` and `RangedDownload`, which hold
+the state they read."""
 
 from __future__ import annotations
 
 import logging
 
-import httpx
-
+from pipeline.archive.bytepath import Answer
 from pipeline.archive.checkpoints import Validator
 from pipeline.errors import DownloadError, FileUnavailable
 from storage import is_retryable_status
 
 log = logging.getLogger("rtk_archive.download")
 
-DECODABLE = ("gzip", "x-gzip", "deflate")  # Content-Encodings httpx decodes with the stdlib
+DECODABLE = ("gzip", "x-gzip", "deflate")  # Content-Encodings urllib3 decodes with the stdlib
 
 
 class Retryable(Exception):
@@ -28,10 +28,26 @@ class Restart(Retryable):
     """What the spool holds cannot be continued with this server's bytes: start again from 0."""
 
 
+class OneStream(Exception):
+    """The server cannot serve this file in consistent ranges: download it over one stream."""
+
+
+class UrlRefused(Exception):
+    """The file server refused the URL (expired or revoked): refresh and go on."""
+
+
+class Throttled(Retryable):
+    """The file server asked to slow down (429/503); `wait`: its Retry-After, in seconds."""
+
+    def __init__(self, message: str, wait: float | None):
+        super().__init__(message)
+        self.wait = wait
+
+
 class AnswerRules:
     """Checks on one answer; `Download` provides the state (offset, validator, lengths...)."""
 
-    def _range_not_satisfiable(self, response: httpx.Response) -> None:
+    def _range_not_satisfiable(self, response: Answer) -> None:
         """416: `bytes=0-` of an empty file (S3 answers so), or a resume past the end of a
         file that is shorter now (start again)."""
         _, _, total = content_range(response.headers.get("content-range"), unsatisfied=True)
@@ -45,8 +61,8 @@ class AnswerRules:
         raise DownloadError(f"{self.label}: the file server refused to send the file from byte 0 "
                             f"(HTTP 416, {response.headers.get('content-range')!r})", retryable=False)
 
-    def _check_status(self, response: httpx.Response) -> None:
-        status = response.status_code
+    def _check_status(self, response: Answer) -> None:
+        status = response.status
         if status in (200, 206):
             return
         if is_retryable_status(status):
@@ -55,13 +71,13 @@ class AnswerRules:
             raise FileUnavailable(f"{self.label}: the file server answered 404: the file is gone")
         raise DownloadError(f"{self.label}: the file server answered HTTP {status}", retryable=False)
 
-    def _position(self, response: httpx.Response) -> None:
+    def _position(self, response: Answer) -> None:
         """Line the answer up with what the spool holds, or start again; learn the file's length."""
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         self._decoding = encoding not in ("", "identity")
         if self._decoding:
-            self._accept_encoding(encoding, response.status_code)
-        if response.status_code == 200:
+            self._accept_encoding(encoding, response.status)
+        if response.status == 200:
             if self.offset:
                 # Range ignored, or If-Range found another version: the whole file, from byte 0.
                 log.info("%s: the file server answered with the whole file (it ignored Range, or the file "
@@ -81,7 +97,7 @@ class AnswerRules:
             )
         self._check_room(total if total is not None else self.expected_size)
 
-    def _position_partial(self, response: httpx.Response) -> None:
+    def _position_partial(self, response: Answer) -> None:
         """A 206 continues the spool only if it is the same file version and starts where asked."""
         start, end, total = content_range(response.headers.get("content-range"))
         if start is None:
@@ -147,7 +163,57 @@ class AnswerRules:
             )
 
 
-def int_header(response: httpx.Response, name: str) -> int | None:
+class RangeRules:
+    """Checks on one answer to a piece's Range request (pipeline.archive.ranged): the same file
+    version, exactly the range asked, lengths that agree."""
+
+    def _check_piece_answer(self, response: Answer, asked: int, piece) -> int:
+        """Where the answer's body must end (exclusive), once it proved to be the range asked,
+        of this file version; Restart or DownloadError otherwise."""
+        status = response.status
+        if status in (401, 403, 410):
+            raise UrlRefused(f"HTTP {status}")
+        self._check_answer_status(response)
+        if status == 200 and self.validator.matches(response):  # the same version: Range ignored
+            raise OneStream("the file server answered a range with the whole file")
+        if status == 200:
+            raise Restart("the file changed since the download began (a range was answered with the whole new "
+                          "file); restarting from byte 0")
+        if status == 416:
+            raise Restart("the file server refused a range (the file is shorter now); restarting from byte 0")
+        start, end, total = content_range(response.headers.get("content-range"))
+        if start != asked or total != self.total or end > piece.end - 1:
+            raise Restart(f"the file server answered bytes {asked}-{piece.end - 1} of {self.total} with "
+                          f"{response.headers.get('content-range')!r}; restarting from byte 0")
+        if not self.validator.matches(response):
+            raise Restart(f"the file changed since the download began (its {self.validator.header} was "
+                          f"{self.validator.value}, now {response.headers.get(self.validator.header)}); "
+                          "restarting from byte 0")
+        length = int_header(response, "content-length")
+        if length is not None and length != end + 1 - start:
+            raise DownloadError(f"{self.label}: the file server's answer contradicts itself: Content-Length {length}, "
+                                f"but its Content-Range covers {end + 1 - start} bytes; not archived", retryable=False)
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise Restart(f"the file server compressed a range ({encoding}); restarting from byte 0")
+        return end + 1
+
+    def _check_answer_status(self, response: Answer) -> None:
+        status = response.status
+        if status in (200, 206, 416):
+            return
+        if status in (429, 503):
+            wait = response.headers.get("retry-after", "").strip()
+            raise Throttled(f"the file server answered HTTP {status}",
+                            min(60.0, float(wait)) if wait.isdigit() else None)
+        if is_retryable_status(status):
+            raise Retryable(f"the file server answered HTTP {status}")
+        if status == 404:
+            raise FileUnavailable(f"{self.label}: the file server answered 404: the file is gone")
+        raise DownloadError(f"{self.label}: the file server answered HTTP {status}", retryable=False)
+
+
+def int_header(response: Answer, name: str) -> int | None:
     value = response.headers.get(name)
     try:
         return int(value) if value is not None else None

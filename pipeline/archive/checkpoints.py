@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import httpx
+from pipeline.archive.bytepath import Answer
 
 SYNC_EVERY = 256 << 20  # a durable checkpoint at least every this many bytes ...
 SYNC_SECONDS = 2.0  # ... and at least this often while bytes flow ...
@@ -28,14 +29,14 @@ class Validator:
     value: str
 
     @classmethod
-    def of(cls, response: httpx.Response) -> Validator | None:
+    def of(cls, response: Answer) -> Validator | None:
         etag = response.headers.get("etag")
         if etag and not etag.startswith("W/"):  # a weak ETag may not be used for ranges (RFC 9110 13.1.5)
             return cls("etag", etag)
         modified = response.headers.get("last-modified")
         return cls("last-modified", modified) if modified else None
 
-    def matches(self, response: httpx.Response) -> bool:
+    def matches(self, response: Answer) -> bool:
         return response.headers.get(self.header) == self.value
 
 
@@ -45,7 +46,7 @@ class Checkpoints:
     SYNC_EVERY bytes, or every SYNC_SECONDS once SYNC_MIN bytes arrived; requests arriving while
     a sync runs are merged into the next one."""
 
-    def __init__(self, fh, note_durable: Callable[[int], None], start: int):
+    def __init__(self, fh, note_durable: Callable[[Any], None], start: int):
         self._fd = fh.fileno()
         self._note_durable = note_durable
         self._last = start
@@ -57,12 +58,15 @@ class Checkpoints:
         self._thread = threading.Thread(target=self._work, name="spool-sync", daemon=True)
         self._thread.start()
 
-    def progress(self, offset: int) -> None:
+    def progress(self, offset: int, mark: Callable[[], Any] | None = None) -> None:
+        """`offset`: bytes written so far. When a checkpoint is due, `note_durable` is later given
+        `mark()` (taken now, before the sync: what it describes is then on disk), else `offset`."""
         moved = offset - self._last
         if moved >= SYNC_EVERY or (moved >= SYNC_MIN and time.monotonic() - self._last_at >= SYNC_SECONDS):
             self._last, self._last_at = offset, time.monotonic()
+            wanted = mark() if mark is not None else offset
             with self._cond:
-                self._wanted = offset
+                self._wanted = wanted
                 self._cond.notify()
 
     def _work(self) -> None:
@@ -124,9 +128,30 @@ def read_marker(path: Path) -> tuple[int, Validator | None]:
         return 0, None
 
 
-def write_marker(path: Path, offset: int, validator: Validator | None) -> None:
+def read_pieces(path: Path) -> tuple[int, list[list[int]]] | None:
+    """A ranged download's durable progress: (the file's length, [start, done, end] per piece),
+    or None when the marker holds none (a single-stream download, or nothing usable)."""
+    try:
+        data = json.loads(path.read_text())
+        total, pieces = int(data["total"]), [[int(n) for n in piece] for piece in data["pieces"]]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+    position = 0
+    for start, done, end in pieces:  # pieces in order, touching, each within itself
+        if start != position or not start <= done <= end:
+            return None
+        position = end
+    return (total, pieces) if position == total else None
+
+
+def write_marker(path: Path, offset: int, validator: Validator | None, *, total: int | None = None,
+                 pieces: list[list[int]] | None = None) -> None:
+    """`offset`: the durable contiguous prefix (what a single-stream resume continues from);
+    a ranged download adds the file's `total` length and every piece's durable progress."""
     temp = path.with_name(path.name + ".tmp")
     record = {"offset": offset, "validator": [validator.header, validator.value] if validator else None}
+    if pieces is not None:
+        record.update(total=total, pieces=pieces)
     fd = os.open(temp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(json.dumps(record))

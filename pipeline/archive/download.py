@@ -31,12 +31,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
+import urllib3
 
 from pipeline import retry
-from pipeline.archive.answers import AnswerRules, Restart, Retryable
-from pipeline.archive.checkpoints import Checkpoints, Validator, read_marker, write_marker
-from pipeline.archive.hashing import BackgroundHasher, Hasher, hash_file
+from pipeline.archive.answers import AnswerRules, Restart, Retryable, UrlRefused
+from pipeline.archive.bytepath import READ_SIZE, Answer, FileConnections
+from pipeline.archive.checkpoints import SYNC_MIN, Checkpoints, Validator, read_marker, write_marker
+from pipeline.archive.hashing import BackgroundHasher, Hasher, InlineHasher, hash_file
 from pipeline.archive.spool import SpoolSpace
 from pipeline.errors import DownloadError, FileUnavailable, Interrupted
 from storage import LocalFile
@@ -65,10 +66,6 @@ class DownloadedFile(LocalFile):
     fetched: int = 0  # bytes received from the network by this run (bytes resumed from the spool excluded)
 
 
-class _UrlExpired(Exception):
-    """The file server refused the URL (expired or revoked): refresh and go on."""
-
-
 class _NoSpace(Retryable):
     """The spool's file system is full for now: other downloads will give space back."""
 
@@ -82,12 +79,12 @@ class Download(AnswerRules):
     (FileUnavailable when RealtimeKit no longer serves it). `fetched` counts the bytes this
     run received, whatever the outcome."""
 
-    def __init__(self, client: httpx.Client, urls: UrlProvider, spool: Path, *, expected_size: int | None,
+    def __init__(self, connections: FileConnections, urls: UrlProvider, spool: Path, *, expected_size: int | None,
                  label: str, refresh_margin: timedelta = timedelta(minutes=5), attempts: int = 5,
                  max_seconds: float = 600.0, stop: threading.Event | None = None,
                  progress: Callable[[int], None] | None = None, backoff: float = 1.0, md5: bool = True,
                  overlap: int = RESUME_OVERLAP, space: SpoolSpace | None = None):
-        self.client = client
+        self.connections = connections
         self.urls = urls
         self.spool = spool
         self.marker = spool.with_name(spool.name + ".ok")
@@ -157,6 +154,11 @@ class Download(AnswerRules):
             source_host=host_of(self._url.url), resumed=self.resumed, refreshed=self.refreshed,
             fetched=self.fetched,
         )
+
+    @property
+    def held(self) -> int:
+        """Bytes of the file the spool holds now (for progress)."""
+        return self.offset
 
     def discard(self) -> None:
         """Remove the spool file and its marker (after the copies are verified, or on failure
@@ -262,7 +264,7 @@ class Download(AnswerRules):
             before = self.written
             try:
                 self._request()
-            except _UrlExpired as exc:
+            except UrlRefused as exc:
                 self._url = self._refresh(f"the file server refused the URL ({exc})")
                 continue
             if not self._done and self.written == before:
@@ -279,10 +281,10 @@ class Download(AnswerRules):
                 headers["Range"] = f"bytes={self._asked_from}-"
             if self.offset:
                 headers["If-Range"] = self.validator.value
-            with self.client.stream("GET", self._url.url, headers=headers) as response:
-                if response.status_code in (401, 403, 410):
-                    raise _UrlExpired(f"HTTP {response.status_code}")
-                if response.status_code == 416:
+            with self.connections.get(self._url.url, headers) as response:
+                if response.status in (401, 403, 410):
+                    raise UrlRefused(f"HTTP {response.status}")
+                if response.status == 416:
                     self._range_not_satisfiable(response)
                     return
                 self._check_status(response)
@@ -294,13 +296,15 @@ class Download(AnswerRules):
             except OSError as exc:
                 raise self._spool_failed(exc) from None
             raise
-        except httpx.TimeoutException as exc:
-            raise Retryable(f"timed out ({type(exc).__name__}) at byte {self.offset}") from None
-        except (httpx.TransportError, httpx.StreamError) as exc:
-            raise Retryable(f"connection broke at byte {self.offset} ({type(exc).__name__})") from None
-        except httpx.DecodingError:
+        except urllib3.exceptions.DecodeError:
             raise Restart("the compressed body could not be decoded; restarting from byte 0") from None
-        except OSError as exc:  # httpx turns network OSErrors into its own: this is the spool
+        except urllib3.exceptions.HTTPError as exc:
+            if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+                exc = exc.reason  # (the connection could not be made: say why)
+            if isinstance(exc, TimeoutError):
+                raise Retryable(f"timed out ({type(exc).__name__}) at byte {self.offset}") from None
+            raise Retryable(f"connection broke at byte {self.offset} ({type(exc).__name__})") from None
+        except OSError as exc:  # urllib3 turns network OSErrors into its own: this is the spool
             raise self._spool_failed(exc) from None
 
     def _resume_point(self) -> int:
@@ -316,22 +320,23 @@ class Download(AnswerRules):
             return 0
         return self.offset - min(self.overlap, self.offset)
 
-    def _receive(self, response: httpx.Response) -> None:
-        hasher = BackgroundHasher(self.hasher)
+    def _receive(self, response: Answer) -> None:
+        small = self.expected_size is not None and self.expected_size < BackgroundHasher.BATCH
+        # A small file is hashed as it arrives, on this thread: starting hashing threads would
+        # cost more than the hashing.
+        hasher = InlineHasher(self.hasher) if small else BackgroundHasher(self.hasher)
         try:
             self._receive_into(response, hasher)
         finally:
             hasher.finish()  # the digests cover exactly the bytes written, whatever happened
 
-    def _receive_into(self, response: httpx.Response, hasher: BackgroundHasher) -> None:
+    def _receive_into(self, response: Answer, hasher: BackgroundHasher) -> None:
         overlap = self._spool_bytes(self._asked_from, self.offset)  # what the answer must repeat first
-        chunks: Iterator[bytes] = response.iter_bytes() if self._decoding else response.iter_raw()
+        chunks = self._chunks(response)
         # Unbuffered: a write that fails (a full disk) has written exactly what it reports.
         with open(self.spool, "r+b", buffering=0) as fh, Checkpoints(fh, self._note_durable, self.offset) as checkpoints:
             fh.seek(self.offset)
             fh.truncate()
-            # No chunk_size: httpx would hold bytes back until a chunk fills, and lose them
-            # when the connection breaks; as received, every byte that arrived is kept.
             for chunk in chunks:
                 if self.stop.is_set():
                     checkpoints.halt()
@@ -344,13 +349,22 @@ class Download(AnswerRules):
                 self._check_not_longer()
                 checkpoints.progress(self.offset)
             checkpoints.close()
-            self._sync(fh)
+            if self.offset >= SYNC_MIN:  # a smaller file is not worth a sync to resume it: fetched again
+                self._sync(fh)
         if overlap:
             raise Retryable(f"the answer ended before byte {self.offset}, inside the bytes asked again")
         # The body must reach the end its answer announced; short of it, resume from here.
         if self._body_end is not None and self.offset < self._body_end:
             raise Retryable(f"body ended at byte {self.offset} of {self._body_end}")
         self._done = self.content_total is None or self.offset >= self.content_total
+
+    def _chunks(self, response: Answer) -> Iterator[bytes]:
+        """The body as received (read1: what arrived, up to READ_SIZE, never waiting for a full
+        buffer, so every byte that arrived before a break is kept), counted through the one
+        byte hook; decoded when the server compressed it."""
+        while chunk := response.read1(READ_SIZE, decode_content=self._decoding):
+            self.connections.on_bytes(len(chunk))
+            yield chunk
 
     def _write(self, fh, chunk: bytes, hasher: BackgroundHasher) -> None:
         written = 0

@@ -17,6 +17,8 @@ from pipeline.archive.bookkeeping import Book
 from pipeline.archive.budget import run_budget
 from pipeline.archive.completion import Completion
 from pipeline.archive.download import Download, DownloadedFile, SignedUrl
+from pipeline.archive.bytepath import file_connections
+from pipeline.archive.ranged import RangedDownload
 from pipeline.archive.plan import FilePlan, Planning, RecordingPlan, recording_metadata
 from pipeline.archive.store import store_file
 from pipeline.errors import DownloadError, FileUnavailable, Interrupted
@@ -44,6 +46,7 @@ class Archiver:
         self.budget = run_budget(self.config.archive, stop=self.stop)
         self.not_started = 0  # files a budget kept from starting: the next run does them
         self._budget_lock = threading.Lock()
+        self.connections = file_connections(self.config)  # the run's bound on file connections
 
     def leave_out(self, name: str, reason: str) -> None:
         """Leave a target out of this run (its probe failed): reported once, here; its copies
@@ -103,8 +106,13 @@ class Archiver:
                         for future in futures:
                             future.cancel()
             finally:
+                self.connections.close()
                 if self.stop.is_set():
                     self.summary.interrupted = True
+
+    def finish(self) -> None:
+        """After the last batch: the recordings past their deadline are lost; at risk are only
+        those still not archived."""
         self.completion.mark_lost_past_deadline()
         self._keep_only_still_at_risk()
 
@@ -178,13 +186,15 @@ class Archiver:
         def received(n: int) -> None:
             self.budget.received(n)  # counts --max-transfer; waits for --bwlimit
             if shown:
-                shown.update(n, download.offset, download.content_total)
+                shown.update(n, download.held, download.content_total)
 
-        download = Download(
-            self.context.http, self._url_provider(plan, kind), spool, expected_size=file_plan.expected_size,
+        ranged = archive.streams_per_file > 1 and (file_plan.expected_size or 0) >= archive.ranged_cutoff
+        download = (RangedDownload if ranged else Download)(
+            self.connections, self._url_provider(plan, kind), spool, expected_size=file_plan.expected_size,
             label=f"recording {rid} {kind}", refresh_margin=timedelta(seconds=archive.url_refresh_margin_seconds),
             attempts=archive.download_attempts, max_seconds=archive.retry_max_seconds, stop=self.stop,
-            progress=received, md5=self._md5)
+            progress=received, md5=self._md5,
+            **({"streams": archive.streams_per_file} if ranged else {}))
         try:
             return download, download.run()
         except Interrupted:

@@ -59,6 +59,17 @@ def hash_file(path: Path, *, limit: int | None = None, md5: bool = True) -> Hash
     return hasher
 
 
+class InlineHasher:
+    """BackgroundHasher's interface, hashing on the caller's thread (for small files)."""
+
+    def __init__(self, hasher: Hasher):
+        self.hasher = hasher
+        self.update = hasher.update
+
+    def finish(self) -> Hasher:
+        return self.hasher
+
+
 class BackgroundHasher:
     """Digests computed on worker threads, so hashing runs beside the download instead of
     after it: SHA-256 and CRC32C on one thread, MD5 (when wanted) on a second.

@@ -14,7 +14,7 @@ import shutil
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,6 +32,10 @@ from pipeline.clock import iso_utc
 from storage import StorageError, Target
 
 log = logging.getLogger("rtk_archive.run")
+
+# Recordings listed, planned and archived at a time: memory stays flat however many the window
+# holds. Within a batch, closest to deletion first; the listing itself comes oldest first.
+LISTING_BATCH = 1000
 
 
 @dataclass
@@ -75,25 +79,25 @@ def execute_run(context: Context, *, since: datetime | None = None, until: datet
             _sweep({name: t for name, t in context.targets.items() if name not in archiver.unavailable},
                    shared=context.config.ledger.shared)
         with stop_on_signals(context.stop), workers.membership(context, lease_seconds=lease_seconds) as member:
-            if work is not None:
-                plans = work(member)(archiver)
-            else:
-                if listing:
-                    try:
-                        with workers.listing_turn(member):
-                            recordings = list_uploaded(context, since, until, meeting_id)
-                    except ApiAuthError as exc:
-                        note = str(exc)
-                        raise
-                    except ApiError as exc:
-                        note = f"listing recordings failed: {exc}"
-                        raise
-                planning = planner(context) if planner is not None else plan(context, recordings)
-                archiver.record(planning)
-                workers.execute_claimed(archiver, planning.plans, member)
-                plans = planning.plans
+            planned: set[str] = set()
+            try:
+                if work is not None:
+                    planned.update(plan.id for plan in work(member)(archiver))
+                for planning in _plannings(context, member, since, until, meeting_id, recordings, planner, work):
+                    archiver.record(planning)
+                    workers.execute_claimed(archiver, planning.plans, member)
+                    planned.update(plan.id for plan in planning.plans)
+                    if context.stop.is_set():
+                        break
+            except ApiAuthError as exc:
+                note = str(exc)
+                raise
+            except ApiError as exc:
+                note = f"listing recordings failed: {exc}"
+                raise
+            archiver.finish()
             if member is None:  # on a shared ledger, other workers may be completing the others now
-                archiver.completion.complete_from_ledger(done={plan.id for plan in plans})
+                archiver.completion.complete_from_ledger(done=planned)
         if summary.interrupted:
             exit_code = errors.EXIT_INTERRUPTED
             note = "interrupted; in-flight downloads were abandoned and resume on the next run"
@@ -106,7 +110,7 @@ def execute_run(context: Context, *, since: datetime | None = None, until: datet
                 summary.budget_stop, summary.files_not_started = archiver.budget.reason, archiver.not_started
                 note = f"{archiver.budget.reason}: {archiver.not_started} file(s) not started"
                 exit_code = exit_code or errors.EXIT_BUDGET
-        return RunResult(summary, exit_code, plans)
+        return RunResult(summary, exit_code)
     except BaseException as exc:  # noted in the runs row as the CLI will exit; re-raised
         failure = exc
         exit_code = _exit_code_for(exc)
@@ -122,13 +126,42 @@ def execute_run(context: Context, *, since: datetime | None = None, until: datet
                 log.error("%s", exc)
 
 
-def list_uploaded(context: Context, since, until, meeting_id) -> list:
-    return list(context.api.iter_recordings(status=("UPLOADED",), start_time=since, end_time=until,
-                                            meeting_id=meeting_id))
+def _plannings(context: Context, member, since, until, meeting_id, recordings, planner, work) -> Iterator[Planning]:
+    """What a run archives, planned a batch at a time: the plan given (announced work), the
+    recordings given, or the listing of the window in batches of LISTING_BATCH read as they are
+    needed, so memory stays flat in the number of recordings. On a shared ledger the window is
+    read whole in this worker's listing turn (one worker lists at a time), then planned."""
+    if work is not None:
+        return
+    if planner is not None:
+        yield planner(context)
+    elif recordings is not None:
+        yield plan(context, recordings)
+    elif member is None:
+        for batch in batches(list_uploaded(context, since, until, meeting_id), LISTING_BATCH):
+            yield plan(context, batch)
+    else:
+        with workers.listing_turn(member):
+            listed = list(batches(list_uploaded(context, since, until, meeting_id), LISTING_BATCH))
+        for batch in listed:
+            yield plan(context, batch)
 
 
-def plan(context: Context, recordings: list) -> Planning:
+def list_uploaded(context: Context, since, until, meeting_id) -> Iterator:
+    """The app's UPLOADED recordings, page by page as they are needed (oldest first)."""
+    return context.api.iter_recordings(status=("UPLOADED",), start_time=since, end_time=until, meeting_id=meeting_id)
+
+
+def batches(items: Iterable, size: int) -> Iterator[list]:
+    """`items` in lists of at most `size`, each taken from the iterator only when wanted."""
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def plan(context: Context, recordings: Iterable) -> Planning:
     config = context.config
+    recordings = list(recordings)  # (a batch, or a whole listing as an iterator)
     templates = {name: target.settings.key_template or config.archive.key_template
                  for name, target in context.targets.items()}
     known = context.ledger.known([recording.id for recording in recordings])

@@ -51,10 +51,11 @@ class Tally:
         self._samples: deque[tuple[float, int]] = deque()
 
     def start(self, sizes: list[int | None]) -> None:
+        """Files to come; called again for each batch of a long listing: the totals grow."""
         with self._lock:
-            self.total_files = len(sizes)
-            self.unknown_sizes = sum(1 for size in sizes if size is None)
-            self.known_bytes = sum(size for size in sizes if size is not None)
+            self.total_files += len(sizes)
+            self.unknown_sizes += sum(1 for size in sizes if size is None)
+            self.known_bytes += sum(size for size in sizes if size is not None)
 
     @property
     def total_bytes(self) -> int | None:
@@ -208,6 +209,9 @@ class RichProgress(_Display):
 
     def start(self, sizes: list[int | None]) -> None:
         super().start(sizes)
+        if self._run_task is not None:  # the next batch of a long listing
+            self._refresh_run()
+            return
         self._bar.start()
         self._run_task = self._bar.add_task(self._label(), total=self.tally.total_bytes, speed=None)
 

@@ -28,7 +28,7 @@ def cmd_simulate(args) -> Outcome:
     from pipeline.simulator import SimulateError, serve
 
     settings = ("host", "port", "recordings", "seed", "url_lifetime", "min_size", "max_size", "days",
-                "webhook_url", "new_every")
+                "webhook_url", "new_every", "throttle_per_connection")
     try:
         serve(**{name: getattr(args, name) for name in settings})
     except SimulateError as exc:

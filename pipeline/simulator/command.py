@@ -29,6 +29,7 @@ LIMITS: dict[str, tuple[float, float, str]] = {
     "min_size": (0, MAX_GENERATED_SIZE, "a size in bytes"),
     "max_size": (0, MAX_GENERATED_SIZE, "a size in bytes"),
     "days": (0, 3650, "a number of days"),
+    "throttle_per_connection": (0, MAX_GENERATED_SIZE, "bytes per second"),
 }
 
 
@@ -70,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--new-every", type=interval, metavar="DURATION",
                         help="a new UPLOADED recording appears this often (e.g. 2s; with --webhook-url, each "
                              "one is announced)")
+    parser.add_argument("--throttle-per-connection", type=size, default=0, metavar="BYTES",
+                        help="bytes per second each file download connection gets, as one TCP stream over a "
+                             "long network path does, e.g. 48MiB (default 0: unlimited)")
 
 
 def check_settings(**settings: float) -> None:
@@ -110,6 +114,7 @@ def serve(
     min_size: int = 64 * 1024,
     max_size: int = 4 * 1024 * 1024,
     days: float = 10,
+    throttle_per_connection: int = 0,
     on_ready: Callable[[Simulator], None] = announce,
     stop: threading.Event | None = None,
     webhook_url: str | None = None,
@@ -118,9 +123,10 @@ def serve(
     """Run a simulator until SIGINT/SIGTERM (on the main thread) or until `stop` is set;
     `on_ready` is called once it listens. Raises SimulateError (one line) for bad settings."""
     check_settings(port=port, recordings=recordings, seed=seed, url_lifetime=url_lifetime, min_size=min_size,
-                   max_size=max_size, days=days)
+                   max_size=max_size, days=days, throttle_per_connection=throttle_per_connection)
     simulator = Simulator(host=host, port=port, recordings=recordings, seed=seed, url_lifetime=url_lifetime,
                           min_size=min_size, max_size=max_size, days=days)
+    simulator.faults.set(throttle_bps=throttle_per_connection)  # each answer is throttled on its own
     try:
         simulator.start()
     except OSError as exc:  # the port is taken, the address is not this machine's, ...

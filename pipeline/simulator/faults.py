@@ -66,6 +66,7 @@ class Faults:
     slow_first_byte: int = 0  # file answers wait first_byte_seconds before their first byte
     first_byte_seconds: float = 2.0
     gzip_bodies: bool = False  # Content-Encoding: gzip (whole body, 200) despite identity asked
+    ignore_later_ranges: bool = False  # a Range not from byte 0 is answered 200 with the whole file
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()

@@ -128,6 +128,9 @@ class FileServer:
         if range_header and faults.ignore_range:
             faults.note("ignore_range")
             range_header = None
+        if range_header and faults.ignore_later_ranges and not range_header.strip().startswith("bytes=0-"):
+            faults.note("ignore_later_ranges")
+            range_header = None
         # If-Range: the Range holds only while the file is the one the client began (RFC 9110 13.1.5).
         if_range_holds = _if_range_holds(h.headers.get("If-Range"), validators)
         if range_header and not if_range_holds and faults.ignore_if_range:

@@ -1,0 +1,71 @@
+"""The lean byte path for file bodies: urllib3 (installed with the AWS SDK) read into a
+preallocated buffer (`readinto`), which costs far less CPU per byte than httpx's chunk
+iteration (see README, Performance). httpx stays for the API, where bodies are small JSON.
+
+One `FileConnections` per run: a pool of keep-alive connections to the file servers and the
+bound on how many file connections are open at once (`[archive] max_connections`), shared by
+every download of the run. Every byte received through it passes `on_bytes` (one place: a
+bandwidth limiter or a meter hooks in there)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+
+import urllib3
+
+READ_SIZE = 4 << 20  # one read fills at most this much: few calls, few writes, few GIL hand-overs
+
+Answer = urllib3.BaseHTTPResponse  # a file server's answer, its body not read yet
+
+
+class FileConnections:
+    """Keep-alive connections for presigned file URLs (never the API token), redirects followed,
+    connect and read timeouts, and at most `max_connections` requests in flight at once."""
+
+    def __init__(self, *, timeout: float, max_connections: int, user_agent: str,
+                 on_bytes: Callable[[int], None] | None = None):
+        self.slots = threading.BoundedSemaphore(max_connections)
+        self.on_bytes = on_bytes or (lambda n: None)
+        self._pool = urllib3.PoolManager(
+            num_pools=16, maxsize=max_connections, block=False,
+            timeout=urllib3.Timeout(connect=10.0, read=timeout),
+            # Only redirects are followed here: every other retry is the download's (it
+            # knows where a range stands and how much progress was made).
+            retries=urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5,
+                                  raise_on_redirect=True),
+            headers={"User-Agent": user_agent})
+
+    @contextlib.contextmanager
+    def get(self, url: str, headers: dict[str, str]) -> Iterator[urllib3.BaseHTTPResponse]:
+        """One GET holding one of the run's connection slots until its body is done with. A body
+        not read to its end is closed (its connection is not reused half-read)."""
+        with self.slots:
+            response = self._pool.request("GET", url, headers={"Accept-Encoding": "identity", **headers},
+                                          preload_content=False, decode_content=False)
+            try:
+                yield response
+            finally:
+                if not response.isclosed() and response.length_remaining not in (0, None):
+                    response.close()
+                response.release_conn()
+
+    def readinto(self, response: urllib3.BaseHTTPResponse, buffer: memoryview) -> int:
+        """Fill `buffer` from the body (0 at its end); counts the bytes through `on_bytes`."""
+        n = response.readinto(buffer)
+        if n:
+            self.on_bytes(n)
+        return n
+
+    def close(self) -> None:
+        self._pool.clear()
+
+
+def file_connections(config, on_bytes: Callable[[int], None] | None = None) -> FileConnections:
+    """The run's file connections, as `[archive]` and `[source]` configure them; `on_bytes`
+    sees every byte received (a bandwidth limiter or a meter)."""
+    import pipeline
+
+    return FileConnections(timeout=config.source.timeout, max_connections=config.archive.max_connections,
+                           user_agent=f"rtk-archive/{pipeline.__version__}", on_bytes=on_bytes)

@@ -1,0 +1,193 @@
+"""Parallel ranged downloads of large files (pipeline.archive.ranged) against the simulator's
+file server: the pieces come over several connections and are archived whole and unaltered
+(SHA-256 compared with the simulator's), through drops of single ranges, short ranges, a server
+that ignores Range, a file that changes between ranges (never mixed), 429/503 under parallel
+load (fewer streams, no failure), and a SIGKILL in the middle followed by a resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+
+import pytest
+
+from pipeline.session import run_archive
+from tests.helpers import cli_command, cli_env, file_requests, ledger_rows, make_config, run_cli, stored_digest, \
+    write_config
+from tests.test_crash import wait_for
+from tests.test_spool_env import small_spool  # noqa: F401 - a fixture: an 8 MiB tmpfs
+
+pytestmark = pytest.mark.slow
+
+MiB = 1 << 20
+RANGED = {"ranged_cutoff": MiB, "streams_per_file": 4}  # files of 1 MiB and up in ranges
+
+
+def ranged_requests(sim, rid: str) -> list:
+    return [r for r in file_requests(sim) if rid in r.path and r.range and r.range != "bytes=0-0"]
+
+
+def archive(tmp_path, sim, **archive_settings):
+    return run_archive(make_config(tmp_path, sim, archive={**RANGED, **archive_settings}), command="test")
+
+
+def test_a_large_file_comes_in_ranges_over_several_connections_and_is_archived_whole(sim, tmp_path):
+    """A 12 MB file above the cutoff: a `bytes=0-0` probe, then 1 MiB-and-up pieces each asked
+    with its own Range and the file's validator as If-Range; the archived copy is the file,
+    byte for byte, and the ledger's SHA-256 is the file's."""
+    rec = sim.add_recording(size=12_000_000)
+    result = archive(tmp_path, sim)
+    assert result.exit_code == 0 and result.summary.archived == 1, result.summary.problems
+    pieces = ranged_requests(sim, rec["id"])
+    assert len(pieces) >= 4 and all(r.status == 206 and r.if_range for r in pieces)
+    starts = sorted(int(r.range.removeprefix("bytes=").split("-")[0]) for r in pieces)
+    assert starts[0] == 0 and len(set(starts)) == len(starts)
+    assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+    row = ledger_rows(tmp_path / "ledger.db", "SELECT sha256, size FROM files WHERE recording_id=?", (rec["id"],))
+    assert row == [{"sha256": sim.expected_sha256(rec["id"]), "size": 12_000_000}]
+
+
+def test_files_below_the_cutoff_use_one_stream(sim, tmp_path):
+    """A file under `ranged_cutoff` is one `bytes=0-` request, as before."""
+    rec = sim.add_recording(size=500_000)
+    result = archive(tmp_path, sim)
+    assert result.exit_code == 0 and result.summary.archived == 1
+    assert [r.range for r in file_requests(sim)] == ["bytes=0-"]
+    assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+
+
+def test_dropped_and_short_ranges_are_continued_and_the_file_is_whole(sim, tmp_path):
+    """Three answers cut mid-body and two that end early without an error: each piece is
+    continued from where it stopped (its last bytes asked again and compared), the file is
+    archived whole."""
+    rec = sim.add_recording(size=10_000_000)
+    sim.faults.set(drop_downloads=3, drop_after_bytes=300_000, end_early=2, end_early_after=200_000, chunked=False)
+    result = archive(tmp_path, sim)
+    assert result.exit_code == 0 and result.summary.archived == 1, result.summary.problems
+    answers = file_requests(sim)
+    assert sum(r.cut for r in answers) == 3 and sum("end_early" in r.faults for r in answers) == 2
+    assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+
+
+def test_a_server_that_ignores_range_is_downloaded_over_one_stream(sim, tmp_path):
+    """The probe's `bytes=0-0` comes back 200 with the whole file: the probe's body is not
+    read, and the file comes over one stream, archived whole."""
+    rec = sim.add_recording(size=6_000_000)
+    sim.faults.set(ignore_range=True)
+    result = archive(tmp_path, sim)
+    assert result.exit_code == 0 and result.summary.archived == 1, result.summary.problems
+    answers = file_requests(sim)
+    assert answers[0].range == "bytes=0-0" and answers[0].status == 200
+    assert [r.range for r in answers[1:]] == ["bytes=0-"]
+    assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+
+
+def test_a_server_whose_later_ranges_answer_200_falls_back_to_one_stream(sim, tmp_path):
+    """The probe and the first piece get 206, every piece not starting at byte 0 gets 200 with
+    the whole file (same ETag: Range ignored, the file unchanged): no 200 body is written, the
+    file is downloaded again over one stream, and archived whole."""
+    rec = sim.add_recording(size=8_000_000)
+    sim.faults.set(ignore_later_ranges=True)
+    result = archive(tmp_path, sim)
+    assert result.exit_code == 0 and result.summary.archived == 1, result.summary.problems
+    answers = file_requests(sim)
+    assert any(r.status == 200 and "ignore_later_ranges" in r.faults for r in answers)
+    assert answers[-1].range == "bytes=0-" and answers[-1].status == 206
+    assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+
+
+def test_a_file_that_changes_between_ranges_is_never_mixed(sim, tmp_path):
+    """A drop that also changes the file (new bytes, same size, new ETag): the next range is
+    asked with the old ETag as If-Range and answered 200, so the pieces already held are thrown
+    away and the file starts again; what is archived is the new version whole, never a mix."""
+    rec = sim.add_recording(size=8_000_000)
+    old = sim.expected_sha256(rec["id"])
+    sim.faults.set(drop_downloads=1, drop_after_bytes=500_000, change_on_drop=True)
+    result = archive(tmp_path, sim)
+    assert result.exit_code == 0 and result.summary.archived == 1, result.summary.problems
+    new = sim.expected_sha256(rec["id"])
+    assert new != old and stored_digest(tmp_path / "nas", rec["id"]) == new
+    assert any(r.status == 200 and r.if_range for r in file_requests(sim))
+
+
+def test_a_file_that_changes_size_between_ranges_fails_and_nothing_is_kept(sim, tmp_path):
+    """The file grows by 1000 bytes after the download began: its ETag changes, a range comes
+    back 200, the restart finds a length other than the API's file_size: the file fails with
+    that reason, nothing is archived and the spool is emptied."""
+    rec = sim.add_recording(size=8_000_000)
+    sim.faults.set(throttle_bps=4_000_000)
+    changer = threading.Thread(target=lambda: (
+        wait_for(lambda: sum(r.bytes_sent for r in file_requests(sim)) > 1_000_000),
+        sim.faults.set(size_mismatch={rec["id"]: 1000})))
+    changer.start()
+    result = archive(tmp_path, sim)
+    changer.join()
+    assert result.exit_code == 1 and result.summary.failed == 1 and result.summary.archived == 0
+    assert stored_digest(tmp_path / "nas", rec["id"]) is None
+    row = ledger_rows(tmp_path / "ledger.db", "SELECT state, last_error FROM files WHERE recording_id=?", (rec["id"],))
+    assert row[0]["state"] == "failed" and "8001000 bytes but the API's file_size is 8000000" in row[0]["last_error"]
+    assert not any((tmp_path / "spool").iterdir())
+
+
+def test_429_and_503_under_parallel_load_reduce_the_streams_instead_of_failing(sim, tmp_path):
+    """Six answers in a row are 503 SlowDown while four streams fetch: the file uses fewer
+    streams and backs off, and is archived whole without a failure."""
+    rec = sim.add_recording(size=10_000_000)
+    sim.faults.set(file_server_errors=6)
+    result = archive(tmp_path, sim, download_attempts=3)
+    assert result.exit_code == 0 and result.summary.archived == 1, result.summary.problems
+    assert sum(r.status == 503 for r in file_requests(sim)) == 6
+    assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+
+
+def test_sigkill_during_a_multi_range_download_then_resume_continues_each_range(sim, tmp_path):
+    """`rtk-archive run` is SIGKILLed while four streams fetch a 24 MB file (throttled per
+    connection), after a durable checkpoint: the next run asks no probe and continues the
+    pieces from where they were durable (no piece starts again from its beginning unless it
+    had not begun), fetches less than the whole file, and archives it whole."""
+    rec = sim.add_recording(size=24_000_000)
+    sim.faults.set(throttle_bps=1_500_000)
+    config = write_config(tmp_path, sim, archive=RANGED)
+    proc = subprocess.Popen(cli_command("run", "--config", str(config)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=cli_env())
+    marker = tmp_path / "spool" / f"{rec['id']}.video.part.ok"
+    try:
+        wait_for(lambda: (marker.exists() and sum(p[1] - p[0] for p in json.loads(marker.read_text())["pieces"])
+                          > 4_000_000) or proc.poll() is not None, timeout=120)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.kill()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    held = json.loads(marker.read_text())
+    durable = sum(done - start for start, done, _ in held["pieces"])
+    since = len(sim.requests)
+    sim.faults.set(throttle_bps=0)
+    final = run_cli("run", "--config", str(config), "--json")
+    assert final.returncode == 0, final.stderr
+    assert json.loads(final.stdout)["archived"] == 1
+    after = [r for r in sim.requests[since:] if r.kind == "file"]
+    assert all(r.range != "bytes=0-0" for r in after)  # resumed: no probe
+    continued = {int(r.range.removeprefix("bytes=").split("-")[0]) for r in after}
+    for start, done, end in held["pieces"]:
+        if start < done < end:  # a piece under way continues near where it was durable
+            assert any(start < at <= done for at in continued), (start, done, continued)
+    assert sum(r.bytes_sent for r in after) < 24_000_000 - durable + 4 * (64 << 10) + 1
+    assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+
+
+def test_a_ranged_file_larger_than_the_spool_fails_at_once_and_the_others_go_on(sim, tmp_path, small_spool):
+    """A 12 MB file above the cutoff on an 8 MiB spool (tmpfs): refused once its length is
+    known, before any piece is fetched, with the reason; the two 1 MB files are archived; the
+    spool is left empty."""
+    big = sim.add_recording(size=12_000_000)
+    small = [sim.add_recording(size=1_000_000) for _ in range(2)]
+    result = archive(tmp_path, sim, spool_dir=str(small_spool), concurrency=1)
+    assert result.exit_code == 1 and result.summary.archived == 2 and result.summary.failed == 1
+    assert [r.range for r in file_requests(sim) if big["id"] in r.path] == ["bytes=0-0"]
+    [problem] = result.summary.problems
+    assert f"no space left on the spool file system at {small_spool}: the file is 12000000 bytes" in problem
+    for rec in small:
+        assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+    assert list(small_spool.iterdir()) == []
