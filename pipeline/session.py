@@ -1,6 +1,6 @@
 """The one composition root: every command opens what it needs here, once, in one order, and
 closes it in the reverse order: the ledger (with its run lock when the command records), the
-audit log, the targets, the RealtimeKit client and the HTTP client for file downloads.
+audit log, the targets and the RealtimeKit client.
 
 Recording: the ledger is opened to record (created owner-only when missing; a second command
 that records is refused), then the audit log; an audit log that cannot be opened refuses the
@@ -15,7 +15,6 @@ import socket
 import uuid
 from collections.abc import Iterator
 
-import pipeline
 from pipeline import errors
 from pipeline.archive.context import Context
 from pipeline.audit import AuditLog
@@ -28,11 +27,12 @@ log = logging.getLogger("rtk_archive.session")
 
 @contextlib.contextmanager
 def open_session(config: Config, command: str, *, record: bool, targets: bool | str = False, api: bool = False,
-                 downloads: bool = False, redact=lambda text: text, refusal_is_a_run: bool = False,
+                 redact=lambda text: text, refusal_is_a_run: bool = False,
                  or_read_only: bool = False) -> Iterator[Context]:
     """Open what `command` needs. `targets`: False, True (all) or one target's name. `api`: the
-    RealtimeKit client; `downloads`: the HTTP client for file downloads. `or_read_only`: when the
-    ledger or audit log cannot be opened to record, read only (and say so) instead of failing."""
+    RealtimeKit client (file downloads have their own connections, opened by the archive run:
+    pipeline.archive.bytepath). `or_read_only`: when the ledger or audit log cannot be opened to
+    record, read only (and say so) instead of failing."""
     run_id = uuid.uuid4().hex
     with contextlib.ExitStack() as stack:
         ledger, audit = _bookkeeping(stack, config, command, run_id, record=record, redact=redact,
@@ -42,8 +42,6 @@ def open_session(config: Config, command: str, *, record: bool, targets: bool | 
             context.targets = stack.enter_context(open_targets(config, None if targets is True else targets))
         if api:
             context.api = stack.enter_context(make_client(config))
-        if downloads:
-            context.http = stack.enter_context(download_client(config))
         yield context
 
 
@@ -111,18 +109,6 @@ def make_client(config: Config):
                              max_retry_seconds=config.source.max_retry_seconds)
 
 
-def download_client(config: Config):
-    """The HTTP client for presigned file URLs: its own, so the API token never travels with a
-    file request; redirects followed (object stores and CDNs use them)."""
-    import httpx
-
-    connections = config.archive.concurrency
-    return httpx.Client(
-        timeout=httpx.Timeout(config.source.timeout, connect=10.0), follow_redirects=True,
-        limits=httpx.Limits(max_connections=connections * 2, max_keepalive_connections=connections),
-        headers={"User-Agent": f"rtk-archive/{pipeline.__version__}"})
-
-
 # --------------------------------------------------------------------------- the commands that archive
 
 
@@ -138,7 +124,7 @@ def run_archive(config: Config, *, command: str, since=None, until=None, meeting
         config = config.model_copy(update={"archive": config.archive.model_copy(update={"concurrency": concurrency})})
     if config.ledger.shared and not dry_run:
         config = per_process_spool(config)  # other workers on this host have spools of their own
-    with open_session(config, command, record=not dry_run, targets=True, api=True, downloads=not dry_run,
+    with open_session(config, command, record=not dry_run, targets=True, api=True,
                       redact=redact, refusal_is_a_run=True) as context:
         if stop is not None:
             context.stop = stop

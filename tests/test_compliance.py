@@ -282,7 +282,7 @@ def test_the_ledger_never_says_archived_without_the_audit_line(sim, tmp_path, ac
 
     sim.add_recording(size=20_000)
     config = make_config(tmp_path, sim)
-    with open_session(config, "test", record=True, targets=True, api=True, downloads=True) as context:
+    with open_session(config, "test", record=True, targets=True, api=True) as context:
         context.audit = _AuditThatFailsOn(action)
         archiver = Archiver(Book(context))
         planning = plan(context, list_uploaded(context, None, None, None))

@@ -31,7 +31,6 @@ class Context:
     audit: AuditLog | None  # None: the command reads only (or cannot record: see `recording`)
     targets: dict[str, Target] = field(default_factory=dict)
     api: Any = None  # pipeline.realtimekit's client, when the command talks to RealtimeKit
-    http: Any = None  # the httpx client that downloads files (never sends the API token)
     stop: threading.Event = field(default_factory=threading.Event)
 
     @property

@@ -97,7 +97,7 @@ def run_service(config: Config, *, workers: int, host: str, port: int, redact=la
     work_config = per_process_spool(config) if config.ledger.shared and workers else config
     try:
         with open_session(work_config, "serve", record=True, targets=workers > 0, api=workers > 0,
-                          downloads=workers > 0, redact=redact, refusal_is_a_run=True) as context:
+                          redact=redact, refusal_is_a_run=True) as context:
             # One registry on /metrics: the archive's state read from the ledger (as the textfile
             # after a run has it) and the service's own counters.
             metrics = build_service_registry(build_registry(context.ledger))
