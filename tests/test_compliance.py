@@ -277,7 +277,7 @@ def test_the_ledger_never_says_archived_without_the_audit_line(sim, tmp_path, ac
     so": when that line cannot be written, the copy is not marked archived and the run stops."""
     from pipeline.archive.bookkeeping import Book
     from pipeline.archive.execute import Archiver
-    from pipeline.archive.run import list_uploaded, plan
+    from pipeline.archive.plan import list_uploaded, plan
     from pipeline.session import open_session
 
     sim.add_recording(size=20_000)

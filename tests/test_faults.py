@@ -228,7 +228,7 @@ def plan_then(tmp_path, sim, between, **config_kwargs):
     meets the change."""
     from pipeline.archive.bookkeeping import Book
     from pipeline.archive.execute import Archiver
-    from pipeline.archive.run import list_uploaded, plan
+    from pipeline.archive.plan import list_uploaded, plan
     from pipeline.session import open_session
 
     config = make_config(tmp_path, sim, **config_kwargs)

@@ -5,14 +5,18 @@ key, which recordings are skipped and why, and in what order to go (closest to R
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from pipeline.archive import object_keys as keys
 from pipeline.clock import iso_utc
 from pipeline.ledger import Known, ListedFile, ListedRecording
 from pipeline.realtimekit import RETENTION, Recording
+
+if TYPE_CHECKING:  # annotations only: planning reads the ledger and the API through the context
+    from pipeline.archive.context import Context
 
 
 @dataclass
@@ -165,3 +169,20 @@ def recording_metadata(recording: Recording) -> dict:
     meta["meeting_id"] = recording.meeting_id
     meta["meeting_title"] = recording.meeting_title
     return meta
+
+
+# --------------------------------------------------------------------------- for a run
+
+def list_uploaded(context: Context, since, until, meeting_id) -> Iterator:
+    """The app's UPLOADED recordings, page by page as they are needed (oldest first)."""
+    return context.api.iter_recordings(status=("UPLOADED",), start_time=since, end_time=until, meeting_id=meeting_id)
+
+
+def plan(context: Context, recordings: Iterable) -> Planning:
+    config = context.config
+    recordings = list(recordings)  # (a batch, or a whole listing as an iterator)
+    templates = {name: target.settings.key_template or config.archive.key_template
+                 for name, target in context.targets.items()}
+    known = context.ledger.known([recording.id for recording in recordings])
+    return plan_recordings(recordings, known, templates=templates,
+                           margin=timedelta(hours=config.archive.deadline_margin_hours))

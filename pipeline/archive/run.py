@@ -16,7 +16,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from pipeline import errors
@@ -25,7 +25,7 @@ from pipeline.archive import preflight, workers
 from pipeline.archive.bookkeeping import Book, RunSummary
 from pipeline.archive.context import Context
 from pipeline.archive.execute import Archiver
-from pipeline.archive.plan import Planning, RecordingPlan, plan_recordings
+from pipeline.archive.plan import Planning, RecordingPlan, list_uploaded, plan
 from pipeline.archive.shipping import ship_audit_log
 from pipeline.archive.spool import HINTS_FOLDER, prepare_spool
 from pipeline.clock import iso_utc
@@ -147,26 +147,11 @@ def _plannings(context: Context, member, since, until, meeting_id, recordings, p
             yield plan(context, batch)
 
 
-def list_uploaded(context: Context, since, until, meeting_id) -> Iterator:
-    """The app's UPLOADED recordings, page by page as they are needed (oldest first)."""
-    return context.api.iter_recordings(status=("UPLOADED",), start_time=since, end_time=until, meeting_id=meeting_id)
-
-
 def batches(items: Iterable, size: int) -> Iterator[list]:
     """`items` in lists of at most `size`, each taken from the iterator only when wanted."""
     iterator = iter(items)
     while batch := list(itertools.islice(iterator, size)):
         yield batch
-
-
-def plan(context: Context, recordings: Iterable) -> Planning:
-    config = context.config
-    recordings = list(recordings)  # (a batch, or a whole listing as an iterator)
-    templates = {name: target.settings.key_template or config.archive.key_template
-                 for name, target in context.targets.items()}
-    known = context.ledger.known([recording.id for recording in recordings])
-    return plan_recordings(recordings, known, templates=templates,
-                           margin=timedelta(hours=config.archive.deadline_margin_hours))
 
 
 def _finish_run(context: Context, summary: RunSummary, *, exit_code: int, note: str | None) -> None:

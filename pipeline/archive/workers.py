@@ -28,7 +28,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
 
 from pipeline.archive.context import Context
-from pipeline.archive.plan import RecordingPlan
+from pipeline.archive.plan import RecordingPlan, list_uploaded, plan
 from pipeline.clock import iso_utc
 from pipeline.config import Config
 from pipeline.realtimekit import ApiAuthError, ApiError, ApiNotFound
@@ -132,7 +132,6 @@ def _give_back(archiver, member: Membership, claimed) -> None:
 def worker_loop(member: Membership, *, list_every: float, poll: float, once: bool):
     """The body of `rtk-archive worker` (pipeline.archive.run.execute_run's `work`): returns the
     plans it executed when stopped (a signal) or, with `once`, when nothing is left to claim."""
-    from pipeline.archive.run import list_uploaded, plan
 
     def work(archiver) -> list[RecordingPlan]:
         context = archiver.context

@@ -36,7 +36,7 @@ def run_demo_serve(args) -> Outcome:
     import time
     import tomllib
 
-    from pipeline.cli.sim import demo_config, demo_folder
+    from pipeline.cli.demo_setup import demo_config, demo_folder
     from pipeline.config import parse_config
     from pipeline.ledger import open_ledger
     from pipeline.service.server import run_service

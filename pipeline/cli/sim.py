@@ -7,20 +7,13 @@ config/demo.toml is a link to, so a user reads exactly what the demo ran."""
 from __future__ import annotations
 
 import os
-import tempfile
-from importlib import resources
-from pathlib import Path
 
 from pipeline import errors
+from pipeline.cli.demo_setup import demo_config, demo_folder
 from pipeline.cli.output import Outcome
 from pipeline.cli.run import run_counts_text
 from pipeline.config import parse_config
 from pipeline.redact import REDACTOR
-
-
-def demo_config() -> str:
-    """The demo's configuration, with ${...} placeholders the demo fills in."""
-    return resources.files("pipeline.cli").joinpath("demo.toml").read_text(encoding="utf-8")
 
 
 def cmd_simulate(args) -> Outcome:
@@ -42,21 +35,6 @@ def cmd_demo(args) -> Outcome:
 
         return run_demo_serve(args)
     return run_demo(args)
-
-
-def demo_folder(path: str) -> Path:
-    """The demo's folder, created if needed and checked writable, or one clear line."""
-    folder = Path(path).resolve()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise errors.ConfigError(f"--dir {folder}: cannot create it: {exc.strerror or exc}") from None
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise errors.ConfigError(f"--dir {folder}: cannot write there: {exc.strerror or exc}") from None
-    return folder
 
 
 def run_demo(args) -> Outcome:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.errors import BookkeepingError
-from pipeline.ledger.sqlite_files import SCHEMA as SQLITE_V1
+from pipeline.ledger.sqlite_schema import SCHEMA as SQLITE_V1
 
 
 @dataclass(frozen=True)
