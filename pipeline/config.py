@@ -17,12 +17,12 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from pipeline.archive import budget
 from pipeline.archive import object_keys as keys
+from pipeline import quantities
 from pipeline.clock import parse_duration
 from pipeline.realtimekit import DEFAULT_BASE_URL
 from pipeline.errors import ConfigError
-from pipeline.service.settings import ServeConfig, WebhookConfig
+from pipeline.service_settings import ServeConfig, WebhookConfig
 from storage import TargetSettings, check_endpoint, settings_model, target_types
 
 DEFAULT_KEY_TEMPLATE = "{yyyy}/{mm}/{dd}/{recording_id}/{kind}-{file_name}"
@@ -156,18 +156,18 @@ class ArchiveConfig(_Section):
     @field_validator("max_duration", mode="before")
     @classmethod
     def _duration(cls, value):
-        return None if value is None else budget.parse_duration(value)
+        return None if value is None else quantities.parse_duration(value)
 
     @field_validator("max_transfer", mode="before")
     @classmethod
     def _transfer(cls, value):
-        return None if value is None else budget.parse_size(value)
+        return None if value is None else quantities.parse_size(value)
 
     @field_validator("bwlimit")
     @classmethod
     def _bwlimit(cls, value: str | None) -> str | None:
         if value is not None:
-            budget.parse_bwlimit(value)
+            quantities.parse_bwlimit(value)
         return value
 
     @field_validator("key_template")

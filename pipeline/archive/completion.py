@@ -16,8 +16,8 @@ from pipeline.archive.store import ascii_metadata, put_with_retries, stored_copy
 from pipeline.archive.verification import verify_copy
 from pipeline.clock import from_iso, utcnow
 from pipeline.errors import VerificationError, os_reason
-from pipeline.evidence.manifest_signatures import sign_stored_manifest
-from pipeline.evidence.signing import Keyring
+from pipeline.archive.evidence.manifest_signatures import sign_stored_manifest
+from pipeline.archive.evidence.signing import Keyring
 from pipeline.ledger import PROBLEM_STATES, CopyRow, FileRow
 from storage import LocalFile, NotFound, ObjectConflict, StorageError, StoredObject, Target
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.audit import AuditLog
 from pipeline.config import Config
-from pipeline.evidence.timestamps import stamp_head
+from pipeline.archive.evidence.timestamps import stamp_head
 from pipeline.errors import BookkeepingError
 from pipeline.ledger import Ledger
 from storage import Target

@@ -162,7 +162,7 @@ def run_checks(config: Config, *, make_client: Callable, open_targets: Callable,
     else:
         checks.append(check_file_place("ledger", config.ledger.path, sqlite=True))
     checks.append(check_file_place("audit log", config.audit.path))
-    from pipeline.evidence.preflight_checks import evidence_checks  # (imports back to Check)
+    from pipeline.archive.evidence.preflight_checks import evidence_checks  # (imports back to Check)
 
     checks += evidence_checks(config, Check)
     with open_targets(config) as targets:

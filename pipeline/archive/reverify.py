@@ -28,8 +28,8 @@ from pipeline.archive.store import stored_copy
 from pipeline.archive.verification import compare_bytes, compare_copy, read_back
 from pipeline.clock import iso_utc
 from pipeline.errors import BookkeepingError
-from pipeline.evidence.manifest_signatures import check_signatures
-from pipeline.evidence.signing import signature_key
+from pipeline.archive.evidence.manifest_signatures import check_signatures
+from pipeline.archive.evidence.signing import signature_key
 from pipeline.ledger import CopyRow, FileRow
 from storage import NotFound, StorageError, StoredObject, Target
 
@@ -153,7 +153,7 @@ class _Checker:
                           "only `verify --deep` (re-reading the bytes) clears it", record=False)
 
     def record_signatures(self, results) -> None:
-        """Each manifest signature checked (pipeline.evidence): a check of the `.sig` copy."""
+        """Each manifest signature checked (pipeline.archive.evidence): a check of the `.sig` copy."""
         for row, state_or_key, detail in results:
             sig_row = dataclasses.replace(row, kind="manifest-signature", key=signature_key(row.key))
             if detail is None:

@@ -37,7 +37,7 @@ def cmd_verify(args) -> Outcome:
 
 def cmd_audit(args) -> Outcome:
     from pipeline.audit import verify_chain
-    from pipeline.evidence.timestamp_check import check_tokens, collect_tokens, token_heads
+    from pipeline.archive.evidence.timestamp_check import check_tokens, collect_tokens, token_heads
 
     config = load(args)
     path = config.audit.path

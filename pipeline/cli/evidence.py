@@ -11,7 +11,7 @@ from pipeline.clock import iso_utc
 
 
 def cmd_keys(args) -> Outcome:
-    from pipeline.evidence.signing import generate_keys
+    from pipeline.archive.evidence.signing import generate_keys
 
     private, public, kid = generate_keys(Path(args.out))
     text = (f"key {kid}: private key {private} (owner-only: keep it safe, never in the archive), public key "
@@ -21,7 +21,7 @@ def cmd_keys(args) -> Outcome:
 
 
 def cmd_export(args) -> Outcome:
-    from pipeline.evidence.bagit_export import export_bags
+    from pipeline.archive.evidence.bagit_export import export_bags
     from pipeline.session import open_session
 
     config = load(args)
@@ -43,8 +43,8 @@ def cmd_export(args) -> Outcome:
 
 
 def _check_bags(config, root: Path) -> Outcome:
-    from pipeline.evidence.bag_check import check_bag, find_bags
-    from pipeline.evidence.signing import Keyring
+    from pipeline.archive.evidence.bag_check import check_bag, find_bags
+    from pipeline.archive.evidence.signing import Keyring
 
     bags = find_bags(root)
     if not bags:
@@ -65,8 +65,8 @@ def write_html_report(config, args) -> Outcome:
     written whole (a temporary file renamed into place)."""
     import os
 
-    from pipeline.evidence.html_report import render
-    from pipeline.evidence.report_data import gather
+    from pipeline.archive.evidence.html_report import render
+    from pipeline.archive.evidence.report_data import gather
     from pipeline.session import open_session
 
     with open_session(config, "report", record=False) as context:

@@ -91,7 +91,7 @@ def duration(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipeline.archive import budget
+    from pipeline import quantities as budget
 
     parser = _Parser(prog="rtk-archive", description="Archive Cloudflare RealtimeKit recordings to storage you own.")
     parser.add_argument("--version", action="version", version=f"rtk-archive {pipeline.__version__}",

@@ -40,7 +40,7 @@ def run_demo_serve(args) -> Outcome:
     from pipeline.config import parse_config
     from pipeline.ledger import open_ledger
     from pipeline.service.server import run_service
-    from pipeline.service.settings import ServeConfig, WebhookConfig
+    from pipeline.service_settings import ServeConfig, WebhookConfig
     from pipeline.simulator import Simulator
     from pipeline.simulator.webhooks import WELL_KNOWN_PATH, WebhookSender
 

@@ -2,4 +2,4 @@
 in the ledger before the answer), an in-process worker that archives it through the archive
 engine, a periodic reconcile listing, and health, readiness and metrics endpoints.
 
-Nothing heavy is imported here: the configuration reads `pipeline.service.settings`."""
+Nothing heavy is imported here: the configuration reads `pipeline.service_settings`."""

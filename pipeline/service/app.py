@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pipeline.service.receiver import Receiver
-from pipeline.service.settings import ServeConfig
+from pipeline.service_settings import ServeConfig
 
 
 class TooLarge(Exception):

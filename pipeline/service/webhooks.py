@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 import pipeline
-from pipeline.service.settings import WebhookConfig
+from pipeline.service_settings import WebhookConfig
 
 log = logging.getLogger("rtk_archive.serve")
 

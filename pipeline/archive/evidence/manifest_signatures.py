@@ -14,7 +14,7 @@ from pipeline.archive.hashing import hash_file
 from pipeline.archive.store import ascii_metadata, put_with_retries
 from pipeline.archive.verification import verify_copy
 from pipeline.errors import VerificationError
-from pipeline.evidence.signing import Keyring, SignatureProblem, signature_key
+from pipeline.archive.evidence.signing import Keyring, SignatureProblem, signature_key
 from storage import LocalFile, NotFound, ObjectConflict, StorageError, Target
 
 log = logging.getLogger("rtk_archive.signing")

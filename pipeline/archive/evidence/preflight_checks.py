@@ -8,8 +8,8 @@ import hashlib
 import os
 
 from pipeline.errors import ConfigError
-from pipeline.evidence.signing import Keyring
-from pipeline.evidence.timestamps import TimestampProblem, load_chain, request_token, shown_url
+from pipeline.archive.evidence.signing import Keyring
+from pipeline.archive.evidence.timestamps import TimestampProblem, load_chain, request_token, shown_url
 
 
 def evidence_checks(config, check) -> list:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import html
 
-from pipeline.evidence.report_data import NEVER, RECENCY, ReportData
+from pipeline.archive.evidence.report_data import NEVER, RECENCY, ReportData
 
 COLOURS = {"ok": "#2e7d32", "bad": "#c62828", "warn": "#ef6c00", "muted": "#9e9e9e"}
 RECENCY_COLOURS = dict(zip([label for label, _ in RECENCY] + [NEVER, "problem"],

@@ -18,7 +18,7 @@ from pathlib import Path
 import pipeline
 from pipeline.archive import object_keys as keys
 from pipeline.clock import utcnow
-from pipeline.evidence.signing import signature_key
+from pipeline.archive.evidence.signing import signature_key
 from pipeline.ledger import CopyRow, FileRow
 from storage import NotFound, StorageError
 

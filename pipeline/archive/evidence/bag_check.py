@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from urllib.parse import unquote
 
-from pipeline.evidence.signing import Keyring, SignatureProblem
+from pipeline.archive.evidence.signing import Keyring, SignatureProblem
 
 CHUNK = 1 << 20
 

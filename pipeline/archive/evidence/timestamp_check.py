@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import os_reason
-from pipeline.evidence.timestamps import TimestampProblem, Verified, load_chain, token_dir, verify_token
+from pipeline.archive.evidence.timestamps import TimestampProblem, Verified, load_chain, token_dir, verify_token
 from pipeline.ledger import AuditHead, TimestampRow
 
 
