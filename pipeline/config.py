@@ -9,19 +9,19 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from datetime import timedelta
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from pipeline.archive import object_keys as keys
 from pipeline import quantities
-from pipeline.clock import parse_duration
 from pipeline.realtimekit import DEFAULT_BASE_URL
 from pipeline.errors import ConfigError
+from pipeline.config_sections import (LoggingConfig, MetricsConfig, NotifyConfig, Section as _Section,
+                                      SigningConfig, TimestampingConfig, VerifyConfig, usable_path as _usable_path)
 from pipeline.service_settings import ServeConfig, WebhookConfig
 from storage import TargetSettings, check_endpoint, settings_model, target_types
 
@@ -31,20 +31,6 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Ids go into the API's URL path: one path segment, nothing that could change the URL.
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 DAY = 86_400.0
-
-
-class _Section(BaseModel):
-    # inf and nan are never a sensible number of seconds, hours or days.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-def _usable_path(value: Path) -> Path:
-    text = str(value)
-    if not text.strip() or text == ".":
-        raise ValueError("must name a file or folder, not be empty")
-    if "\x00" in text:
-        raise ValueError("must not contain a NUL character")
-    return value
 
 
 class SourceConfig(_Section):
@@ -181,71 +167,6 @@ class AuditConfig(_Section):
     ship_to: list[str] = []  # target names that receive a copy of the log after each run
 
     _path = field_validator("path")(_usable_path)
-
-
-class LoggingConfig(_Section):
-    format: Literal["text", "json"] | None = None  # the command line's --log-format wins
-    file: Path | None = None  # appended to, 0600, reopened after logrotate (--log-file wins)
-
-    _file = field_validator("file")(lambda value: value if value is None else _usable_path(value))
-
-
-class MetricsConfig(_Section):
-    # node_exporter's textfile collector reads it: rewritten atomically after each command that records.
-    textfile: Path | None = None
-
-    _textfile = field_validator("textfile")(lambda value: value if value is None else _usable_path(value))
-
-
-class NotifyConfig(_Section):
-    ping_url: SecretStr | None = None  # healthchecks.io style: <url>/start, <url>, <url>/<exit code>
-    timeout: float = Field(default=10.0, gt=0, le=300)
-    attempts: int = Field(default=3, ge=1, le=10)
-
-    @field_validator("ping_url")
-    @classmethod
-    def _ping_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return None
-        url = value.get_secret_value().strip().rstrip("/")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-            raise ValueError("must be an http(s) URL like https://hc-ping.com/<uuid>, without a query")
-        return SecretStr(url)
-
-
-class SigningConfig(_Section):
-    key: Path | None = None  # Ed25519 private key (PEM) that signs every new manifest
-    public_keys: list[Path] = []  # older public keys: what they signed stays verifiable (rotation)
-
-
-class TimestampingConfig(_Section):
-    url: str | None = None  # an RFC 3161 time-stamping authority (http or https)
-    ca_file: Path | None = None  # the TSA's certificate and its chain (PEM), to verify tokens with
-    timeout: float = Field(default=30.0, gt=0, le=600)
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).scheme not in ("http", "https"):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
-
-
-class VerifyConfig(_Section):
-    # A copy last verified longer ago than this is overdue: `status` lists it, and a nightly
-    # `verify --scrub` re-checks the oldest first so none stays overdue.
-    max_age: timedelta = timedelta(days=30)
-
-    @field_validator("max_age", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
-        duration = parse_duration(value)
-        if duration <= timedelta(0):
-            raise ValueError("must be longer than nothing")
-        return duration
 
 
 class Config(BaseModel):

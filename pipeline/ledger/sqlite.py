@@ -4,11 +4,12 @@ groups: each commit writes its WAL frames (synchronous=NORMAL), then waits for a
 WAL that covers it; one fsync covers every commit made while the previous one ran, so
 concurrent recordings share fsyncs instead of queueing one each. One connection behind a lock
 (writes are small and rare next to the I/O they record). It owns its run lock: a command that records holds the flock on
-`<ledger>.lock` while the ledger is open, so two runs never write at once."""
+`<ledger>.lock` while the ledger is open, so two runs never write at once. Here: opening,
+transactions, and what runs and verify record; the reading queries are the mixin of
+pipeline.ledger.sql_queries, the same for PostgreSQL."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -21,16 +22,16 @@ from pathlib import Path
 from pipeline.clock import utcnow
 from pipeline.ledger import sqlite_files as files_on_disk
 from pipeline.ledger.lock import RunLock
-from pipeline.ledger.rows import (AtRisk, AuditHead, CopyRow, CopyTally, FileRow, Hint, Known,
-                                  ListedRecording, Problem, RecordingRow, RunRow, SignatureRow, StoredCopy,
-                                  TimestampRow)
+from pipeline.ledger.rows import AuditHead, CopyRow, FileRow, Known, ListedRecording, RunRow, StoredCopy
+from pipeline.ledger.sql_queries import LedgerQueries
+from pipeline.ledger.sql_rows import copy_row, copy_values, recording_row, typed_row
 from pipeline.ledger.sqlite_sync import GroupSync
 
 log = logging.getLogger("rtk_archive.ledger")
 BATCH = 500  # ids per IN (...) query: well under SQLite's limit of bound parameters
 
 
-class SqliteLedger:
+class SqliteLedger(LedgerQueries):
     """`SqliteLedger.open(path, command=...)` records (creating the ledger when missing, holding
     the run lock); `SqliteLedger.open(path)` only reads: no lock, nothing created (a missing
     ledger reads as an empty one)."""
@@ -125,7 +126,7 @@ class SqliteLedger:
         # Of runs started in the same millisecond, the one still going or that ended last is the later.
         rows = self._query("SELECT * FROM runs ORDER BY started_at DESC, COALESCE(finished_at, '~') DESC LIMIT ?",
                            (limit,))
-        return [_row(RunRow, r) for r in rows]
+        return [typed_row(RunRow, r) for r in rows]
 
     def record_audit_head(self, *, audit_path: Path, lines: int, head: str, command: str,
                           run_id: str | None) -> None:
@@ -160,48 +161,17 @@ class SqliteLedger:
         """Whether the ledger has a table that later versions added (a read-only older file may not)."""
         return files_on_disk.has_table(self._db, name)
 
-    # ------------------------------------------------------------------ evidence: signatures and timestamps
-
-    def record_signature(self, recording_id: str, target: str, *, manifest_key: str, signature_key: str,
-                         key_id: str) -> None:
-        with self._tx() as db:
-            db.execute("INSERT INTO signatures (recording_id, target, manifest_key, signature_key, key_id, signed_at)"
-                       " VALUES (?,?,?,?,?,?) ON CONFLICT(recording_id, target) DO UPDATE SET"
-                       " manifest_key=excluded.manifest_key, signature_key=excluded.signature_key,"
-                       " key_id=excluded.key_id, signed_at=excluded.signed_at",
-                       (recording_id, target, manifest_key, signature_key, key_id, utcnow()))
-
-    def signatures(self) -> dict[tuple[str, str], SignatureRow]:
-        if not self._has_table("signatures"):  # a read-only older ledger
-            return {}
-        return {(r["recording_id"], r["target"]): _row(SignatureRow, r)
-                for r in self._query("SELECT * FROM signatures")}
-
-    def record_timestamp(self, *, audit_path: Path, lines: int, head: str, tsa_url: str, token: bytes | None,
-                         gen_time: str | None, error: str | None) -> None:
-        with self._tx() as db:
-            db.execute("INSERT INTO timestamps (audit_path, lines, head, requested_at, tsa_url, token, gen_time, error)"
-                       " VALUES (?,?,?,?,?,?,?,?)",
-                       (str(audit_path), lines, head, utcnow(), tsa_url, token, gen_time, error))
-
-    def timestamps(self, audit_path: Path) -> list[TimestampRow]:
-        if not self._has_table("timestamps"):
-            return []
-        rows = self._query("SELECT lines, head, requested_at, tsa_url, token, gen_time, error FROM timestamps "
-                           "WHERE audit_path=? ORDER BY id", (str(audit_path),))
-        return [_row(TimestampRow, r) for r in rows]
-
     # ------------------------------------------------------------------ what a run reads and records
 
     def known(self, recording_ids: list[str]) -> dict[str, Known]:
         """What the ledger knows of these recordings, in three batched queries (not one per file)."""
         known = {rid: Known() for rid in recording_ids}
         for r in self._in_batches("SELECT * FROM recordings WHERE id IN ({})", recording_ids):
-            known[r["id"]].recording = _recording(r)
+            known[r["id"]].recording = recording_row(r)
         for r in self._in_batches("SELECT * FROM files WHERE recording_id IN ({})", recording_ids):
-            known[r["recording_id"]].files[r["kind"]] = _row(FileRow, r)
+            known[r["recording_id"]].files[r["kind"]] = typed_row(FileRow, r)
         for r in self._in_batches("SELECT * FROM copies WHERE recording_id IN ({})", recording_ids):
-            known[r["recording_id"]].copies[(r["kind"], r["target"])] = _copy(r)
+            known[r["recording_id"]].copies[(r["kind"], r["target"])] = copy_row(r)
         return known
 
     def record_listing(self, listed: list[ListedRecording]) -> None:
@@ -271,7 +241,7 @@ class SqliteLedger:
                        legal_hold=excluded.legal_hold, verified_by=excluded.verified_by,
                        attempts=copies.attempts+1, last_error=NULL, archived_at=excluded.archived_at,
                        verified_at=excluded.verified_at, verify_result='ok', updated_at=excluded.updated_at""",
-                (recording_id, kind, target, *_copy_values(copy), verified_by, now, now, now))
+                (recording_id, kind, target, *copy_values(copy), verified_by, now, now, now))
 
     def record_copy_failure(self, recording_id: str, kind: str, target: str, *, key: str, error: str) -> None:
         now = utcnow()
@@ -298,7 +268,7 @@ class SqliteLedger:
             if value:
                 sql += clause
                 args.append(value)
-        return [_copy(row) for row in self._query(sql + " ORDER BY c.recording_id, c.kind, c.target", args)]
+        return [copy_row(row) for row in self._query(sql + " ORDER BY c.recording_id, c.kind, c.target", args)]
 
     def record_verification(self, recording_id: str, kind: str, target: str, *, state: str, result: str) -> None:
         """Outcome of `verify`: 'archived' stays when the copy is intact, else 'missing' /
@@ -322,7 +292,7 @@ class SqliteLedger:
                        retention_mode=?, retention_until=?, legal_hold=?, verified_by=?,
                        last_error=NULL, archived_at=COALESCE(archived_at, ?), verified_at=?, verify_result=?,
                        updated_at=? WHERE recording_id=? AND kind=? AND target=?""",
-                (*_copy_values(copy), verified_by, now, now, result, now, recording_id, kind, target))
+                (*copy_values(copy), verified_by, now, now, result, now, recording_id, kind, target))
             # The file, and then the recording, are archived again once none of their copies is a problem.
             db.execute("""UPDATE files SET state='archived', last_error=NULL, updated_at=?
                           WHERE recording_id=? AND kind=? AND state='failed' AND NOT EXISTS (
@@ -332,151 +302,3 @@ class SqliteLedger:
                           WHERE id=? AND state='failed' AND NOT EXISTS (
                               SELECT 1 FROM files WHERE recording_id=? AND state != 'archived')""",
                        (now, recording_id, recording_id))
-
-    def copies_verified_before(self, cutoff: str | None = None, *, target: str | None = None) -> list[CopyRow]:
-        """Copies whose object should be at its target, last verified before `cutoff` (every
-        one when None): never verified first, then oldest first (what a scrub checks next)."""
-        sql, args = "SELECT * FROM copies WHERE state IN ('archived','missing','mismatch')", []
-        for clause, value in ((" AND (verified_at IS NULL OR verified_at < ?)", cutoff), (" AND target=?", target)):
-            if value:
-                sql += clause
-                args.append(value)
-        order = " ORDER BY verified_at IS NOT NULL, verified_at, recording_id, kind, target"
-        return [_copy(row) for row in self._query(sql + order, args)]
-
-    def copies_without_good_sibling(self) -> list[Problem]:
-        rows = self._query(
-            """SELECT c.recording_id, c.kind, c.target, c.state, COALESCE(c.verify_result, c.last_error) AS reason,
-                      c.updated_at FROM copies c
-               WHERE c.kind != 'manifest' AND c.state IN ('missing','mismatch') AND NOT EXISTS (
-                   SELECT 1 FROM copies s WHERE s.recording_id = c.recording_id AND s.kind = c.kind
-                   AND s.state = 'archived')
-               ORDER BY c.recording_id, c.kind, c.target""")
-        return [_row(Problem, r) for r in rows]
-
-    # ------------------------------------------------------------------ reading, for reports
-
-    def recording(self, recording_id: str) -> RecordingRow | None:
-        rows = self._query("SELECT * FROM recordings WHERE id=?", (recording_id,))
-        return _recording(rows[0]) if rows else None
-
-    def recordings(self, *, since: str | None = None, until: str | None = None) -> list[RecordingRow]:
-        sql, args = "SELECT * FROM recordings WHERE 1=1", []
-        for clause, value in ((" AND invoked_time >= ?", since), (" AND invoked_time < ?", until)):
-            if value:
-                sql += clause
-                args.append(value)
-        # Without invoked_time first, in both backends (PostgreSQL would sort NULLs last).
-        return [_recording(r) for r in self._query(sql + " ORDER BY invoked_time IS NOT NULL, invoked_time, id", args)]
-
-    def files(self, recording_id: str) -> list[FileRow]:
-        return [_row(FileRow, r)
-                for r in self._query("SELECT * FROM files WHERE recording_id=? ORDER BY kind", (recording_id,))]
-
-    def copies(self, recording_id: str, kind: str | None = None) -> dict[tuple[str, str], CopyRow]:
-        sql, args = "SELECT * FROM copies WHERE recording_id=?", [recording_id]
-        if kind:
-            sql += " AND kind=?"
-            args.append(kind)
-        return {(row["kind"], row["target"]): _copy(row) for row in self._query(sql, args)}
-
-    def recordings_without_manifest(self) -> list[str]:
-        """Recordings with a file archived at a target where no verified manifest is (the caller
-        checks that every file is there)."""
-        rows = self._query(
-            """SELECT DISTINCT c.recording_id FROM copies c WHERE c.kind != 'manifest' AND c.state = 'archived'
-               AND NOT EXISTS (SELECT 1 FROM copies m WHERE m.recording_id = c.recording_id
-                               AND m.kind = 'manifest' AND m.target = c.target AND m.state = 'archived')
-               ORDER BY c.recording_id""")
-        return [row["recording_id"] for row in rows]
-
-    def state_counts(self) -> dict[str, dict[str, int]]:
-        counts: dict[str, dict[str, int]] = {"recordings": {}, "files": {}, "copies": {}}
-        for table in counts:
-            for row in self._query(f"SELECT state, COUNT(*) AS n FROM {table} GROUP BY state"):
-                counts[table][row["state"]] = row["n"]
-        return counts
-
-    def problems(self, limit: int = 50) -> list[Problem]:
-        """Failed and lost files, failed, missing and altered copies, and recordings given up,
-        newest first."""
-        rows = self._query(
-            """SELECT recording_id, kind, NULL AS target, state, last_error AS reason, updated_at FROM files
-                   WHERE state IN ('failed','lost')
-               UNION ALL
-               SELECT recording_id, kind, target, state, COALESCE(last_error, verify_result), updated_at FROM copies
-                   WHERE state IN ('failed','missing','mismatch')
-               UNION ALL
-               SELECT id, NULL, NULL, state, reason, updated_at FROM recordings r
-                   WHERE state IN ('skipped','lost','failed') AND reason IS NOT NULL
-                   AND NOT EXISTS (SELECT 1 FROM files f WHERE f.recording_id = r.id
-                                   AND f.state IN ('failed','lost'))  -- the files say it better
-               ORDER BY updated_at DESC LIMIT ?""", (limit,))
-        return [_row(Problem, r) for r in rows]
-
-    def at_risk(self, before: str) -> list[AtRisk]:
-        """Recordings not yet archived whose RealtimeKit deadline falls before `before`."""
-        rows = self._query(
-            "SELECT id, meeting_title, deadline, state FROM recordings "
-            "WHERE state NOT IN ('archived','skipped','lost') AND deadline IS NOT NULL AND deadline < ? "
-            "ORDER BY deadline", (before,))
-        return [_row(AtRisk, r) for r in rows]
-
-    def copy_tallies(self) -> list[CopyTally]:
-        rows = self._query("SELECT target, state, COUNT(*) AS copies, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes, "
-                           "MAX(verified_at) AS last_verified_at, MIN(COALESCE(verified_at, archived_at)) AS oldest_check_at "
-                           "FROM copies "
-                           "GROUP BY target, state ORDER BY target, state")
-        return [_row(CopyTally, r) for r in rows]
-
-    # ------------------------------------------------------------------ work announced by webhooks
-
-    def record_hint(self, subject_id: str, status: str, kind: str, *, received_at: str,
-                    delivery_id: str | None) -> bool:
-        """Once per (subject_id, status, kind): a redelivery, with or without a new rtk-uuid,
-        is not new work."""
-        with self._tx() as db:
-            cursor = db.execute(
-                "INSERT INTO hints (subject_id, status, kind, received_at, delivery_id, next_attempt_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?) ON CONFLICT(subject_id, status, kind) DO NOTHING",
-                (subject_id, status, kind, received_at, delivery_id, received_at, received_at))
-            return cursor.rowcount == 1
-
-    def pending_hints(self, limit: int, *, now: str) -> list[Hint]:
-        if not self._has_table("hints"):  # a read-only ledger older than serve
-            return []
-        rows = self._query("SELECT * FROM hints WHERE state='pending' AND next_attempt_at <= ? "
-                           "ORDER BY next_attempt_at, received_at LIMIT ?", (now, limit))
-        return [_row(Hint, r) for r in rows]
-
-    def finish_hint(self, subject_id: str, status: str, kind: str, *, state: str, error: str | None = None,
-                    retry_at: str | None = None) -> None:
-        now = utcnow()
-        with self._tx() as db:
-            db.execute("UPDATE hints SET state=?, last_error=?, attempts=attempts+1, next_attempt_at=?, updated_at=?"
-                       " WHERE subject_id=? AND status=? AND kind=?",
-                       (state, error, retry_at or now, now, subject_id, status, kind))
-
-
-def _row(cls, row: sqlite3.Row):
-    return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
-
-
-def _recording(row: sqlite3.Row) -> RecordingRow:
-    values = {f.name: row[f.name] for f in dataclasses.fields(RecordingRow)}
-    values["metadata"] = json.loads(row["metadata"] or "{}")
-    return RecordingRow(**values)
-
-
-def _copy(row: sqlite3.Row) -> CopyRow:
-    values = {f.name: row[f.name] for f in dataclasses.fields(CopyRow)}
-    values["legal_hold"] = bool(row["legal_hold"])
-    values["native"] = json.loads(row["native"] or "{}")
-    return CopyRow(**values)
-
-
-def _copy_values(copy: StoredCopy) -> tuple:
-    """The columns of a stored copy, in the order record_copy and clear_problem write them."""
-    return (copy.key, copy.uri, copy.size, copy.sha256, json.dumps(copy.native, sort_keys=True), copy.version,
-            copy.retention_mode, copy.retention_until, int(copy.legal_hold))
-
