@@ -232,7 +232,7 @@ def plan_then(tmp_path, sim, between, **config_kwargs):
     from pipeline.session import open_session
 
     config = make_config(tmp_path, sim, **config_kwargs)
-    with open_session(config, "test", record=True, targets=True, api=True, downloads=True) as context:
+    with open_session(config, "test", record=True, targets=True, api=True) as context:
         book = Book(context)
         archiver = Archiver(book)
         planning = plan(context, list_uploaded(context, None, None, None))

@@ -100,8 +100,7 @@ def plan_announced(recording: Recording, kind: str, file_name: str, deadline: da
     of its own, planned as a recording with that one file, keyed by the same templates; `urls`
     gives its download URL (pipeline.archive.download.SignedUrl), since no API does."""
     now = now or datetime.now(timezone.utc)
-    plan = RecordingPlan(recording=recording, deadline=deadline, urls=urls,
-                         at_risk=deadline is not None and deadline - now < margin)
+    plan = RecordingPlan(recording=recording, deadline=deadline, urls=urls, at_risk=_at_risk(deadline, now, margin))
     plan.files.append(_plan_file(recording, kind, file_name, None, known, templates))
     return Planning(plans=[plan], listed=[announced_listing(recording, kind, file_name, deadline)],
                     skipped=[], notes=[])
@@ -110,6 +109,11 @@ def plan_announced(recording: Recording, kind: str, file_name: str, deadline: da
 def announced_listing(recording: Recording, kind: str, file_name: str, deadline: datetime | None) -> ListedRecording:
     """How the ledger records a unit a webhook announced (see plan_announced)."""
     return _listed(recording, deadline, (ListedFile(kind, file_name, None),), None)
+
+
+def _at_risk(deadline: datetime | None, now: datetime, margin: timedelta) -> bool:
+    """Deleted by RealtimeKit within the margin (`deadline_margin_hours`): reported at risk."""
+    return deadline is not None and deadline - now < margin
 
 
 def _why_not_archivable(recording: Recording) -> str | None:
@@ -123,8 +127,7 @@ def _why_not_archivable(recording: Recording) -> str | None:
 
 def _plan_one(recording: Recording, deadline: datetime | None, known: Known, templates: dict[str, str],
               now: datetime, margin: timedelta) -> RecordingPlan:
-    plan = RecordingPlan(recording=recording, deadline=deadline,
-                         at_risk=deadline is not None and deadline - now < margin)
+    plan = RecordingPlan(recording=recording, deadline=deadline, at_risk=_at_risk(deadline, now, margin))
     video_name = keys.video_file_name(recording.output_file_name, recording.id)
     sources = [(keys.VIDEO, recording.download_url, video_name, recording.file_size)]
     if recording.audio_download_url:
