@@ -17,7 +17,8 @@ GaveUp = tenacity.RetryError  # .last_attempt: the last attempt's number and out
 
 def backoff(initial: float = 1.0, maximum: float = 30.0) -> Wait:
     """Exponential waits from `initial`, at most `maximum` seconds, with jitter."""
-    return tenacity.wait_exponential_jitter(initial=initial, max=maximum)
+    # (tenacity's wait_exponential_jitter renamed its arguments in 9.x: this reads the same in 8.x and 9.x)
+    return tenacity.wait_exponential(multiplier=initial, max=maximum) + tenacity.wait_random(0, 1)
 
 
 def policy(*, retry, attempts: int | None = None, seconds: float | None = None, stop=None, wait: Wait | None = None,
