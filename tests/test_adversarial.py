@@ -345,3 +345,17 @@ def test_an_empty_file_is_archived_although_its_range_is_unsatisfiable(sim, tmp_
     assert [(r.status, r.headers_sent.get("Content-Range")) for r in answers] == [(416, "bytes */0")]
     assert result.exit_code == 0 and result.summary.archived == 1, result.summary.problems
     assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+
+
+@pytest.mark.parametrize("difference", [+1000, -1000], ids=["longer", "shorter"])
+def test_an_announced_length_other_than_file_size_is_refused_before_the_body(sim, tmp_path, difference):
+    """Rule: "a body longer or shorter than file_size is never archived", at its first line of
+    defence: the file server announces (Content-Length) another length than the API's
+    file_size, so the file is refused at once, with both lengths in the reason, and its body is
+    never read (nothing downloaded), rather than streamed in full and refused at the end."""
+    rec = sim.add_recording(size=600_000, audio=False)
+    sim.recording(rec["id"])["file_size"] = 600_000 + difference  # what the API says; the file stays
+    result = archive(tmp_path, sim)
+    assert_refused(tmp_path, rec["id"], result, "announces 600000 bytes",
+                   f"file_size is {600_000 + difference}")
+    assert result.summary.bytes_downloaded == 0
