@@ -13,7 +13,6 @@ measured in this run: compare the lines of one run, as ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -70,6 +69,9 @@ def main() -> None:
     parser.add_argument("--medium-mib", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--also-streams", type=int, default=1,
+                        help="also run rtk-archive with this streams_per_file (default 1: one stream per file; "
+                             "0: skip), to compare with the default's ranged download of the large file")
     args = parser.parse_args()
     sizes = [args.large_mib << 20] + [(args.medium_mib << 20) + i * 4096 for i in range(args.medium)]
     total = sum(sizes)
@@ -85,15 +87,25 @@ def main() -> None:
                 os.sync()
                 curl_seconds = curl_all(urls, work / "curl")
                 os.sync()
-                config = archive_config(farm, work / f"archive-{round_no}", concurrency=args.concurrency)
-                result = run_archive_child(config)
-                shutil.rmtree(work / f"archive-{round_no}")
+                runs = [("defaults", {})]
+                if args.also_streams:
+                    runs.append((f"streams_per_file={args.also_streams}", {"streams_per_file": args.also_streams}))
+                if round_no % 2:
+                    runs.reverse()  # the order alternates between rounds
+                results = []
+                for name, extra in runs:
+                    folder = work / f"archive-{round_no}-{len(results)}"
+                    config = archive_config(farm, folder, concurrency=args.concurrency, **extra)
+                    os.sync()
+                    results.append((name, run_archive_child(config)))
+                    shutil.rmtree(folder)
                 farm.remove(recs)
                 curl_rate = total / curl_seconds / 1e6
-                rate = result["bytes"] / result["seconds"] / 1e6
                 print(f"round {round_no + 1}: curl, sequential     : {curl_rate:7.0f} MB/s")
-                print(f"round {round_no + 1}: rtk-archive run, local: {rate:7.0f} MB/s  "
-                      f"({rate / curl_rate:.2f}x curl), peak RSS {result['peak_rss_mb']:.0f} MB")
+                for name, result in results:
+                    rate = result["bytes"] / result["seconds"] / 1e6
+                    print(f"round {round_no + 1}: rtk-archive run, local, {name}: {rate:7.0f} MB/s  "
+                          f"({rate / curl_rate:.2f}x curl), peak RSS {result['peak_rss_mb']:.0f} MB")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
