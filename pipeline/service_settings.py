@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from pipeline.clock import duration_seconds
+from pipeline.config_sections import Section
 
 REALTIMEKIT_KEY_URL = "https://api.realtime.cloudflare.com/.well-known/webhooks.json"
 
@@ -20,8 +21,7 @@ def seconds(value: object) -> float:
         raise ValueError("must be from 0 to 30 days")
     return amount
 
-class ServeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+class ServeConfig(Section):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -53,8 +53,7 @@ class ServeConfig(BaseModel):
         return value
 
 
-class WebhookConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+class WebhookConfig(Section):
 
     public_key: str | None = None  # the PEM itself; otherwise fetched from public_key_url
     public_key_url: str = REALTIMEKIT_KEY_URL
