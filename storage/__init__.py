@@ -16,12 +16,13 @@ from storage.local import nearest_existing
 from storage.protection import describe_missing, missing_protection
 from storage.registry import build_target, settings_model, target_types
 from storage.settings import TargetSettings, check_endpoint
+from storage.stream import GrowingFile, SourceFailed
 from storage.target import Target
 from storage.values import Checksums, LocalFile, ProbeResult, Retention, StoredObject, iso_utc
 
 __all__ = [
     "Capabilities", "Checksums", "LocalFile", "MissingSDK", "NotFound", "ObjectConflict",
-    "PermanentStorageError", "ProbeResult", "Retention", "RetryableStorageError", "StorageError",
+    "GrowingFile", "PermanentStorageError", "ProbeResult", "Retention", "RetryableStorageError", "SourceFailed", "StorageError",
     "StoredObject", "Target", "TargetSettings", "build_target", "check_endpoint", "compare_copy", "describe_missing",
     "is_retryable_status", "iso_utc", "missing_protection", "nearest_existing", "read_back", "settings_model", "target_types",
 ]

@@ -42,6 +42,9 @@ class Capabilities:
     # `stat` re-computes its digests from the stored bytes (a folder: nothing keeps a digest
     # computed at write time), so it reads every byte anyway: a scrub re-hashes these deep.
     stat_rereads: bool = False
+    # `put_growing` uploads while the download runs (storage/stream.py) instead of waiting for
+    # the whole file: S3 parts, Azure blocks, GCS resumable chunks, a sequential temporary.
+    overlapped_upload: bool = False
 
 
 def folder_capabilities(digest: str, how_read_only: str) -> Capabilities:

@@ -27,6 +27,7 @@ from storage.capabilities import Capabilities
 from storage.compare import compare_copy, read_back
 from storage.errors import NotFound, ObjectConflict, PermanentStorageError, StorageError, without_target
 from storage.settings import TargetSettings
+from storage.stream import GrowingFile, SourceFailed
 from storage.values import (
     SHA256_METADATA_KEY,
     BucketRetention,
@@ -142,6 +143,22 @@ class Target(ABC):
         with self._errors(f"upload of {full}"):
             return self._upload(file, full, meta)
 
+    def put_growing(self, source: GrowingFile, key: str, metadata: Mapping[str, str] | None = None) -> StoredObject:
+        """Store a file that is still being downloaded (storage/stream.py), all or nothing, and
+        committed only after the download was verified. Where something is already under `key`,
+        or this backend has no overlapped upload (capabilities.overlapped_upload), it waits
+        for the download and does `put`. SourceFailed (the download failed) passes through
+        unchanged, after the backend aborted its upload."""
+        try:
+            existing = self.stat(key)
+        except NotFound:
+            existing = None
+        if existing is not None or not self.capabilities.overlapped_upload:
+            return self.put(source.result(), key, metadata)
+        full = self.full_key(key)
+        with self._errors(f"upload of {full}"):
+            return self._upload_growing(source, full, dict(metadata or {}))
+
     def _same_content(self, key: str, existing: StoredObject, file: LocalFile) -> bool:
         """Is the object under `key` the file? The one comparison (storage.compare) of what the
         backend reports; for a backend that could neither store nor compute a SHA-256 (SFTP
@@ -209,6 +226,15 @@ class Target(ABC):
         read back from the backend after the upload, as `_stat` would. Never overwrite: the
         base class checked, but a backend that offers a create-only condition uses it too."""
 
+    def _upload_growing(self, source: GrowingFile, full_key: str, metadata: dict[str, str]) -> StoredObject:
+        """Upload while the file arrives, reading `source` in order. `metadata` lacks the
+        file's SHA-256 (unknown until the end): add `source.result().checksums.sha256` at commit
+        where the backend can. Commit only after `source` returned its end; on SourceFailed or
+        any failure, abort so nothing is visible, and re-raise. Backends that declare
+        capabilities.overlapped_upload implement it."""
+        raise PermanentStorageError(f"{self.type} targets cannot upload a file while it downloads",
+                                    target=self.name)
+
     @abstractmethod
     def _stat(self, full_key: str) -> StoredObject:
         """Read size, metadata SHA-256 and native checksums back; raise NotFound if absent."""
@@ -259,6 +285,8 @@ class Target(ABC):
         """Every failure inside becomes a StorageError that names this target."""
         try:
             yield
+        except SourceFailed:
+            raise  # the download failed, not the target: the pipeline reports it where it happened
         except StorageError as exc:
             if exc.target is None:
                 exc.target = self.name
