@@ -57,3 +57,41 @@ class GrowingFile(Protocol):
     def reader(self) -> GrowingFile:
         """A fresh reader of the same file from byte 0 (for a retried upload)."""
         ...
+
+
+class SequentialReader:
+    """A GrowingFile as the plain, forward-only binary stream SDK upload helpers read (s3transfer,
+    google-resumable-media, a block stager): `read(n)` returns exactly `n` bytes until the end,
+    waiting for them as long as the download runs, so a short read never cuts a part, block or
+    chunk short (S3 refuses parts under 5 MiB, GCS chunks must be multiples of 256 KiB). Not
+    seekable: an SDK that would rewind finds out at once instead of re-sending the wrong bytes."""
+
+    def __init__(self, source: GrowingFile):
+        self._source = source
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            return self._source.read(-1)
+        pieces = []
+        wanted = n
+        while wanted > 0:
+            piece = self._source.read(wanted)
+            if not piece:
+                break  # the verified end
+            pieces.append(piece)
+            wanted -= len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def tell(self) -> int:
+        return self._source.tell()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
