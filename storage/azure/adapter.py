@@ -15,8 +15,8 @@ stages blocks (Put Block, each with its transactional MD5) as the file arrives, 
 `max_concurrency` at a time, and commits the block list only after the source returned its end,
 which it does only once the download is verified. Block blobs take metadata and Content-MD5 at
 the commit (Put Block List), so an overlapped copy carries exactly what a put's does: the
-`rtk_sha256` metadata, Content-MD5 (the verified file's MD5, committed only if the CRC32C of the
-bytes staged is the file's), the immutability policy / legal hold, with `If-None-Match: *`. On a
+`rtk_sha256` metadata, Content-MD5 (the verified file's MD5, the bytes staged checked against
+the file's CRC32C before the last block is read), the immutability policy / legal hold, with `If-None-Match: *`. On a
 failed download nothing is committed: staged blocks stay invisible and Azure discards them.
 """
 
@@ -28,7 +28,7 @@ import mimetypes
 import threading
 from collections.abc import Mapping
 
-from storage.azure.blocks import CheckedSource, check_bytes_read, stage_blocks
+from storage.azure.blocks import CheckedSource, stage_blocks
 from storage.azure.settings import AzureSettings, account_label
 from storage.errors import (
     NotFound,
@@ -125,10 +125,8 @@ class AzureTarget(Target):
             return self._upload_when_complete(source, full_key, metadata)
         blob = self._blob(full_key)
         settings = self.settings
-        blocks, seen, crc32c = stage_blocks(blob, SequentialReader(source), settings.block_size,
-                                            settings.max_concurrency)
-        file = source.result()  # the download ended verified (SourceFailed otherwise)
-        check_bytes_read(file, seen, crc32c)
+        blocks = stage_blocks(blob, SequentialReader(source), settings.block_size, settings.max_concurrency)
+        file = source.result()  # the download ended verified, and the bytes staged are its
         blob_sdk = require_sdk("azure.storage.blob", SDK_PACKAGE, target=self.name)
         core = require_sdk("azure.core", SDK_PACKAGE, target=self.name)
         blob.commit_block_list(

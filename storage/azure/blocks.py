@@ -12,8 +12,7 @@ from typing import BinaryIO
 
 import google_crc32c
 
-from storage.errors import PermanentStorageError
-from storage.stream import SequentialReader
+from storage.stream import SequentialReader, check_bytes_read
 from storage.values import LocalFile
 
 
@@ -40,7 +39,7 @@ class CheckedSource:
         self._crc32c.update(chunk)
         self._seen += len(chunk)
         if self._seen > self._file.size:
-            raise _changed(self._file, f"it is now longer than {self._file.size} bytes")
+            check_bytes_read(self._file, self._seen, self._crc32c)
         if self._seen == self._file.size or (not chunk and size != 0):
             self._check()
         return chunk
@@ -52,36 +51,18 @@ class CheckedSource:
         check_bytes_read(self._file, self._seen, self._crc32c)
 
 
-def check_bytes_read(file: LocalFile, seen: int, crc32c: google_crc32c.Checksum) -> None:
-    """The bytes an upload read (`seen` of them, with this running CRC32C) are the verified
-    file's; raises before anything is committed otherwise."""
-    if seen != file.size:
-        raise _changed(file, f"only {seen} of {file.size} bytes could be read")
-    if crc32c.digest().hex() != file.checksums.crc32c:
-        raise _changed(file, "its CRC32C differs from the one computed when it was verified")
-
-
-def _changed(file: LocalFile, why: str) -> PermanentStorageError:
-    return PermanentStorageError(f"source {file.path} changed after it was verified: {why}; "
-                                 "nothing was stored (corrupted source)")
-
-
 def stage_blocks(blob, stream: SequentialReader, block_size: int,
-                 concurrency: int) -> tuple[list[str], int, google_crc32c.Checksum]:
+                 concurrency: int) -> list[str]:
     """Stage `stream` on `blob` (a BlobClient) as blocks of `block_size` in order, `concurrency`
     at a time (so at most that many blocks are in memory), each with its transactional MD5;
-    returns the block ids, how many bytes were read and their CRC32C. Any failure, the
-    source's included, stops it with nothing committed."""
+    returns the block ids. Any failure, the source's included (and the stream's check of the
+    bytes read against the verified file), stops it with nothing committed."""
     run = uuid.uuid4().hex  # ids of equal length, never those of another attempt
     blocks: list[str] = []
-    crc32c = google_crc32c.Checksum()
-    seen = 0
     pending: collections.deque[Future] = collections.deque()
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="azure-block")
     try:
         while piece := stream.read(block_size):
-            crc32c.update(piece)
-            seen += len(piece)
             block_id = base64.b64encode(f"{run}-{len(blocks):08d}".encode()).decode()
             blocks.append(block_id)
             pending.append(pool.submit(blob.stage_block, block_id, piece, length=len(piece),
@@ -90,7 +71,7 @@ def stage_blocks(blob, stream: SequentialReader, block_size: int,
         _settle(pending, keep=0)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return blocks, seen, crc32c
+    return blocks
 
 
 def _settle(pending: collections.deque[Future], keep: int) -> None:
