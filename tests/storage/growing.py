@@ -35,6 +35,7 @@ class _Feed:
         self.failure: SourceFailed | None = None
         self.most_read = 0  # the furthest any reader got
         self.read_before_finish = 0  # the furthest any reader got before `finish` was called
+        self.largest_request = 0  # the most bytes one read asked for (-1: all the rest)
         self.changed = threading.Condition()
 
 
@@ -71,6 +72,10 @@ class GrowingSource:
     @property
     def read_before_finish(self) -> int:
         return self._feed.read_before_finish
+
+    @property
+    def largest_request(self) -> int:
+        return self._feed.largest_request
 
     @property
     def ended(self) -> bool:
@@ -142,6 +147,7 @@ class GrowingSource:
     def read(self, n: int = -1) -> bytes:
         feed = self._feed
         with feed.changed:
+            feed.largest_request = -1 if n is None or n < 0 or feed.largest_request < 0 else max(n, feed.largest_request)
             feed.changed.wait_for(lambda: feed.failure is not None or feed.released > self._position
                                   or (feed.finished is not None and self._position >= feed.size))
             if feed.failure is not None:

@@ -19,6 +19,7 @@ from tests.storage.growing import WAIT, GrowingSource
 
 MiB = 1 << 20
 SIZE = 12 * MiB  # above every rig's small_parts threshold: several parts, blocks or chunks
+PART = 5 * MiB  # the largest part, block or chunk of any rig's small_parts
 
 OVERLAPPING = [server for server, rig in storage_conftest.RIGS.items()
                if settings_model(rig.type).capabilities.overlapped_upload]
@@ -102,6 +103,7 @@ def test_upload_starts_before_the_download_ends_and_commits_only_after(overlap_r
         local = source.finish()
         stored = running.result(timeout=WAIT)
     assert source.read_before_finish == SIZE - 1
+    assert 0 < source.largest_request <= PART  # one part at a time: memory flat in the file's size
     assert stored.size == SIZE
     assert overlap_rig.raw_read(full) == local.path.read_bytes()
 
@@ -128,6 +130,33 @@ def test_failed_download_leaves_nothing(overlap_rig, prefix, tmp_path, uploads, 
     _nothing_committed(overlap_rig, full)
 
 
+def test_bytes_changed_after_the_download_was_verified_are_never_committed(overlap_rig, prefix, tmp_path,
+                                                                           uploads):
+    """The spool file changes after the upload read part of it and before the download's
+    digests were computed (a damaged or rewritten spool): the bytes the upload read are not the
+    verified file. The upload checks them against its size and CRC32C before it reads the last
+    bytes, so it stops with a permanent error naming the corrupted source, and nothing is
+    committed or left open."""
+    source = GrowingSource.of(tmp_path, SIZE)
+    with make_target(overlap_rig, prefix, **overlap_rig.small_parts()) as target:
+        running = uploads.start(target, source, "changed/video.mp4")
+        source.deliver(SIZE - 1)
+        source.wait_read(SIZE - 1, running)
+        with open(source.path, "r+b") as spool:
+            first = spool.read(1)
+            spool.seek(0)
+            spool.write(bytes([first[0] ^ 0xFF]))  # what was already read is no longer the file
+        source.finish()
+        with pytest.raises(PermanentStorageError) as info:
+            running.result(timeout=WAIT)
+        assert "changed after it was verified" in str(info.value)
+        with pytest.raises(NotFound):
+            target.stat("changed/video.mp4")
+        full = target.full_key("changed/video.mp4")
+    assert overlap_rig.list_keys(prefix) == []
+    _nothing_committed(overlap_rig, full)
+
+
 def test_an_identical_object_already_there_is_a_no_op(overlap_rig, prefix, tmp_path, uploads):
     """An object already under the key: put_growing waits for the download and does what put
     does. The same bytes: nothing is written, the object is returned as it is."""
@@ -141,7 +170,7 @@ def test_an_identical_object_already_there_is_a_no_op(overlap_rig, prefix, tmp_p
         again.deliver(SIZE - 1)
         again.finish()
         assert second.result(timeout=WAIT).version == first.version
-        assert again.read_before_finish == 0  # it waited for the download: it never read a byte
+        assert again.most_read == 0  # it waited for the verified file: it never read the growing one
         assert len(overlap_rig.list_keys(prefix)) == 1
 
 
@@ -171,6 +200,21 @@ def test_a_small_file_waits_and_goes_in_one_request(overlap_rig, prefix, tmp_pat
         local = source.finish()
         stored = running.result(timeout=WAIT)
     assert (stored.size, stored.sha256) == (local.size, local.checksums.sha256)
+
+
+def test_a_provider_without_full_object_checksums_waits_for_the_download(rig_minio, prefix, tmp_path, uploads):
+    """An S3-compatible provider that does not declare overlapped uploads (MinIO: full-object
+    checksums not honoured) gets the file only once the download is verified, as put stores
+    it: the upload reads nothing before, and the copy carries its SHA-256 metadata."""
+    source = GrowingSource.of(tmp_path, SIZE)
+    with make_target(rig_minio, prefix, **rig_minio.small_parts()) as target:
+        assert not target.capabilities.overlapped_upload
+        running = uploads.start(target, source, "waits/video.mp4")
+        source.deliver(SIZE - 1)
+        local = source.finish()
+        stored = running.result(timeout=WAIT)
+    assert source.most_read == 0  # put read the verified file, never the growing one
+    assert (stored.size, stored.sha256) == (SIZE, local.checksums.sha256)
 
 
 # --------------------------------------------------------------------------- write-once
