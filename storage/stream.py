@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 import google_crc32c
 
 from storage.errors import PermanentStorageError
-from storage.values import LocalFile
+from storage.values import SHA256_METADATA_KEY, LocalFile
 
 
 class SourceFailed(Exception):
@@ -129,3 +129,9 @@ def check_bytes_read(file: LocalFile, seen: int, crc32c: google_crc32c.Checksum)
 def _changed(file: LocalFile, why: str) -> PermanentStorageError:
     return PermanentStorageError(f"source {file.path} changed after it was verified: {why}; "
                                  "nothing was stored (corrupted source)")
+
+
+def with_sha256(file: LocalFile, metadata: dict[str, str]) -> dict[str, str]:
+    """The object's metadata once the download is verified: the file's SHA-256 added (as `put`
+    adds it), for a backend that can set metadata at the commit or afterwards."""
+    return {SHA256_METADATA_KEY: file.checksums.sha256, **metadata}

@@ -235,12 +235,6 @@ class Target(ABC):
         raise PermanentStorageError(f"{self.type} targets cannot upload a file while it downloads",
                                     target=self.name)
 
-    def _upload_when_complete(self, source: GrowingFile, full_key: str, metadata: Mapping[str, str]) -> StoredObject:
-        """`_upload` once the download has ended (with the SHA-256 in the metadata): for a file
-        that fits one request, where overlapping would gain nothing."""
-        file = source.result()
-        return self._upload(file, full_key, {SHA256_METADATA_KEY: file.checksums.sha256, **metadata})
-
     @abstractmethod
     def _stat(self, full_key: str) -> StoredObject:
         """Read size, metadata SHA-256 and native checksums back; raise NotFound if absent."""

@@ -40,7 +40,7 @@ from storage.errors import (
     require_sdk,
 )
 from storage.protection import missing_protection, retain_until
-from storage.stream import GrowingFile, SequentialReader
+from storage.stream import GrowingFile, SequentialReader, with_sha256
 from storage.values import iso_utc
 from storage.target import PROBE_BYTES, Target
 from storage.values import SHA256_METADATA_KEY, BucketRetention, LocalFile, Retention, StoredObject
@@ -122,7 +122,8 @@ class AzureTarget(Target):
 
     def _upload_growing(self, source: GrowingFile, full_key: str, metadata: dict[str, str]) -> StoredObject:
         if source.size <= self.settings.max_single_put_size:
-            return self._upload_when_complete(source, full_key, metadata)
+            file = source.result()  # one request: nothing to overlap
+            return self._upload(file, full_key, with_sha256(file, metadata))
         blob = self._blob(full_key)
         settings = self.settings
         blocks = stage_blocks(blob, SequentialReader(source), settings.block_size, settings.max_concurrency)
@@ -132,7 +133,7 @@ class AzureTarget(Target):
         blob.commit_block_list(
             [blob_sdk.BlobBlock(block_id) for block_id in blocks],
             content_settings=self._content_settings(file, full_key),
-            metadata={SHA256_METADATA_KEY: file.checksums.sha256, **metadata},
+            metadata=with_sha256(file, metadata),
             match_condition=core.MatchConditions.IfMissing,  # If-None-Match: *: create-only
             **self._protection_kwargs())
         return self._ensure_protection(blob, full_key, self._stat(full_key))

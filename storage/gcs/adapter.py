@@ -45,7 +45,7 @@ from storage.gcs.errors import (
 )
 from storage.gcs.settings import GCS_RETENTION_MODES, GCSSettings, credentials_info
 from storage.protection import missing_protection, retain_until
-from storage.stream import GrowingFile, SequentialReader
+from storage.stream import GrowingFile, SequentialReader, with_sha256
 from storage.values import iso_utc
 from storage.target import PROBE_BYTES, Target
 from storage.values import SHA256_METADATA_KEY, BucketRetention, LocalFile, Retention, StoredObject
@@ -140,11 +140,12 @@ class GCSTarget(Target):
 
     def _upload_growing(self, source: GrowingFile, full_key: str, metadata: dict[str, str]) -> StoredObject:
         if source.size <= SINGLE_REQUEST_MAX:
-            return self._upload_when_complete(source, full_key, metadata)
+            file = source.result()  # one request: nothing to overlap
+            return self._upload(file, full_key, with_sha256(file, metadata))
         blob = self._blob_to_create(full_key, metadata)  # no digests yet: GCS computes them
         self._send(blob, SequentialReader(source), source.size)
         file = source.result()  # verified: the last chunk could not be read before
-        blob.metadata = {SHA256_METADATA_KEY: file.checksums.sha256, **metadata}
+        blob.metadata = with_sha256(file, metadata)
         if self.settings.legal_hold:
             self._place_hold(blob)  # with the metadata, in one patch
         else:

@@ -47,32 +47,26 @@ Below `multipart_threshold` the file waits for the download and goes in one PutO
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import re
 import threading
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from storage.errors import NotFound, PermanentStorageError, StorageError, require_sdk
 from storage.protection import describe_missing, missing_protection, retain_until
-from storage.values import iso_utc
 from storage.s3.errors import classify, error_code, http_status
+from storage.s3.head import etag, native_digests, retention
 from storage.s3.providers import PROVIDERS, S3Provider
 from storage.s3.settings import SETTINGS_MODELS, S3CompatibleSettings
-from storage.stream import GrowingFile, SequentialReader
+from storage.stream import GrowingFile, SequentialReader, with_sha256
 from storage.target import Target
-from storage.values import SHA256_METADATA_KEY, BucketRetention, LocalFile, Retention, StoredObject
+from storage.values import SHA256_METADATA_KEY, BucketRetention, LocalFile, StoredObject
 
 CONNECT_TIMEOUT = 10  # seconds
 READ_TIMEOUT = 120  # a slow store can take a while to acknowledge a 16 MiB part
 # botocore's own retries cover a single request (throttling, a dropped connection); the
 # pipeline's retry loop covers a whole put on top of that.
 BOTO_RETRIES = {"max_attempts": 3, "mode": "standard"}
-
-_PLAIN_MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 
 
 class S3Target(Target):
@@ -168,7 +162,8 @@ class S3Target(Target):
 
     def _upload_growing(self, source: GrowingFile, full_key: str, metadata: dict[str, str]) -> StoredObject:
         if source.size < self.settings.multipart_threshold:
-            return self._upload_when_complete(source, full_key, metadata)
+            file = source.result()  # one request: nothing to overlap
+            return self._upload(file, full_key, with_sha256(file, metadata))
         transfer = require_sdk("boto3.s3.transfer", "boto3", target=self.name)
         extra = {**self._extra_args(metadata), "ChecksumAlgorithm": "CRC32C", "ChecksumType": "FULL_OBJECT"}
         config = self._transfer_config()
@@ -239,9 +234,9 @@ class S3Target(Target):
             uri=self._uri(full_key),
             size=head["ContentLength"],
             sha256=_stored_sha256(head.get("Metadata", {})),
-            native=_native_digests(head, self.provider),
-            version=head.get("VersionId") or _etag(head) or None,
-            retention=_retention(head),
+            native=native_digests(head, self.provider),
+            version=head.get("VersionId") or etag(head) or None,
+            retention=retention(head),
         )
 
     def _check_bucket_exists(self) -> None:
@@ -352,75 +347,3 @@ def _wire_name(name: str) -> str:
 def _stored_sha256(metadata: Mapping[str, str]) -> str | None:
     # Objects written with the underscore spelling (by another tool, or directly) count too.
     return metadata.get(_wire_name(SHA256_METADATA_KEY)) or metadata.get(SHA256_METADATA_KEY)
-
-
-def _native_digests(head: Mapping[str, Any], provider: S3Provider) -> dict[str, str]:
-    """Digests the server computed over the stored bytes, hex encoded, only where they are
-    digests of the whole file and the provider's entry says they are what they seem."""
-    native = {}
-    sha256 = _full_object_sha256(head) if provider.checksum == "SHA256" else None
-    if sha256:
-        native["sha256"] = sha256
-    md5 = _etag_md5(head) if provider.etag_is_md5 else None
-    if md5:
-        native["md5"] = md5
-    crc32c = _full_object_crc32c(head) if provider.full_object_crc32c else None
-    if crc32c:
-        native["crc32c"] = crc32c
-    return native
-
-
-def _full_object_crc32c(head: Mapping[str, Any]) -> str | None:
-    # Of the whole object only when the server says FULL_OBJECT (an overlapped upload); a
-    # COMPOSITE one is a CRC of the parts' CRCs.
-    value = head.get("ChecksumCRC32C")
-    if not value or head.get("ChecksumType") != "FULL_OBJECT":
-        return None
-    return _decoded(value, 4)
-
-
-def _full_object_sha256(head: Mapping[str, Any]) -> str | None:
-    # A multipart object carries a checksum of the part checksums, not the file's digest (S3
-    # has no full-object SHA-256 for multipart), so it is left out. Real S3 marks it ("...=-3",
-    # ChecksumType COMPOSITE); moto returns it bare, so the ETag's "-N" is checked too.
-    value = head.get("ChecksumSHA256")
-    if not value or "-" in value or head.get("ChecksumType") == "COMPOSITE" or _is_multipart(head):
-        return None
-    return _decoded(value, 32)
-
-
-def _decoded(value: str, length: int) -> str | None:
-    """A base64 checksum header as hex, if it is a digest of that many bytes."""
-    try:
-        digest = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return None  # not a digest we can read: report nothing rather than a wrong value
-    return digest.hex() if len(digest) == length else None
-
-
-def _etag_md5(head: Mapping[str, Any]) -> str | None:
-    # The ETag is the MD5 of the bytes only for a single-part object stored unencrypted or
-    # with SSE-S3; SSE-KMS and SSE-C ETags are opaque, multipart ones end in "-N".
-    etag = _etag(head).lower()
-    if head.get("SSECustomerAlgorithm") or head.get("ServerSideEncryption", "AES256") != "AES256":
-        return None
-    return etag if _PLAIN_MD5_ETAG.match(etag) else None
-
-
-def _etag(head: Mapping[str, Any]) -> str:
-    return str(head.get("ETag", "")).strip('"')
-
-
-def _is_multipart(head: Mapping[str, Any]) -> bool:
-    return "-" in _etag(head)
-
-
-def _retention(head: Mapping[str, Any]) -> Retention | None:
-    mode = head.get("ObjectLockMode")
-    until = head.get("ObjectLockRetainUntilDate")
-    hold = head.get("ObjectLockLegalHoldStatus") == "ON"
-    if not mode and not hold:
-        return None
-    if isinstance(until, datetime):
-        until = iso_utc(until)
-    return Retention(mode=mode or "HOLD", until=until, legal_hold=hold)

@@ -12,6 +12,9 @@ order that rotates:
   (b) overlapped: `put_growing` from the first byte on;
 and, for reference, the download alone (size / rate) and the upload alone (`put` of the
 complete file). Overlapping should bring (b) towards max(download, upload) from their sum (a).
+Both (a) and (b) include the stand-in's verification at the end (it hashes the whole file when
+the last byte is released, where the pipeline hashes as the bytes arrive): it adds the same to
+both columns.
 Each object is removed after its round. Whole seconds, side by side from one run: the machine is
 shared and the servers are local emulators, so compare the columns of one run, never across runs.
 """
