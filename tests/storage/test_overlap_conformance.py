@@ -191,6 +191,43 @@ def test_a_different_object_already_there_is_refused(overlap_rig, prefix, tmp_pa
     assert len(overlap_rig.list_keys(prefix)) == 1
 
 
+RACING = [server for server in OVERLAPPING if storage_conftest.RIGS[server].create_only_in_parts]
+
+
+@pytest.mark.parametrize("overlap_rig", RACING, indirect=True)
+def test_object_created_by_someone_else_during_the_upload_survives(overlap_rig, prefix, tmp_path, uploads,
+                                                                     monkeypatch):
+    """Another writer creates the object after put_growing looked (nothing there) and while
+    the parts go up: the create-only commit (If-None-Match on CompleteMultipartUpload, on the
+    block list) refuses ours with ObjectConflict, the other object stays byte for byte, and
+    nothing of ours is left (no open multipart upload). Servers that enforce it on parts only."""
+    rig = overlap_rig
+    theirs = os.urandom(30_000)
+    source = GrowingSource.of(tmp_path, SIZE)
+    with make_target(rig, prefix, **rig.small_parts()) as target:
+        full = target.full_key("race/video.mp4")
+        real_stat = target.stat
+        checks = []
+
+        def stat_then_someone_writes(asked: str):
+            if checks:
+                return real_stat(asked)
+            checks.append(asked)
+            rig.plant(full, theirs)  # right after our check found nothing
+            raise NotFound(f"{asked} not found (checked before the other writer)")
+
+        monkeypatch.setattr(target, "stat", stat_then_someone_writes)
+        running = uploads.start(target, source, "race/video.mp4")
+        source.deliver(SIZE - 1)
+        source.wait_read(SIZE - 1, running)
+        source.finish()
+        with pytest.raises(ObjectConflict):
+            running.result(timeout=WAIT)
+    assert checks == ["race/video.mp4"]
+    assert rig.raw_read(full) == theirs
+    assert rig.list_keys(prefix) == [full]
+
+
 def test_a_small_file_waits_and_goes_in_one_request(overlap_rig, prefix, tmp_path, uploads):
     """Below the part size nothing is gained by overlapping: it waits for the verified file and
     is put as put puts it, SHA-256 metadata included."""
