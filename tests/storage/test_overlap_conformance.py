@@ -14,7 +14,7 @@ from pipeline.archive.verification import verify_copy
 from storage import NotFound, ObjectConflict, PermanentStorageError, settings_model
 from storage.stream import SourceFailed
 from tests.storage import conftest as storage_conftest
-from tests.storage.files import make_target, read_back, write
+from tests.storage.files import make_target, read_back, someone_writes_after_the_check, write
 from tests.storage.growing import WAIT, GrowingSource
 
 MiB = 1 << 20
@@ -205,17 +205,7 @@ def test_object_created_by_someone_else_during_the_upload_survives(overlap_rig, 
     source = GrowingSource.of(tmp_path, SIZE)
     with make_target(rig, prefix, **rig.small_parts()) as target:
         full = target.full_key("race/video.mp4")
-        real_stat = target.stat
-        checks = []
-
-        def stat_then_someone_writes(asked: str):
-            if checks:
-                return real_stat(asked)
-            checks.append(asked)
-            rig.plant(full, theirs)  # right after our check found nothing
-            raise NotFound(f"{asked} not found (checked before the other writer)")
-
-        monkeypatch.setattr(target, "stat", stat_then_someone_writes)
+        checks = someone_writes_after_the_check(monkeypatch, rig, target, full, theirs)
         running = uploads.start(target, source, "race/video.mp4")
         source.deliver(SIZE - 1)
         source.wait_read(SIZE - 1, running)
