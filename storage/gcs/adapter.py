@@ -20,9 +20,10 @@ opens, before the file's digests are known, so what such an object carries:
   received matches the SDK's CRC32C of the bytes sent (x-goog-hash on the last chunk);
 - the `rtk_sha256` metadata, patched onto exactly that generation right after it is finalised
   (metadata stays writable under retention and holds), together with the temporary hold when
-  `legal_hold` is set. Were that patch refused after the object exists, the copy stays (it
-  cannot be deleted under retention anyway) without the SHA-256, and the upload reports the
-  failure: a retry finds it and compares it by its digests and by reading it back.
+  `legal_hold` is set. Were that patch refused, the upload fails: with `legal_hold` the object
+  is removed, as after a put whose hold is refused; without, the copy stays (under retention it
+  could not be removed anyway) lacking only the SHA-256, and a retry finds it and compares it by
+  its digests and by reading it back.
 - object retention, create-only (`ifGenerationMatch=0`) and the protection checks as a put.
 """
 
