@@ -160,5 +160,8 @@ def _archived(copies: dict, kind: str, target: str) -> bool:
 def _spool_manifest(body: dict, spool: Path) -> tuple[LocalFile, bytes]:
     """The manifest as a private spool file (the spool folder may not exist yet when this run
     downloaded nothing)."""
-    spool.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return manifest.write_local(body, spool)
+    try:
+        return manifest.write_local(body, spool)
+    except FileNotFoundError:
+        spool.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return manifest.write_local(body, spool)
