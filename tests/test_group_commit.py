@@ -177,3 +177,34 @@ def test_simulated_small_files_are_the_beginning_of_the_whole_block():
             got = b"".join(bytes(w) for w in blocks.windows(rid, "v0", start, end, 1000))
             assert got == bytes(whole[start:end]), (rid, start, end)
     assert _seed("a", "v0")[1] == blocks.get("a", "v0")[1]
+
+
+def test_a_listing_that_fails_while_a_batch_is_archived_ends_the_run_after_that_batch(sim, tmp_path, monkeypatch):
+    """The next batch is listed while one is archived: when that listing fails (the API refuses
+    the second page), the batch in hand is still archived, then the run ends as a listing
+    failure (exit 4) with the reason recorded, as when it was listed in turn."""
+    from pipeline import errors
+    from pipeline.archive import run as archive_run
+    from tests.helpers import ledger_rows
+    monkeypatch.setattr(archive_run, "LISTING_BATCH", 3)
+    real_plan, planned = archive_run.plan, []
+
+    def plan_then_refuse(context, recordings):
+        planning = real_plan(context, recordings)
+        if not planned:
+            sim.faults.set(forbidden=-1)  # every API call from now on: the second page fails
+        planned.append(len(planning.plans))
+        return planning
+    monkeypatch.setattr(archive_run, "plan", plan_then_refuse)
+    for i in range(7):
+        sim.add_recording(size=20_000 + i)
+    try:
+        result = run_main("run", "--config", str(write_config(tmp_path, sim, source={"per_page": 3})))
+    finally:
+        sim.faults.reset()
+    assert result.returncode == errors.EXIT_API, result.stderr
+    assert planned == [3]
+    states = [r["state"] for r in ledger_rows(tmp_path / "ledger.db", "SELECT state FROM recordings")]
+    assert states == ["archived"] * 3
+    runs = ledger_rows(tmp_path / "ledger.db", "SELECT exit_code, note FROM runs")
+    assert runs[-1]["exit_code"] == errors.EXIT_API and runs[-1]["note"]
