@@ -26,6 +26,7 @@ from typing import NoReturn
 
 from pipeline.errors import BookkeepingError, os_reason, path_error
 from pipeline.clock import utcnow
+from pipeline.group_commit import GroupCommit
 from pipeline.ledger.rows import AuditHead
 
 log = logging.getLogger("rtk_archive.audit")
@@ -36,6 +37,10 @@ ACTIONS = {"run_started", "run_finished", "listed", "downloaded", "stored", "ver
            "audit_shipped", "target_skipped", "manifest_signed",
            # repair: a copy put back from another target, an altered one moved aside, one left
            "repair_started", "repaired", "quarantined", "repair_failed", "repair_finished"}
+# Lines a ledger row saying a copy is archived (or signed, or repaired) follows: each is on disk
+# before `event` returns, so the ledger never says so without the line, even after a power cut.
+# The others are made durable by the next such line's fsync (the log is appended in order).
+CLAIMS = {"verified", "manifest_stored", "manifest_signed", "repaired"}
 
 
 def _line_hash(line: bytes) -> str:
@@ -48,7 +53,9 @@ def _self_hash(entry: dict) -> str:
 
 
 class AuditLog:
-    """Thread-safe appender. Each line is written whole (one `write`), fsynced by `sync()`."""
+    """Thread-safe appender. Each line is written whole (one `write`); a claim's line (CLAIMS)
+    and `sync()` wait for an fsync that covers every line written so far, shared by the threads
+    waiting at the same time (pipeline.group_commit)."""
 
     def __init__(self, path: Path, run_id: str, redact=lambda text: text):
         self.path = Path(path)
@@ -69,6 +76,7 @@ class AuditLog:
         except OSError as exc:
             raise path_error(f"{where}: cannot open it for appending", self.path, exc) from None
         self._size = os.fstat(self._fd).st_size
+        self._durable = _LogSync(self)
 
     @property
     def head(self) -> str:
@@ -101,14 +109,25 @@ class AuditLog:
             self._size += len(line) + 1
             self.prev = _line_hash(line)
             self.seq += 1
+            written = self._durable.committed()
+        if action in CLAIMS:
+            self._durable.wait_durable(written)
 
     def sync(self) -> None:
+        """Every line written so far is on disk when this returns."""
         with self._lock:
             if self.failure:
                 raise BookkeepingError(self.failure)
-            try:
-                os.fsync(self._fd)
-            except OSError as exc:
+            written = self._durable.last
+        self._durable.wait_durable(written)
+
+    def _fsync(self) -> None:
+        if self.failure:
+            raise BookkeepingError(self.failure)
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            with self._lock:
                 self._fail("cannot sync it to disk", exc)
 
     def close(self) -> None:
@@ -132,6 +151,15 @@ class AuditLog:
         self.failure = (f"audit log {self.path}: {what}: {os_reason(exc)}; nothing more can be recorded "
                         f"(the log ends whole at line {self.seq})")
         raise BookkeepingError(self.failure) from None
+
+
+class _LogSync(GroupCommit):
+    def __init__(self, log: AuditLog):
+        super().__init__()
+        self._log = log
+
+    def _fsync(self) -> None:
+        self._log._fsync()
 
 
 @contextlib.contextmanager

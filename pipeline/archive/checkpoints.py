@@ -44,7 +44,8 @@ class Checkpoints:
     """Durable checkpoints in the background: fdatasync, then the marker notes the length, so
     a killed run resumes close to where it stopped while the download goes on. One is due every
     SYNC_EVERY bytes, or every SYNC_SECONDS once SYNC_MIN bytes arrived; requests arriving while
-    a sync runs are merged into the next one."""
+    a sync runs are merged into the next one. The thread starts with the first checkpoint due:
+    a small file, done before one is, never starts one."""
 
     def __init__(self, fh, note_durable: Callable[[Any], None], start: int):
         self._fd = fh.fileno()
@@ -55,8 +56,7 @@ class Checkpoints:
         self._cond = threading.Condition()
         self._closed = False
         self._error: OSError | None = None
-        self._thread = threading.Thread(target=self._work, name="spool-sync", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
 
     def progress(self, offset: int, mark: Callable[[], Any] | None = None) -> None:
         """`offset`: bytes written so far. When a checkpoint is due, `note_durable` is later given
@@ -68,6 +68,9 @@ class Checkpoints:
             with self._cond:
                 self._wanted = wanted
                 self._cond.notify()
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._work, name="spool-sync", daemon=True)
+                    self._thread.start()
 
     def _work(self) -> None:
         while True:
@@ -88,7 +91,8 @@ class Checkpoints:
         with self._cond:
             self._closed = True
             self._cond.notify()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         if self._error is not None:
             raise self._error
 
@@ -99,7 +103,8 @@ class Checkpoints:
                 self._closed = True
                 self._wanted = None
                 self._cond.notify()
-            self._thread.join()
+            if self._thread is not None:
+                self._thread.join()
 
     def __enter__(self):
         return self

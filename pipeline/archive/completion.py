@@ -59,8 +59,8 @@ class Completion:
                     if metadata is None:
                         metadata = self._metadata_from_ledger(rid)
                     self._write_manifest(rid, metadata, target, files, copies, copies.get((keys.MANIFEST, name)))
-            copies = self.ledger.copies(rid)
         states = {f.state for f in files}
+        # (the recording's own files: its manifests, just written, do not decide this)
         complete = files and all(_archived(copies, f.kind, name) for f in files for name in self.targets)
         if complete:
             self.ledger.set_recording_state(rid, "archived")
@@ -85,8 +85,8 @@ class Completion:
         spool = self.context.config.archive.spool_dir / \
             f"{keys.sanitise_component(rid, fallback='r')}.{target.name}.manifest"
         try:
-            local = _spool_manifest(body, spool)
-            stored, verified_by, data = self._put_manifest(target, key, local, body, rid)
+            local, data = _spool_manifest(body, spool)
+            stored, verified_by, data = self._put_manifest(target, key, local, data, body, rid)
         except (StorageError, VerificationError, ValueError, OSError) as exc:
             detail = str(exc)
             if isinstance(exc, OSError) and not isinstance(exc, StorageError):  # the spool cannot take it
@@ -105,13 +105,13 @@ class Completion:
         self.ledger.record_copy(rid, keys.MANIFEST, target.name, stored_copy(key, stored), verified_by=verified_by)
         sign_stored_manifest(self.book, self.keyring, target, rid, key, data)
 
-    def _put_manifest(self, target: Target, key: str, local: LocalFile, body: dict, rid: str
+    def _put_manifest(self, target: Target, key: str, local: LocalFile, data: bytes, body: dict, rid: str
                       ) -> tuple[StoredObject, str, bytes]:
         """The manifest stored and verified, and its bytes as stored (what its signature signs)."""
         try:
             stored = put_with_retries(self.book, target, key, local, {"rtk_recording_id": ascii_metadata(rid),
                                                                        "rtk_kind": keys.MANIFEST})
-            return stored, verify_copy(local, stored, target.name), local.path.read_bytes()
+            return stored, verify_copy(local, stored, target.name), data
         except ObjectConflict:
             # A killed run may have stored it without noting it: accept it if it lists the same files.
             with target.open_read(key) as stream:
@@ -157,8 +157,11 @@ def _archived(copies: dict, kind: str, target: str) -> bool:
     return copy is not None and copy.archived
 
 
-def _spool_manifest(body: dict, spool: Path) -> LocalFile:
+def _spool_manifest(body: dict, spool: Path) -> tuple[LocalFile, bytes]:
     """The manifest as a private spool file (the spool folder may not exist yet when this run
     downloaded nothing)."""
-    spool.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return manifest.write_local(body, spool)
+    try:
+        return manifest.write_local(body, spool)
+    except FileNotFoundError:
+        spool.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return manifest.write_local(body, spool)

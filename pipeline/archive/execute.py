@@ -162,8 +162,8 @@ class Archiver:
         download, local = fetched
         try:
             self._downloaded(rid, kind, local, file_plan)
-            outcomes = {name: uploads.submit(store_file, self.book, self.targets[name], rid, kind,
-                                             file_plan.keys[name], local)
+            submit = uploads.submit if len(reachable) > 1 else _here  # one target: no hand-off to the pool
+            outcomes = {name: submit(store_file, self.book, self.targets[name], rid, kind, file_plan.keys[name], local)
                         for name in reachable}
             failures = {name: err for name, future in outcomes.items() if (err := future.result())}
         finally:
@@ -248,3 +248,10 @@ class Archiver:
             if row is None or row.state not in ("archived", "lost"):
                 still.append(rid)
         self.summary.at_risk_ids, self.summary.at_risk = still, len(still)
+
+
+def _here(function, *args) -> Future:
+    """`function(*args)` run on this thread, as a done future."""
+    future: Future = Future()
+    future.set_result(function(*args))
+    return future

@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 
 import pipeline
-from pipeline.archive.hashing import hash_file
+from pipeline.archive.hashing import Hasher
 from pipeline.clock import utcnow
 from pipeline.ledger import CopyRow, FileRow
 from storage import LocalFile
@@ -74,11 +74,15 @@ def manifest_files_match(existing: dict, fresh: dict) -> bool:
     return existing.get("format") == FORMAT and digest(existing) == digest(fresh)
 
 
-def write_local(manifest: dict, path: Path) -> LocalFile:
-    """Write the manifest to a private spool file and describe it for a put."""
+def write_local(manifest: dict, path: Path) -> tuple[LocalFile, bytes]:
+    """Write the manifest to a private spool file and describe it for a put (digests of the
+    bytes in hand: nothing is read back); also its bytes (what a signature signs). The spool
+    file is the pipeline's own, discarded after the puts: a target on its file system may
+    take it by hard link."""
     data = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n"
     fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
-    hasher = hash_file(path)
-    return LocalFile(path=path, size=hasher.size, checksums=hasher.checksums())
+    hasher = Hasher()
+    hasher.update(data)
+    return LocalFile(path=path, size=hasher.size, checksums=hasher.checksums(), disposable=True), data

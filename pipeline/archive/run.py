@@ -15,6 +15,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -83,7 +84,8 @@ def execute_run(context: Context, *, since: datetime | None = None, until: datet
             try:
                 if work is not None:
                     planned.update(plan.id for plan in work(member)(archiver))
-                for planning in _plannings(context, member, since, until, meeting_id, recordings, planner, work):
+                plannings = _plannings(context, member, since, until, meeting_id, recordings, planner, work)
+                for planning in (ahead(plannings) if member is None else plannings):
                     archiver.record(planning)
                     workers.execute_claimed(archiver, planning.plans, member)
                     planned.update(plan.id for plan in planning.plans)
@@ -145,6 +147,20 @@ def _plannings(context: Context, member, since, until, meeting_id, recordings, p
             listed = list(batches(list_uploaded(context, since, until, meeting_id), LISTING_BATCH))
         for batch in listed:
             yield plan(context, batch)
+
+
+_END = object()
+
+
+def ahead(items: Iterator) -> Iterator:
+    """`items`, the next one made in a thread of its own while the caller works on this one (the
+    next batch is listed and planned while this one is archived; planning only reads the ledger).
+    An exception making the next one is raised where the caller takes it."""
+    with ThreadPoolExecutor(1, thread_name_prefix="planning") as pool:
+        coming = pool.submit(next, items, _END)
+        while (item := coming.result()) is not _END:
+            coming = pool.submit(next, items, _END)
+            yield item
 
 
 def batches(items: Iterable, size: int) -> Iterator[list]:

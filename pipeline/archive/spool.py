@@ -98,10 +98,14 @@ class SpoolSpace:
             with self._lock:
                 self._active.discard(spool_file.name)
 
+    def free(self) -> int:
+        """Bytes free on the spool's file system now (for root too: it may use the reserve)."""
+        stats = os.statvfs(self.folder)
+        return (stats.f_bfree if os.geteuid() == 0 else stats.f_bavail) * stats.f_frsize
+
     def survey(self, mine: Path) -> Room:
         """The room as `mine` sees it: free bytes, and what every other spool file holds."""
-        stats = os.statvfs(self.folder)
-        free = (stats.f_bfree if os.geteuid() == 0 else stats.f_bavail) * stats.f_frsize
+        free = self.free()
         in_flight: dict[Path, int] = {}
         leftovers: dict[Path, int] = {}
         with self._lock:

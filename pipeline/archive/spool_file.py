@@ -45,7 +45,7 @@ class SpoolFile:
     def _check_room(self, needed: int | None) -> None:
         """Refuse at once a file the spool's file system cannot hold even when every other
         spool file is gone, instead of filling the disk to fail anyway."""
-        if needed is None:
+        if needed is None or needed - self.offset <= self.space.free():  # fits in what is free now
             return
         room = self.space.survey(self.spool)
         if needed - self.offset > room.at_most:

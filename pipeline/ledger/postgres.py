@@ -110,8 +110,9 @@ class PostgresLedger(SqliteLedger):
     # ------------------------------------------------------------------ the statements' plumbing
 
     @contextmanager
-    def _tx(self) -> Iterator[_Connection]:
-        """One transaction; a nested one (a fenced write around a statement) joins it."""
+    def _tx(self, *, durable: bool = True) -> Iterator[_Connection]:
+        """One transaction; a nested one (a fenced write around a statement) joins it. Every
+        commit is durable when it returns (PostgreSQL's own): `durable` changes nothing here."""
         current = getattr(self._local, "tx", None)
         if current is not None:
             yield current

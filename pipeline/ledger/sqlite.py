@@ -80,8 +80,12 @@ class SqliteLedger(LedgerQueries):
             self._run_lock.release()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """A transaction; it returns once the commit is durable (see GroupSync)."""
+    def _tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """A transaction; it returns once the commit is durable (see GroupSync). `durable=False`
+        for a row whose loss in a power cut only makes the next run redo or re-check work (a
+        download's digests, a file's or a recording's state, derived from its copies, which are
+        always durable): it is written to the WAL now, and the next durable commit's fsync (the
+        WAL is written in order) or the ledger's close makes it durable with everything before."""
         with self._lock, files_on_disk.translated(self.path):
             self._db.execute("BEGIN IMMEDIATE")
             committed = False
@@ -93,7 +97,7 @@ class SqliteLedger(LedgerQueries):
                 if not committed and self._db.in_transaction:  # nothing half-written
                     self._db.execute("ROLLBACK")
             commit = self._durable.committed() if self._durable is not None else 0
-        if self._durable is not None:
+        if self._durable is not None and durable:
             self._durable.wait_durable(commit)
 
     def _query(self, sql: str, args: Iterable = ()) -> list[sqlite3.Row]:
@@ -178,7 +182,7 @@ class SqliteLedger(LedgerQueries):
         """The recordings the API listed, with their files (and why a recording is skipped), in
         one transaction."""
         now = utcnow()
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             for rec in listed:
                 db.execute(
                     """INSERT INTO recordings (id, meeting_id, meeting_title, session_id, output_file_name,
@@ -205,21 +209,21 @@ class SqliteLedger(LedgerQueries):
                         (rec.id, file.kind, file.file_name, file.expected_size, now))
 
     def set_recording_state(self, recording_id: str, state: str, reason: str | None = None) -> None:
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             db.execute("UPDATE recordings SET state=?, reason=?, updated_at=? WHERE id=?",
                        (state, reason, utcnow(), recording_id))
 
     def record_download(self, recording_id: str, kind: str, *, size: int, sha256: str, md5: str | None,
                         crc32c: str, source_host: str) -> None:
         now = utcnow()
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             db.execute("""UPDATE files SET size=?, sha256=?, md5=?, crc32c=?, source_host=?, downloaded_at=?,
                               attempts=attempts+1, updated_at=? WHERE recording_id=? AND kind=?""",
                        (size, sha256, md5, crc32c, source_host, now, now, recording_id, kind))
 
     def set_file_state(self, recording_id: str, kind: str, state: str, error: str | None = None,
                        *, count_attempt: bool = False) -> None:
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             db.execute(f"""UPDATE files SET state=?, last_error=?, updated_at=?
                            {', attempts=attempts+1' if count_attempt else ''}
                            WHERE recording_id=? AND kind=?""",

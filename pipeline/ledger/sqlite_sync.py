@@ -3,47 +3,20 @@
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 from pipeline.errors import BookkeepingError
+from pipeline.group_commit import GroupCommit
 
 
-class GroupSync:
-    """Group commit for the WAL: `committed()` numbers a commit whose frames are written (under
-    the ledger's lock); `wait_durable(n)` returns once an fsync of the WAL that began after
-    commit n was written has finished. The first waiter fsyncs for everyone committed so far;
-    those arriving meanwhile wait for the next fsync, which one of them makes."""
+class GroupSync(GroupCommit):
+    """Group commit for the WAL (pipeline.group_commit): `committed()` under the ledger's lock
+    once a commit's frames are written, then `wait_durable(n)`."""
 
     def __init__(self, path: Path):
+        super().__init__()
         self._wal = Path(f"{path}-wal")
         self._fd: int | None = None
-        self._commits = 0
-        self._synced = 0
-        self._syncing = False
-        self._cond = threading.Condition()
-
-    def committed(self) -> int:
-        self._commits += 1
-        return self._commits
-
-    def wait_durable(self, commit: int) -> None:
-        with self._cond:
-            while self._synced < commit:
-                if self._syncing:
-                    self._cond.wait()
-                    continue
-                self._syncing, covered = True, self._commits
-                try:
-                    self._cond.release()
-                    try:
-                        self._fsync()
-                    finally:
-                        self._cond.acquire()
-                    self._synced = max(self._synced, covered)
-                finally:
-                    self._syncing = False
-                    self._cond.notify_all()
 
     def _fsync(self) -> None:
         try:

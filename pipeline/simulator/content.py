@@ -47,9 +47,8 @@ class Blocks:
             if doubled is not None:
                 self._cache.move_to_end(key)
                 return doubled, len(doubled) // 2
-        digest = hashlib.sha256(f"{recording_id}/{variant}".encode()).digest()
-        period = BLOCK_PRIMES[digest[0] % len(BLOCK_PRIMES)]
-        block = random.Random(int.from_bytes(digest[:16], "big")).randbytes(period)
+        seed, period = _seed(recording_id, variant)
+        block = random.Random(seed).randbytes(period)
         doubled = memoryview(block + block)
         with self._lock:
             self._cache[key] = doubled
@@ -59,6 +58,10 @@ class Blocks:
 
     def windows(self, recording_id: str, variant: str, start: int, end: int, max_chunk: int) -> Iterator[memoryview]:
         """The bytes [start, end) as memoryview slices of at most max_chunk bytes."""
+        seed, period = _seed(recording_id, variant)
+        if end <= period - period % 4:  # within the block's whole words (a small file): draw only that much
+            yield from _slices(memoryview(_block_prefix(seed, end)), start, end, max_chunk)
+            return
         doubled, period = self.get(recording_id, variant)
         max_chunk = max(1, min(max_chunk, period))
         pos = start
@@ -77,3 +80,22 @@ class Blocks:
         for window in self.windows(recording_id, variant, 0, length, 1 << 20):
             digest.update(window)
         return digest.hexdigest()
+
+
+def _seed(recording_id: str, variant: str) -> tuple[int, int]:
+    """The block's random seed and its length (its period)."""
+    digest = hashlib.sha256(f"{recording_id}/{variant}".encode()).digest()
+    return int.from_bytes(digest[:16], "big"), BLOCK_PRIMES[digest[0] % len(BLOCK_PRIMES)]
+
+
+def _block_prefix(seed: int, length: int) -> bytes:
+    """The block's first `length` bytes without drawing the whole ~1 MiB block (a small file
+    costs the simulator microseconds, not milliseconds): `randbytes` draws 32-bit words in
+    order, so a draw of whole words is the beginning of any longer draw from the same seed
+    (the block's own last, partial word differs: the caller stays within its whole words)."""
+    return random.Random(seed).randbytes(-(-length // 4) * 4)[:length]
+
+
+def _slices(view: memoryview, start: int, end: int, max_chunk: int) -> Iterator[memoryview]:
+    for pos in range(start, end, max(1, max_chunk)):
+        yield view[pos : min(end, pos + max_chunk)]
