@@ -7,7 +7,8 @@ capabilities declare overlapped_upload): the upload really starts before the dow
 (seen at the target while the simulator has not yet served the whole file); a size mismatch
 found at the end, or a file that changes mid-way, aborts it with nothing visible and no copy
 recorded; a SIGKILL mid-upload leaves nothing visible and the next run archives the file; and
-the crash tests of tests/test_crash.py hold with every file overlapped (re-run below)."""
+the crash tests of tests/test_crash.py, and test_ranged.py's changes, drops and kill, hold with
+every file overlapped (re-run below)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,12 @@ from tests.test_crash import (  # noqa: F401
     test_a_second_signal_leaves_at_once,
     test_sigkill_at_random_points_then_rerun_archives_everything_exactly_once,
     test_sigterm_stops_cleanly_and_the_next_run_finishes,
+)
+from tests.test_ranged import (  # noqa: F401
+    test_a_file_that_changes_between_ranges_is_never_mixed,
+    test_a_file_that_changes_size_between_ranges_fails_and_nothing_is_kept,
+    test_dropped_and_short_ranges_are_continued_and_the_file_is_whole,
+    test_sigkill_during_a_multi_range_download_then_resume_continues_each_range,
 )
 
 pytestmark = [pytest.mark.slow, needs_root]
@@ -133,14 +140,17 @@ def started(rig, prefix: str, sim, rid: str, size: int) -> None:
 # ---------------------------------------------------------------------- the tests
 
 
-def test_the_upload_runs_while_the_file_downloads(sim, tmp_path, overlapping_rig, prefix):
+@pytest.mark.parametrize("streams", [1, 4], ids=["one-stream", "ranged"])
+def test_the_upload_runs_while_the_file_downloads(sim, tmp_path, overlapping_rig, prefix, streams):
     """The target holds bytes of the copy's upload while the simulator has not yet served the
-    whole (throttled) file; the copy is committed only after the download was recorded
-    (audit: downloaded before stored and verified), and it is the file, byte for byte."""
+    whole (throttled) file, downloaded over one stream or in ranges (then the uploads follow
+    the hashed prefix); the copy is committed only after the download was recorded (audit:
+    downloaded before stored and verified), and it is the file, byte for byte."""
     rig = overlapping_rig
     rec = sim.add_recording(size=SIZE)
-    sim.faults.set(throttle_bps=2 * MiB)
-    config = make_config(tmp_path, sim, targets=[{**rig.target_settings("t", prefix), **rig.small_parts()}])
+    sim.faults.set(throttle_bps=(2 if streams == 1 else 1) * MiB)
+    config = make_config(tmp_path, sim, targets=[{**rig.target_settings("t", prefix), **rig.small_parts()}],
+                         archive={"streams_per_file": streams, "ranged_cutoff": MiB})
     outcome = {}
     run = threading.Thread(target=lambda: outcome.update(result=run_archive(config, command="test")))
     run.start()
@@ -195,7 +205,8 @@ def test_a_size_mismatch_found_at_the_end_aborts_the_upload(sim, tmp_path, overl
     assert hashlib.sha256(rig.raw_read(key)).hexdigest() == sim.expected_sha256(rec["id"])
 
 
-def test_a_file_that_changes_mid_download_is_stored_as_its_new_version(sim, tmp_path, overlapping_rig, prefix):
+def test_a_file_that_changes_mid_download_is_stored_as_its_new_version(sim, tmp_path, overlapping_rig, prefix,
+                                                                       caplog):
     """The connection drops after 3 MiB and the file changes meanwhile: the resume finds other
     bytes and the download starts again from byte 0. The upload that read the old bytes
     aborts (its partial copy never becomes visible); the copy stored, in the same run, is the
@@ -205,8 +216,10 @@ def test_a_file_that_changes_mid_download_is_stored_as_its_new_version(sim, tmp_
     old = sim.expected_sha256(rec["id"])
     sim.faults.set(throttle_bps=2 * MiB, drop_downloads=1, drop_after_bytes=3 * MiB, change_on_drop=True)
     config = make_config(tmp_path, sim, targets=[{**rig.target_settings("t", prefix), **rig.small_parts()}])
-    result = run_archive(config, command="test")
+    with caplog.at_level("INFO", logger="rtk_archive.archive"):
+        result = run_archive(config, command="test")
     assert result.exit_code == 0 and result.summary.archived == 1, result.summary.problems
+    assert "the file changed while it was downloaded" in caplog.text  # the first upload aborted
     new = sim.expected_sha256(rec["id"])
     assert new != old
     [key] = [k for k in media_keys(rig, prefix) if "video-" in k]

@@ -210,7 +210,7 @@ class Download(AnswerRules, SpoolFile):
         self.offset = self.hasher.size
         self.validator = validator
         self.resumed += 1
-        self._grown(self.offset)
+        self._tell_feed(self.offset)
         log.info("%s: resuming a previous run's download at byte %d", self.label, self.offset)
 
     def _reset(self) -> None:
@@ -379,9 +379,9 @@ class Download(AnswerRules, SpoolFile):
                 self.offset += written
                 self.written += written
                 self.high_water = max(self.high_water, self.offset)
-                self._grown(self.offset)
+                self._tell_feed(self.offset)
                 self.progress(written)
 
-    def _grown(self, prefix: int) -> None:
+    def _tell_feed(self, prefix: int) -> None:
         if self.feed is not None:
             self.feed.grown(prefix)

@@ -187,6 +187,9 @@ class Archiver:
             # stored nothing: it stores the finished file now (unless the run is stopping).
             again = {name: store(name) for name, future in outcomes.items()
                      if _aborted(future) and not self.stop.is_set()}
+            for name in again:
+                log.info("recording %s %s: the upload to %s read the file while it downloaded and stopped (%s); "
+                         "storing the finished file", rid, kind, name, outcomes[name].exception())
             failures = {name: err for name, future in {**outcomes, **again}.items() if (err := _outcome(future))}
         finally:
             if feed is not None:  # (a no-op once finished: else the uploads abort before the spool goes)
