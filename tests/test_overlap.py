@@ -137,6 +137,21 @@ def started(rig, prefix: str, sim, rid: str, size: int) -> None:
     assert not seen, "the simulator served the whole file before any byte reached the target"
 
 
+def run_watched(tmp_path, sim, rig, prefix: str, rid: str, **archive):
+    """An in-process run to the rig's target, watched until its upload is seen running before
+    the download ended (`started`); its result."""
+    config = make_config(tmp_path, sim, targets=[{**rig.target_settings("t", prefix), **rig.small_parts()}],
+                         archive=archive)
+    outcome = {}
+    run = threading.Thread(target=lambda: outcome.update(result=run_archive(config, command="test")))
+    run.start()
+    try:
+        started(rig, prefix, sim, rid, SIZE)
+    finally:
+        run.join(timeout=300)
+    return outcome["result"]
+
+
 # ---------------------------------------------------------------------- the tests
 
 
@@ -149,16 +164,7 @@ def test_the_upload_runs_while_the_file_downloads(sim, tmp_path, overlapping_rig
     rig = overlapping_rig
     rec = sim.add_recording(size=SIZE)
     sim.faults.set(throttle_bps=(2 if streams == 1 else 1) * MiB)
-    config = make_config(tmp_path, sim, targets=[{**rig.target_settings("t", prefix), **rig.small_parts()}],
-                         archive={"streams_per_file": streams, "ranged_cutoff": MiB})
-    outcome = {}
-    run = threading.Thread(target=lambda: outcome.update(result=run_archive(config, command="test")))
-    run.start()
-    try:
-        started(rig, prefix, sim, rec["id"], SIZE)
-    finally:
-        run.join(timeout=300)
-    result = outcome["result"]
+    result = run_watched(tmp_path, sim, rig, prefix, rec["id"], streams_per_file=streams, ranged_cutoff=MiB)
     assert result.exit_code == 0 and result.summary.archived == 1, result.summary.problems
     [key] = [k for k in media_keys(rig, prefix) if "video-" in k]
     assert hashlib.sha256(rig.raw_read(key)).hexdigest() == sim.expected_sha256(rec["id"])
@@ -180,26 +186,19 @@ def test_a_size_mismatch_found_at_the_end_aborts_the_upload(sim, tmp_path, overl
     rig = overlapping_rig
     rec = sim.add_recording(size=SIZE)
     sim.faults.set(throttle_bps=3 * MiB, chunked=True, total_unknown=True, size_mismatch={rec["id"]: served})
-    config = make_config(tmp_path, sim, targets=[{**rig.target_settings("t", prefix), **rig.small_parts()}])
-    outcome = {}
-    run = threading.Thread(target=lambda: outcome.update(result=run_archive(config, command="test")))
-    run.start()
-    try:
-        started(rig, prefix, sim, rec["id"], SIZE)
-    finally:
-        run.join(timeout=300)
-    result = outcome["result"]
+    result = run_watched(tmp_path, sim, rig, prefix, rec["id"])
     assert result.exit_code != 0 and result.summary.archived == 0
     assert_nothing_at(rig, prefix)
     assert ledger_rows(tmp_path / "ledger.db", "SELECT * FROM copies") == []
-    [row] = ledger_rows(tmp_path / "ledger.db", "SELECT state, last_error AS error FROM files WHERE recording_id=?", (rec["id"],))
+    [row] = ledger_rows(tmp_path / "ledger.db", "SELECT state, last_error AS error FROM files WHERE recording_id=?",
+                        (rec["id"],))
     assert row["state"] == "failed" and "file_size" in row["error"]
     events = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     failed = [e for e in events if e["action"] == "failed" and e.get("recording_id") == rec["id"]]
     assert len(failed) == 1 and "target" not in failed[0] and "file_size" in failed[0]["reason"]
 
     sim.faults.reset()
-    again = run_archive(config, command="test")
+    again = run_archive(make_config(tmp_path, sim, targets=[{**rig.target_settings("t", prefix), **rig.small_parts()}]), command="test")
     assert again.exit_code == 0 and again.summary.archived == 1, again.summary.problems
     [key] = [k for k in media_keys(rig, prefix) if "video-" in k]
     assert hashlib.sha256(rig.raw_read(key)).hexdigest() == sim.expected_sha256(rec["id"])
