@@ -162,17 +162,21 @@ class SpoolReader:
             if generation != self._generation:  # nothing handed out yet: read the new file
                 self.close()
             if self._fd is None:
-                self._fd = os.open(self._feed.path, os.O_RDONLY)
+                try:
+                    self._fd = os.open(self._feed.path, os.O_RDONLY)
+                except FileNotFoundError:
+                    if self._feed._still(generation):
+                        raise
+                    continue  # (replaced by a restart from byte 0 just now)
                 self._generation = generation
             count = os.preadv(self._fd, [view[: min(len(view), end - self._position)]], self._position)
             # A restart may have replaced the file between the look and the read: those bytes
             # are not handed out (with nothing handed out yet, the new file is read instead).
             if not self._feed._still(generation):
                 self.close()
+                if self._position:  # raises SourceFailed: the download failed, or starts again from byte 0
+                    self._feed._readable_end(self._position, generation)
                 self._generation = None
-                if self._position:
-                    raise SourceFailed(self._feed._failure or "the file changed while it was downloaded and is "
-                                       "downloaded again from byte 0")
                 continue
             if not count:  # the download said these bytes were written: never wait for them forever
                 raise SourceFailed(f"the spool file {self.path} ends at byte {self._position}, before the "
