@@ -102,7 +102,7 @@ class LocalTarget(Target):
         """A sequential write of the temporary while the file downloads. Where the spool is on
         this file system, taking the finished spool file by hard link costs nothing, which no
         overlap beats: then the download is waited for and `_upload` does that."""
-        spool = getattr(source, "path", None)
+        spool = getattr(source, "spool", None)  # the pipeline's own spool file (storage.stream)
         if spool is not None and _same_file_system(Path(spool), self._path(full_key).parent):
             file = source.result()
             return self._upload(file, full_key, {SHA256_METADATA_KEY: file.checksums.sha256, **metadata})

@@ -32,8 +32,9 @@ class SourceFailed(Exception):
 class GrowingFile(Protocol):
     """A file still arriving in the spool, readable in order from byte 0 (one reader each:
     `reader()` gives every upload attempt its own stream from the start). Optional, not part
-    of the check: `path`, the spool file's path (a local target on the same file system takes
-    the finished file by hard link instead of overlapping)."""
+    of the check: `spool`, the path of the pipeline's own spool file, discarded after the
+    uploads (a local target on its file system takes the finished file by hard link instead of
+    overlapping, as `put` does with a LocalFile marked disposable)."""
 
     size: int  # the size the file must have (checked against it when the download ends)
 

@@ -113,13 +113,14 @@ class SpoolFeed:
 
 class SpoolReader:
     """One reader of a SpoolFeed from byte 0 (storage.stream.GrowingFile). `read(n)` fills
-    what was asked unless the file ends first; `readinto` gives what is there. `path` names the
-    spool file (a local target on its file system takes it by hard link instead of copying)."""
+    what was asked unless the file ends first; `readinto` gives what is there. `spool` names
+    the pipeline's own spool file, discarded after the uploads (a local target on its file
+    system takes it by hard link once finished instead of copying it)."""
 
     def __init__(self, feed: SpoolFeed):
         self._feed = feed
         self.size = feed.size
-        self.path = feed.path
+        self.spool = feed.path
         self._position = 0
         self._fd: int | None = None
         self._generation: int | None = None  # the file version `_fd` reads
@@ -179,7 +180,7 @@ class SpoolReader:
                 self._generation = None
                 continue
             if not count:  # the download said these bytes were written: never wait for them forever
-                raise SourceFailed(f"the spool file {self.path} ends at byte {self._position}, before the "
+                raise SourceFailed(f"the spool file {self.spool} ends at byte {self._position}, before the "
                                    f"{end} bytes the download reported")
             self._position += count
             return count
