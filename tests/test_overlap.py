@@ -255,3 +255,26 @@ def test_a_run_killed_during_an_overlapped_upload_leaves_nothing_visible(sim, tm
     [key] = [k for k in media_keys(rig, prefix) if "video-" in k]
     assert hashlib.sha256(rig.raw_read(key)).hexdigest() == sim.expected_sha256(rec["id"])
     assert not [k for k in rig.list_keys(prefix) if ".rtk-partial-" in k]
+
+
+def test_a_local_target_on_the_spools_file_system_still_takes_the_spool_file_by_link(sim, tmp_path):
+    """Overlap on, but the local target shares the spool's file system: the finished spool
+    file becomes the archived file (same inode, a hard link: no byte written twice), which no
+    overlapped copy could beat."""
+    rec = sim.add_recording(size=SIZE)
+    sim.faults.set(throttle_bps=4 * MiB)
+    spool, target = tmp_path / "spool" / "files", tmp_path / "spool" / "nas"  # (both on the spool's tmpfs)
+    config = make_config(tmp_path, sim, targets=[{"name": "nas", "type": "local", "path": str(target)}],
+                         archive={"spool_dir": str(spool)})
+    inodes = set()
+    outcome = {}
+    run = threading.Thread(target=lambda: outcome.update(result=run_archive(config, command="test")))
+    run.start()
+    try:
+        wait_for(lambda: inodes.update(p.stat().st_ino for p in spool.glob("*.part")) or bool(inodes))
+    finally:
+        run.join(timeout=300)
+    assert outcome["result"].summary.archived == 1, outcome["result"].summary.problems
+    [copy] = [p for p in target.rglob("video-*")]
+    assert copy.stat().st_ino in inodes
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == sim.expected_sha256(rec["id"])
