@@ -24,7 +24,7 @@ import tests.storage.conftest as storage_rigs
 from pipeline.session import run_archive
 from storage import settings_model
 from tests.helpers import ledger_rows, make_config, write_config
-from tests.mounts import needs_root, tmpfs
+from tests.mounts import fill, needs_root, tmpfs
 from tests.test_crash import bytes_served, start_cli, wait_for
 # The crash tests, collected here again: the autouse fixture below runs them with every file
 # overlapped and the spool on its own file system (so local targets overlap too).
@@ -278,3 +278,34 @@ def test_a_local_target_on_the_spools_file_system_still_takes_the_spool_file_by_
     [copy] = [p for p in target.rglob("video-*")]
     assert copy.stat().st_ino in inodes
     assert hashlib.sha256(copy.read_bytes()).hexdigest() == sim.expected_sha256(rec["id"])
+
+
+def test_a_target_failure_mid_upload_is_retried_with_the_finished_file(sim, tmp_path, caplog):
+    """The target's file system fills up while the overlapped upload writes (a real full
+    tmpfs): that upload fails with a failure that may pass, its temporary is removed, and the
+    retry, once the file is downloaded (and room is made), stores the finished file: archived,
+    whole, no copy failure recorded, no temporary left."""
+    rec = sim.add_recording(size=SIZE)
+    sim.faults.set(throttle_bps=2 * MiB)
+    with tmpfs(tmp_path / "small", size="32m") as folder:
+        config = make_config(tmp_path, sim, targets=[{"name": "nas", "type": "local", "path": str(folder / "nas")}])
+        audit = tmp_path / "audit.jsonl"
+        outcome = {}
+        run = threading.Thread(target=lambda: outcome.update(result=run_archive(config, command="test")))
+        with caplog.at_level("WARNING", logger="rtk_archive.store"):
+            run.start()
+            try:
+                wait_for(lambda: any(p.stat().st_size > 0 for p in folder.rglob(".*.rtk-partial-*")), timeout=120)
+                filler = fill(folder)  # the upload's next write fails: no space left
+                wait_for(lambda: audit.exists() and '"action":"downloaded"' in audit.read_text(), timeout=120)
+                filler.unlink()
+            finally:
+                run.join(timeout=300)
+        result = outcome["result"]
+        assert result.exit_code == 0 and result.summary.archived == 1, result.summary.problems
+        assert "no space left" in caplog.text and "trying again once the file is downloaded" in caplog.text
+        [copy] = list((folder / "nas").rglob("video-*"))
+        assert hashlib.sha256(copy.read_bytes()).hexdigest() == sim.expected_sha256(rec["id"])
+        assert not list(folder.rglob(".*.rtk-partial-*"))
+        copies = ledger_rows(tmp_path / "ledger.db", "SELECT state, last_error FROM copies")
+        assert copies and {c["state"] for c in copies} == {"archived"}
