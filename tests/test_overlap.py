@@ -7,8 +7,9 @@ capabilities declare overlapped_upload): the upload really starts before the dow
 (seen at the target while the simulator has not yet served the whole file); a size mismatch
 found at the end, or a file that changes mid-way, aborts it with nothing visible and no copy
 recorded; a SIGKILL mid-upload leaves nothing visible and the next run archives the file; and
-the crash tests of tests/test_crash.py, and test_ranged.py's changes, drops and kill, hold with
-every file overlapped (re-run below)."""
+the crash tests of tests/test_crash.py, test_ranged.py's changes, drops and kill, and
+test_trail.py's altered copy (never overlapped, never overwritten) hold with every file
+overlapped (re-run below)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ from tests.test_crash import (  # noqa: F401
     test_sigkill_at_random_points_then_rerun_archives_everything_exactly_once,
     test_sigterm_stops_cleanly_and_the_next_run_finishes,
 )
+# A copy verify found altered is never overlapped: the finished file is compared with it first.
+from tests.test_trail import test_a_recorded_alteration_stays_a_problem_until_a_deep_verify_clears_it  # noqa: F401
 from tests.test_ranged import (  # noqa: F401
     test_a_file_that_changes_between_ranges_is_never_mixed,
     test_a_file_that_changes_size_between_ranges_fails_and_nothing_is_kept,
@@ -45,7 +48,7 @@ pytestmark = [pytest.mark.slow, needs_root]
 
 MiB = 1 << 20
 SIZE = 6 * MiB + 12_345
-OVERLAP = {"overlap_cutoff": MiB, "streams_per_file": 1}  # every file of 1 MiB and up, one stream
+OVERLAP = {"overlap_cutoff": 1, "streams_per_file": 1}  # every file, over one stream
 
 # The storage rigs' server fixtures (tests/storage/conftest.py), usable here.
 for _fixture in {*storage_rigs.RIG_FIXTURES.values(), "prefix"}:
