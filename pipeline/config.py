@@ -130,12 +130,16 @@ class ArchiveConfig(_Section):
     max_duration: float | None = None  # seconds (or "5h", "90m"): then no new file starts
     max_transfer: int | None = None  # bytes (or "500G"): then no new file starts
     bwlimit: str | None = None  # total download rate: "50M", "off", or "08:00,10M 19:00,off"
-    # Files of at least this many bytes are downloaded in ranges over several connections
-    # (like rclone's --multi-thread-cutoff), `streams_per_file` of them; at most
-    # `max_connections` file connections are open at once, across all files of a run.
-    ranged_cutoff: int = Field(default=256 << 20, ge=1 << 20, le=1 << 39)  # (streams_per_file = 1: never)
-    streams_per_file: int = Field(default=4, ge=1, le=32)
-    max_connections: int = Field(default=16, ge=1, le=256)
+    # Files of at least this many bytes are downloaded in ranges (like rclone's
+    # --multi-thread-cutoff or aria2's --min-split-size), over up to `streams_per_file`
+    # connections: with `ramp_streams`, a file starts with one and doubles them while that raises
+    # its rate (a long path fills up; a near server is not slowed down by streams it cannot
+    # use); without, it uses them all at once. At most `max_connections` file connections are
+    # open at once, across all files of a run.
+    ranged_cutoff: int = Field(default=32 << 20, ge=1 << 20, le=1 << 39)
+    streams_per_file: int = Field(default=8, ge=1, le=32)
+    ramp_streams: bool = True
+    max_connections: int = Field(default=32, ge=1, le=256)
     # Files of at least this many bytes are uploaded, to targets that can, while they download
     # (committed only once verified; a value above any file's size: never).
     overlap_cutoff: int = Field(default=64 << 20, ge=1, le=1 << 62)

@@ -45,6 +45,15 @@ class Capabilities:
     # `put_growing` uploads while the download runs (storage/stream.py) instead of waiting for
     # the whole file: S3 parts, Azure blocks, GCS resumable chunks, a sequential temporary.
     overlapped_upload: bool = False
+    # What `stat` reports of a copy `put_growing` uploaded that way: its whole-file digests
+    # (None: as `multipart_digests`), and whether the file's SHA-256 is in its metadata (S3
+    # fixes metadata before the first part, when the SHA-256 is not known yet).
+    overlapped_digests: frozenset[str] | None = None
+    overlapped_sha256: bool = True
+
+    def digests_after_overlap(self) -> frozenset[str]:
+        """The whole-file digests `stat` reports after an overlapped upload."""
+        return self.multipart_digests if self.overlapped_digests is None else self.overlapped_digests
 
 
 def folder_capabilities(digest: str, how_read_only: str) -> Capabilities:

@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 from storage.capabilities import folder_capabilities
 from storage.errors import NotFound, ObjectConflict, PermanentStorageError, RetryableStorageError, StorageError
 from storage.settings import TargetSettings
-from storage.stream import GrowingFile
+from storage.stream import GrowingFile, with_sha256
 from storage.target import PROBE_PREFIX, Target, abandoned, check_key, is_partial, partial_name
 from storage.values import SHA256_METADATA_KEY, LocalFile, ProbeResult, Retention, StoredObject
 
@@ -105,7 +105,7 @@ class LocalTarget(Target):
         spool = getattr(source, "spool", None)  # the pipeline's own spool file (storage.stream)
         if spool is not None and _same_file_system(Path(spool), self._path(full_key).parent):
             file = source.result()
-            return self._upload(file, full_key, {SHA256_METADATA_KEY: file.checksums.sha256, **metadata})
+            return self._upload(file, full_key, with_sha256(file, dict(metadata)))
 
         def write(temp: Path) -> str:
             buffer = memoryview(bytearray(COPY_BUFFER))

@@ -21,7 +21,9 @@ from tests.test_spool_env import small_spool  # noqa: F401 - a fixture: an 8 MiB
 pytestmark = pytest.mark.slow
 
 MiB = 1 << 20
-RANGED = {"ranged_cutoff": MiB, "streams_per_file": 4}  # files of 1 MiB and up in ranges
+# Files of 1 MiB and up in ranges, over all four streams at once (the ramp, which starts with one
+# and adds streams only where they raise the rate, has its own tests below).
+RANGED = {"ranged_cutoff": MiB, "streams_per_file": 4, "ramp_streams": False}
 
 
 def ranged_requests(sim, rid: str) -> list:
@@ -171,8 +173,8 @@ def test_sigkill_during_a_multi_range_download_then_resume_continues_each_range(
     assert all(r.range != "bytes=0-0" for r in after)  # resumed: no probe
     continued = {int(r.range.removeprefix("bytes=").split("-")[0]) for r in after}
     for start, done, end in held["pieces"]:
-        if start < done < end:  # a piece under way continues near where it was durable
-            assert any(start < at <= done for at in continued), (start, done, continued)
+        if start < done < end:  # a piece under way continues where it was durable, its last 64 KiB asked again
+            assert max(start, done - (64 << 10)) in continued, (start, done, continued)
     assert sum(r.bytes_sent for r in after) < 24_000_000 - durable + 4 * (64 << 10) + 1
     assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
 
@@ -191,3 +193,41 @@ def test_a_ranged_file_larger_than_the_spool_fails_at_once_and_the_others_go_on(
     for rec in small:
         assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
     assert list(small_spool.iterdir()) == []
+
+
+def test_with_each_connection_throttled_the_ramp_adds_streams_and_the_file_is_whole(sim, tmp_path):
+    """A long path (every connection limited to 4 MiB/s, as one TCP stream over a WAN is): the
+    download starts over one connection and doubles them while that raises the file's rate, so
+    more than one connection serves the pieces; the file is archived byte for byte."""
+    rec = sim.add_recording(size=16 * MiB)
+    sim.faults.set(throttle_bps=4 * MiB)
+    result = archive(tmp_path, sim, ramp_streams=True, streams_per_file=8)
+    assert result.exit_code == 0 and result.summary.archived == 1, result.summary.problems
+    pieces = ranged_requests(sim, rec["id"])
+    assert len({r.connection for r in pieces}) > 1
+    assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+
+
+def test_the_ramp_takes_a_stream_back_when_it_did_not_raise_the_rate(sim, tmp_path, monkeypatch):
+    """Logic of the ramp alone (pipeline.archive.ranged.Ramp), on a clock it is given: twice
+    the streams after an interval in which the last increase paid, back to the count before an
+    increase that did not, and no change after that or after a 429/503 lowered what is allowed."""
+    from pipeline.archive import ranged
+
+    now = [0.0]
+    monkeypatch.setattr(ranged.time, "monotonic", lambda: now[0])
+    step = ranged.RAMP_SECONDS
+
+    def after(ramp, position, streams, allowed=8):
+        now[0] += step
+        return ramp.streams_wanted(position, streams, allowed)
+
+    ramp = ranged.Ramp(0)
+    assert after(ramp, 10, 1) == 2  # the first interval: no rate to compare with yet
+    assert after(ramp, 30, 2) == 4  # 20 per interval against 10: it paid
+    assert after(ramp, 50, 4) == 2  # 20 against 20: it did not: back to two
+    assert after(ramp, 90, 2) == 2  # settled
+    settled_by_throttling = ranged.Ramp(0)
+    assert after(settled_by_throttling, 10, 4, allowed=2) == 2  # a 429/503 lowered it: never more
+    assert after(settled_by_throttling, 50, 2, allowed=8) == 2
+    assert ranged.Ramp(0, settled=True).streams_wanted(0, 8, 8) == 8  # ramp_streams = false: all at once

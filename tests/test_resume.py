@@ -33,10 +33,15 @@ def start_of(range_header: str) -> int:
     return int(range_header.removeprefix("bytes=").split("-")[0])
 
 
+# One stream per file, so a file's progress is the throttle's rate (the ranged download, and its
+# resume piece by piece, have their own tests in tests/test_ranged.py).
+ONE_STREAM = {"ranged_cutoff": 1 << 39}
+
+
 def kill_mid_download(sim, tmp_path, rid: str, ready):
     """Start `rtk-archive run` as a process, SIGKILL it once `ready()` (observed progress);
     returns the config and the bytes of the file the server had sent at the kill."""
-    config = write_config(tmp_path, sim)
+    config = write_config(tmp_path, sim, archive=ONE_STREAM)
     proc = subprocess.Popen(cli_command("run", "--config", str(config)), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=cli_env())
     try:

@@ -228,13 +228,13 @@ class Archiver:
             if shown:
                 shown.update(n, download.held, download.content_total)
 
-        ranged = archive.streams_per_file > 1 and (file_plan.expected_size or 0) >= archive.ranged_cutoff
+        ranged = (file_plan.expected_size or 0) >= archive.ranged_cutoff
         download = (RangedDownload if ranged else Download)(
             self.connections, self._url_provider(plan, kind), spool, expected_size=file_plan.expected_size,
             label=f"recording {rid} {kind}", refresh_margin=timedelta(seconds=archive.url_refresh_margin_seconds),
             attempts=archive.download_attempts, max_seconds=archive.retry_max_seconds, stop=self.stop,
             progress=received, md5=self._md5, feed=feed,
-            **({"streams": archive.streams_per_file} if ranged else {}))
+            **({"streams": archive.streams_per_file, "ramp": archive.ramp_streams} if ranged else {}))
         try:
             return download, download.run()
         except Interrupted:

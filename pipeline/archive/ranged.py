@@ -45,6 +45,9 @@ log = logging.getLogger("rtk_archive.download")
 MIN_PIECE = 1 << 20  # (files above the default cutoff get 16 MiB and up, as AWS advises for ranged GETs)
 MAX_PIECE = 256 << 20
 HASH_BLOCK = 4 << 20  # the follower reads the prefix back in blocks this large
+RAMP_SECONDS = 0.25  # the file's rate is measured over this long before a stream is added ...
+FIRST_STREAMS = 1  # streams a file starts with (then doubled while that pays)
+RAMP_GAIN = 1.25  # ... and a stream stays only if it raised the rate by this much
 
 
 @dataclass
@@ -64,12 +67,40 @@ def split(total: int, streams: int) -> list[Piece]:
     return [Piece(start, start, min(total, start + size)) for start in range(0, total, size)]
 
 
+class Ramp:
+    """How many streams a file should use now, from its rate, as TCP's slow start: twice as
+    many after each interval in which the last increase raised the rate by RAMP_GAIN; back to
+    the count before it (and no more tries) when it did not. Rates are measured over intervals
+    of RAMP_SECONDS."""
+
+    def __init__(self, start: int, *, settled: bool = False):
+        self.mark, self.when = start, time.monotonic()
+        self.before: tuple[int, float] | None = None  # (streams, rate) before the last increase
+        self.settled = settled  # no more changes
+
+    def streams_wanted(self, position: int, streams: int, allowed: int) -> int:
+        now = time.monotonic()
+        if now - self.when < RAMP_SECONDS * 0.9:  # (a worker that ended early woke the join)
+            return min(streams, allowed)
+        rate = (position - self.mark) / (now - self.when)
+        self.mark, self.when = position, now
+        if self.settled or streams > allowed:  # a 429/503 lowered `allowed`: never ramp after it
+            self.settled = True
+            return min(streams, allowed)
+        if self.before is not None and rate < self.before[1] * RAMP_GAIN:
+            self.settled = True
+            return self.before[0]
+        self.before = (streams, rate)
+        return min(streams * 2, allowed)
+
+
 class RangedDownload(RangeRules, Download):
     """`Download` over `streams` connections; falls back to one stream when ranges cannot be used."""
 
-    def __init__(self, *args, streams: int, **kwargs):
+    def __init__(self, *args, streams: int, ramp: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.streams = streams
+        self.ramp = ramp
         self.total = 0
         self.pieces: list[Piece] = []
         self._lock = threading.Lock()
@@ -238,23 +269,41 @@ class RangedDownload(RangeRules, Download):
     # ----------------------------------------------------------------- the workers
 
     def _run_workers(self, fd: int) -> None:
-        """Workers take pieces in file order until none is left. A worker beyond the streams
-        now allowed (after a 429/503) stops and puts its piece back: another round of workers
-        then takes what is left, so no piece is stranded."""
+        """Workers take pieces in file order until none is left, started one at a time: a stream
+        is added while the last one added raised the file's rate (a link whose connections are
+        each limited, as over a long path, fills up; where one stream already takes all the
+        CPU or the link, as on a near server, a second one is taken away again). A worker
+        beyond the streams now allowed (after a 429/503, or a stream that did not pay) stops and
+        puts nothing back unfinished: another round of workers then takes what is left, so no
+        piece is stranded."""
         while True:
             with self._lock:
                 if self._failure is not None or not self._queue:
                     return
-                count = min(self._allowed, len(self._queue))
-            workers = [threading.Thread(target=self._worker, args=(slot, fd), name=f"range-{slot}", daemon=True)
-                       for slot in range(count)]
-            for worker in workers:
-                worker.start()
+            with self._lock:
+                first = min(FIRST_STREAMS if self.ramp else self.streams, self._allowed)
+            workers = [self._start_worker(slot, fd) for slot in range(first)]
+            ramp = Ramp(self.high_water, settled=not self.ramp)
+            while any(worker.is_alive() for worker in workers):
+                next(worker for worker in workers if worker.is_alive()).join(RAMP_SECONDS)
+                with self._lock:
+                    wanted = ramp.streams_wanted(self.high_water, len(workers), self._allowed)
+                    if wanted < len(workers):  # the streams added last did not pay: they stop after their piece
+                        self._allowed = wanted
+                    add = wanted > len(workers) and bool(self._queue) and self._failure is None
+                if wanted != len(workers):
+                    log.info("%s: %d stream(s) now", self.label, wanted)
+                while add and len(workers) < wanted:
+                    workers.append(self._start_worker(len(workers), fd))
             for worker in workers:
                 worker.join()
 
+    def _start_worker(self, slot: int, fd: int) -> threading.Thread:
+        worker = threading.Thread(target=self._worker, args=(slot, fd), name=f"range-{slot}", daemon=True)
+        worker.start()
+        return worker
+
     def _worker(self, slot: int, fd: int) -> None:
-        buffer = memoryview(bytearray(READ_SIZE))
         try:
             while True:
                 with self._lock:
@@ -262,7 +311,7 @@ class RangedDownload(RangeRules, Download):
                         return
                     piece = self._queue.popleft()
                 try:
-                    self._fetch(piece, fd, buffer)
+                    self._fetch(piece, fd)
                 except Throttled as exc:
                     self._slow_down(piece, exc)
         except BaseException as exc:  # handed to _ranged, which raises it
@@ -296,14 +345,14 @@ class RangedDownload(RangeRules, Download):
                                 f"past {self.high_water} of {self.total} bytes")
         return self._failures
 
-    def _fetch(self, piece: Piece, fd: int, buffer: memoryview) -> None:
+    def _fetch(self, piece: Piece, fd: int) -> None:
         """The piece, whole: continued after breaks and short answers, the URL refreshed when refused."""
         while not piece.complete:
             if self.stop.is_set():
                 raise Interrupted(f"{self.label}: stopped with {self._done_bytes()} of {self.total} bytes")
             before, url = piece.done, self._url
             try:
-                self._request_piece(url.url, piece, fd, buffer)
+                self._request_piece(url.url, piece, fd)
                 if piece.done == before and not piece.complete:
                     raise Retryable(f"the answer for bytes {piece.done}-{piece.end - 1} brought nothing")
             except UrlRefused as exc:
@@ -321,7 +370,7 @@ class RangedDownload(RangeRules, Download):
                             why, piece.done)
                 self.stop.wait(min(30.0, self.backoff * 2 ** min(failures - 1, 5)) * random.uniform(0.5, 1.0))
 
-    def _request_piece(self, url: str, piece: Piece, fd: int, buffer: memoryview) -> None:
+    def _request_piece(self, url: str, piece: Piece, fd: int) -> None:
         """One Range GET for the rest of `piece`, written where it belongs."""
         asked = max(piece.start, piece.done - self.overlap)
         headers = {"Range": f"bytes={asked}-{piece.end - 1}", "If-Range": self.validator.value}
@@ -332,12 +381,12 @@ class RangedDownload(RangeRules, Download):
             while position < end:
                 if self.stop.is_set() or self._failure is not None:  # (another stream's failure ends this one)
                     raise Interrupted(f"{self.label}: stopped with {self._done_bytes()} of {self.total} bytes")
-                n = self.connections.readinto(response, buffer[: min(len(buffer), end - position)])
+                data = memoryview(self.connections.read(response, min(READ_SIZE, end - position)))
+                n = len(data)
                 if not n:
                     break
                 with self._lock:
                     self.fetched += n
-                data = buffer[:n]
                 if position < piece.done:  # the bytes asked again: they must be the ones held
                     same = min(n, piece.done - position)
                     if data[:same] != expected[position - asked: position - asked + same]:

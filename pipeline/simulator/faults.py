@@ -128,6 +128,7 @@ class SimRequest:
     bytes_sent: int = 0
     authorization: bool = False  # whether an Authorization header came (never its value)
     if_range: str | None = None  # the If-Range header a file request carried
+    connection: int | None = None  # the client's port: requests on one connection share it
     headers_sent: dict[str, str] = dataclasses.field(default_factory=dict)  # the answer's headers
     cut: bool = False  # the connection was cut with the body incomplete (a drop)
     faults: list[str] = dataclasses.field(default_factory=list)  # the faults that shaped this answer

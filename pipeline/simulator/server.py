@@ -128,7 +128,8 @@ class Simulator(World):
         kind = "file" if path.startswith("/files/") else "control" if path.startswith("/__sim__/") else "api"
         kind = "key" if path == WELL_KNOWN_PATH else "artifact" if path.startswith("/artifacts/") else kind
         entry = SimRequest(method, path, query, h.headers.get("Range"), kind,
-                           authorization="Authorization" in h.headers, if_range=h.headers.get("If-Range"))
+                           authorization="Authorization" in h.headers, if_range=h.headers.get("If-Range"),
+                           connection=h.client_address[1])
         with self.lock:
             self.requests.append(entry)
         h.sim_entry = entry

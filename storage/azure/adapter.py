@@ -9,6 +9,15 @@ carries a transactional MD5 (`validate_content=True`), and the blob's Content-MD
 file's MD5. Azure validates that stored MD5 on a single Put Blob but never on a block list, so the
 adapter checksums the bytes as the SDK reads them and refuses to let the last block go out if
 they are not the verified file's: the stored Content-MD5 is therefore true of the bytes.
+
+An overlapped upload (`put_growing`, storage/stream.py) of a file over `max_single_put_size`
+stages blocks (Put Block, each with its transactional MD5) as the file arrives, at most
+`max_concurrency` at a time, and commits the block list only after the source returned its end,
+which it does only once the download is verified. Block blobs take metadata and Content-MD5 at
+the commit (Put Block List), so an overlapped copy carries exactly what a put's does: the
+`rtk_sha256` metadata, Content-MD5 (the verified file's MD5, the bytes staged checked against
+the file's CRC32C before the last block is read), the immutability policy / legal hold, with `If-None-Match: *`. On a
+failed download nothing is committed: staged blocks stay invisible and Azure discards them.
 """
 
 from __future__ import annotations
@@ -18,10 +27,8 @@ import contextlib
 import mimetypes
 import threading
 from collections.abc import Mapping
-from typing import BinaryIO
 
-import google_crc32c
-
+from storage.azure.blocks import CheckedSource, stage_blocks
 from storage.azure.settings import AzureSettings, account_label
 from storage.errors import (
     NotFound,
@@ -33,6 +40,7 @@ from storage.errors import (
     require_sdk,
 )
 from storage.protection import missing_protection, retain_until
+from storage.stream import GrowingFile, SequentialReader, with_sha256
 from storage.values import iso_utc
 from storage.target import PROBE_BYTES, Target
 from storage.values import SHA256_METADATA_KEY, BucketRetention, LocalFile, Retention, StoredObject
@@ -44,51 +52,6 @@ SDK_PACKAGE = "azure-storage-blob"
 SDK_RETRIES = {"retry_total": 3, "initial_backoff": 1, "increment_base": 2}
 AUTH_ERROR_CODES = {"AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",
                     "InvalidAuthenticationInfo", "AccountIsDisabled"}
-
-
-# --------------------------------------------------------------------------- upload source
-
-
-class _CheckedSource:
-    """The source as the SDK reads it, checksummed on the way. When the last byte has been read,
-    and before the SDK can commit the block list, what was read must have the file's CRC32C:
-    otherwise this raises, the SDK stops, and the staged blocks stay uncommitted (invisible,
-    removed by Azure after a week). With validate_content=True the SDK reads sequentially, so
-    the bytes pass here in order.
-
-    CRC32C rather than MD5: it catches any accidental change (a file rewritten or damaged after
-    it was verified) just as well, at ~10 GB/s instead of ~0.4 GB/s; on two cores a second MD5
-    pass beside the SDK's per-block MD5 cost a third of the upload speed."""
-
-    def __init__(self, raw: BinaryIO, file: LocalFile):
-        self._raw = raw
-        self._file = file
-        self._crc32c = google_crc32c.Checksum()
-        self._seen = 0
-        self._checked = False
-
-    def read(self, size: int = -1) -> bytes:
-        chunk = self._raw.read(size)
-        self._crc32c.update(chunk)
-        self._seen += len(chunk)
-        if self._seen > self._file.size:
-            raise self._changed(f"it is now longer than {self._file.size} bytes")
-        if self._seen == self._file.size or (not chunk and size != 0):
-            self._check()
-        return chunk
-
-    def _check(self) -> None:
-        if self._checked:
-            return
-        self._checked = True
-        if self._seen != self._file.size:
-            raise self._changed(f"only {self._seen} of {self._file.size} bytes could be read")
-        if self._crc32c.digest().hex() != self._file.checksums.crc32c:
-            raise self._changed("its CRC32C differs from the one computed when it was verified")
-
-    def _changed(self, why: str) -> PermanentStorageError:
-        return PermanentStorageError(f"source {self._file.path} changed after it was verified: {why}; "
-                                     "nothing was stored (corrupted source)")
 
 
 # --------------------------------------------------------------------------- the adapter
@@ -153,24 +116,51 @@ class AzureTarget(Target):
     def _upload(self, file: LocalFile, full_key: str, metadata: Mapping[str, str]) -> StoredObject:
         blob = self._blob(full_key)
         with file.open() as raw:
-            blob.upload_blob(_CheckedSource(raw, file), **self._upload_kwargs(file, full_key, metadata))
+            blob.upload_blob(CheckedSource(raw, file), **self._upload_kwargs(file, full_key, metadata))
         stored = self._stat(full_key)
         return self._ensure_protection(blob, full_key, stored)
+
+    def _upload_growing(self, source: GrowingFile, full_key: str, metadata: dict[str, str]) -> StoredObject:
+        if source.size <= self.settings.max_single_put_size:
+            file = source.result()  # one request: nothing to overlap
+            return self._upload(file, full_key, with_sha256(file, metadata))
+        blob = self._blob(full_key)
+        settings = self.settings
+        blocks = stage_blocks(blob, SequentialReader(source), settings.block_size, settings.max_concurrency)
+        file = source.result()  # the download ended verified, and the bytes staged are its
+        blob_sdk = require_sdk("azure.storage.blob", SDK_PACKAGE, target=self.name)
+        core = require_sdk("azure.core", SDK_PACKAGE, target=self.name)
+        blob.commit_block_list(
+            [blob_sdk.BlobBlock(block_id) for block_id in blocks],
+            content_settings=self._content_settings(file, full_key),
+            metadata=with_sha256(file, metadata),
+            match_condition=core.MatchConditions.IfMissing,  # If-None-Match: *: create-only
+            **self._protection_kwargs())
+        return self._ensure_protection(blob, full_key, self._stat(full_key))
 
     def _upload_kwargs(self, file: LocalFile, full_key: str, metadata: Mapping[str, str]) -> dict:
         """Arguments of upload_blob. The immutability policy and legal hold go with the upload
         itself, so on an account that supports them the blob is never visible unprotected."""
-        blob_sdk = require_sdk("azure.storage.blob", SDK_PACKAGE, target=self.name)
-        content_type = mimetypes.guess_type(full_key)[0] or "application/octet-stream"
-        kwargs = {
+        return {
             "length": file.size,
             "overwrite": False,  # If-None-Match: * on the commit: create-only
             "max_concurrency": self.settings.max_concurrency,
             "metadata": dict(metadata),
-            "content_settings": blob_sdk.ContentSettings(
-                content_type=content_type, content_md5=bytearray.fromhex(file.checksums.md5)),
+            "content_settings": self._content_settings(file, full_key),
             "validate_content": True,
+            **self._protection_kwargs(),
         }
+
+    def _content_settings(self, file: LocalFile, full_key: str):
+        """The blob's content type and Content-MD5 (the verified file's MD5)."""
+        blob_sdk = require_sdk("azure.storage.blob", SDK_PACKAGE, target=self.name)
+        content_type = mimetypes.guess_type(full_key)[0] or "application/octet-stream"
+        return blob_sdk.ContentSettings(content_type=content_type,
+                                        content_md5=bytearray.fromhex(file.checksums.md5))
+
+    def _protection_kwargs(self) -> dict:
+        """The immutability policy and legal hold configured, as upload arguments."""
+        kwargs = {}
         policy = self.immutability_policy()
         if policy is not None:
             kwargs["immutability_policy"] = policy

@@ -72,6 +72,9 @@ CAPABILITIES = Capabilities(
     retention_note=" (a version-level immutability policy)",
     legal_hold=True,
     conditional_create=True,  # If-None-Match: * on Put Blob and on the block list
+    # Blocks staged as the file arrives; metadata (the SHA-256) and Content-MD5 go with the
+    # block-list commit, so an overlapped copy carries the same as any other.
+    overlapped_upload=True,
 )
 
 

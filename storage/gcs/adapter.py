@@ -9,6 +9,22 @@ deletes the object on a mismatch. Files over 8 MiB (the SDK's threshold) go thro
 upload in `chunk_size` pieces; an unfinished session never becomes an object (GCS forgets it after
 a week). `ifGenerationMatch=0` makes the upload create-only. Credentials come from `secret`, or
 are anonymous when only an `endpoint` is set (emulators), or are the application default ones.
+
+An overlapped upload (`put_growing`, storage/stream.py) of a file over the SDK's 8 MiB threshold
+is the same resumable upload, fed `chunk_size` pieces as the file arrives; the last chunk, which
+finalises the object, can only be read once the download is verified (and the bytes read are
+checked against its CRC32C first). A resumable session fixes the object's metadata when it
+opens, before the file's digests are known, so what such an object carries:
+- its MD5 and CRC32C as GCS computes them over the stored bytes (the independent evidence the
+  pipeline compares), GCS having refused the final chunk unless its CRC32C of all the bytes
+  received matches the SDK's CRC32C of the bytes sent (x-goog-hash on the last chunk);
+- the `rtk_sha256` metadata, patched onto exactly that generation right after it is finalised
+  (metadata stays writable under retention and holds), together with the temporary hold when
+  `legal_hold` is set. Were that patch refused, the upload fails: with `legal_hold` the object
+  is removed, as after a put whose hold is refused; without, the copy stays (under retention it
+  could not be removed anyway) lacking only the SHA-256, and a retry finds it and compares it by
+  its digests and by reading it back.
+- object retention, create-only (`ifGenerationMatch=0`) and the protection checks as a put.
 """
 
 from __future__ import annotations
@@ -30,11 +46,14 @@ from storage.gcs.errors import (
 )
 from storage.gcs.settings import GCS_RETENTION_MODES, GCSSettings, credentials_info
 from storage.protection import missing_protection, retain_until
+from storage.stream import GrowingFile, SequentialReader, with_sha256
 from storage.values import iso_utc
 from storage.target import PROBE_BYTES, Target
 from storage.values import SHA256_METADATA_KEY, BucketRetention, LocalFile, Retention, StoredObject
 
 SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
+# Files up to this size go in one request (the SDK's own threshold): nothing to overlap.
+SINGLE_REQUEST_MAX = 8 << 20
 
 
 class GCSTarget(Target):
@@ -113,9 +132,25 @@ class GCSTarget(Target):
     def _upload(self, file: LocalFile, full_key: str, metadata: Mapping[str, str]) -> StoredObject:
         blob = self.prepare_blob(file, full_key, metadata)
         with file.open() as source:
-            self._send(blob, source, file)
+            self._send(blob, source, file.size)
         if self.settings.legal_hold:
             self._place_hold(blob)
+        stored = self._stored(blob)
+        self._check_protection(blob, stored)
+        return stored
+
+    def _upload_growing(self, source: GrowingFile, full_key: str, metadata: dict[str, str]) -> StoredObject:
+        if source.size <= SINGLE_REQUEST_MAX:
+            file = source.result()  # one request: nothing to overlap
+            return self._upload(file, full_key, with_sha256(file, metadata))
+        blob = self._blob_to_create(full_key, metadata)  # no digests yet: GCS computes them
+        self._send(blob, SequentialReader(source), source.size)
+        file = source.result()  # verified: the last chunk could not be read before
+        blob.metadata = with_sha256(file, metadata)
+        if self.settings.legal_hold:
+            self._place_hold(blob)  # with the metadata, in one patch
+        else:
+            blob.patch(if_generation_match=blob.generation, if_metageneration_match=blob.metageneration)
         stored = self._stored(blob)
         self._check_protection(blob, stored)
         return stored
@@ -124,10 +159,15 @@ class GCSTarget(Target):
         """The blob to create: metadata, declared digests (GCS checks them against the bytes),
         content type and, when configured, object retention, set at creation so the object is
         never unprotected. A temporary hold cannot be sent with the upload: see _place_hold."""
-        blob = self._new_blob(full_key)
-        blob.metadata = dict(metadata)
+        blob = self._blob_to_create(full_key, metadata)
         blob.md5_hash = file.checksums.md5_base64
         blob.crc32c = file.checksums.crc32c_base64
+        return blob
+
+    def _blob_to_create(self, full_key: str, metadata: Mapping[str, str]):
+        """A new blob with metadata, content type and, when configured, object retention."""
+        blob = self._new_blob(full_key)
+        blob.metadata = dict(metadata)
         blob.content_type = mimetypes.guess_type(full_key)[0] or "application/octet-stream"
         self._set_retention(blob)
         return blob
@@ -138,12 +178,12 @@ class GCSTarget(Target):
             blob.retention.mode = GCS_RETENTION_MODES[mode]
             blob.retention.retain_until_time = retain_until(self.settings.retention_days)
 
-    def _send(self, blob, source, file: LocalFile) -> None:
+    def _send(self, blob, source, size: int) -> None:
         api = require_sdk("google.api_core.exceptions", SDK_PACKAGE, target=self.name)
         try:
             # ifGenerationMatch=0: create-only on GCS. gcp-storage-emulator ignores it; there the
             # base class's stat-before-put is what refuses an existing object.
-            blob.upload_from_file(source, size=file.size, checksum="crc32c", if_generation_match=0)
+            blob.upload_from_file(source, size=size, checksum="crc32c", if_generation_match=0)
         except api.NotFound as exc:  # creating an object: only the bucket can be missing
             raise self._no_bucket(f"upload of {blob.name}") from exc
         except data_corruption_types() as exc:

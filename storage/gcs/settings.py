@@ -49,6 +49,8 @@ CAPABILITIES = Capabilities(
     retention_note=" (object retention; the bucket must have it enabled)",
     legal_hold=True,  # a temporary hold
     conditional_create=True,  # ifGenerationMatch=0
+    # A resumable upload fed as the file arrives; the SHA-256 is patched on once it is finalised.
+    overlapped_upload=True,
 )
 
 

@@ -21,35 +21,52 @@ What a put does on the wire (all checked against moto 5.2 and boto3 1.43):
 - Object Lock headers when retention is configured, and a check on the stored object that the
   server really applied them (moto ignores them on multipart uploads to an unlocked bucket).
 - The file's SHA-256 as user metadata, sent as `x-amz-meta-rtk-sha256` (see `_wire_name`).
+
+An overlapped upload (`put_growing`, storage/stream.py) of a file at or above
+`multipart_threshold` goes through the same s3transfer manager, reading the growing file as a
+forward-only stream (its size given up front, so parts start at once), where the provider takes
+full-object checksums (providers.py `full_object_crc32c`: AWS). What such an object carries, and
+what verifies it:
+- NO `rtk-sha256` metadata: S3 fixes an object's metadata at CreateMultipartUpload, before the
+  first part, when the file's SHA-256 is not known yet; nor can it be added afterwards without
+  rewriting the object (CopyObject onto itself: a second version, and not create-only).
+  `stat` reports sha256=None for it.
+- A full-object CRC32C (ChecksumAlgorithm CRC32C, ChecksumType FULL_OBJECT): botocore computes
+  each part's CRC32C over the bytes it sends, the server checks each on arrival and combines them
+  into the CRC32C of the whole object, which `stat` reports as the native "crc32c". The pipeline
+  compares it, with the size, against the CRC32C of the verified download. The file's own value
+  is not sent on completion, so the reported digest is the server's, never an echo of our claim.
+- Everything else as a put: If-None-Match on CompleteMultipartUpload, Object Lock headers and
+  the check that the server applied them, abort of the multipart upload on any failure. The
+  source hands out the file's last bytes only once the download is verified, so
+  CompleteMultipartUpload can only follow a verified download; a failed one makes the read
+  raise SourceFailed and s3transfer aborts the upload (nothing visible, no open upload).
+- An existing object that carries no SHA-256 is compared by reading it back (Target._same_content).
+Below `multipart_threshold` the file waits for the download and goes in one PutObject, as `put`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import re
 import threading
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from storage.errors import NotFound, PermanentStorageError, StorageError, require_sdk
 from storage.protection import describe_missing, missing_protection, retain_until
-from storage.values import iso_utc
 from storage.s3.errors import classify, error_code, http_status
+from storage.s3.head import etag, native_digests, retention
 from storage.s3.providers import PROVIDERS, S3Provider
 from storage.s3.settings import SETTINGS_MODELS, S3CompatibleSettings
+from storage.stream import GrowingFile, SequentialReader, with_sha256
 from storage.target import Target
-from storage.values import SHA256_METADATA_KEY, BucketRetention, LocalFile, Retention, StoredObject
+from storage.values import SHA256_METADATA_KEY, BucketRetention, LocalFile, StoredObject
 
 CONNECT_TIMEOUT = 10  # seconds
 READ_TIMEOUT = 120  # a slow store can take a while to acknowledge a 16 MiB part
 # botocore's own retries cover a single request (throttling, a dropped connection); the
 # pipeline's retry loop covers a whole put on top of that.
 BOTO_RETRIES = {"max_attempts": 3, "mode": "standard"}
-
-_PLAIN_MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 
 
 class S3Target(Target):
@@ -141,7 +158,31 @@ class S3Target(Target):
         with file.open() as stream:
             client.upload_fileobj(stream, self.bucket, full_key,
                                   ExtraArgs=self._extra_args(metadata), Config=self._transfer_config())
+        return self._protected(self._stat(full_key))
+
+    def _upload_growing(self, source: GrowingFile, full_key: str, metadata: dict[str, str]) -> StoredObject:
+        if source.size < self.settings.multipart_threshold:
+            file = source.result()  # one request: nothing to overlap
+            return self._upload(file, full_key, with_sha256(file, metadata))
+        transfer = require_sdk("boto3.s3.transfer", "boto3", target=self.name)
+        extra = {**self._extra_args(metadata), "ChecksumAlgorithm": "CRC32C", "ChecksumType": "FULL_OBJECT"}
+        config = self._transfer_config()
+        # Parts read from a stream are held in memory until sent: as many as are being sent.
+        config.max_in_memory_upload_chunks = self.settings.max_concurrency
+        with transfer.create_transfer_manager(self._s3(), config) as manager:
+            future = manager.upload(SequentialReader(source), self.bucket, full_key, extra_args=extra,
+                                    subscribers=[_KnownSize(source.size)])
+            future.result()
         stored = self._stat(full_key)
+        if "crc32c" not in stored.native:
+            raise PermanentStorageError(
+                f"{stored.uri} was stored without a full-object CRC32C, the only whole-file digest "
+                "it could carry: the server does not honour full-object checksums; it cannot be "
+                "verified except by reading it back", target=self.name)
+        return self._protected(stored)
+
+    def _protected(self, stored: StoredObject) -> StoredObject:
+        """The stored object, if it carries the Object Lock protection configured."""
         missing = missing_protection(self.settings, stored)
         if missing:
             # A store that ignores Object Lock headers (moto for multipart uploads; possibly
@@ -193,9 +234,9 @@ class S3Target(Target):
             uri=self._uri(full_key),
             size=head["ContentLength"],
             sha256=_stored_sha256(head.get("Metadata", {})),
-            native=_native_digests(head, self.provider),
-            version=head.get("VersionId") or _etag(head) or None,
-            retention=_retention(head),
+            native=native_digests(head, self.provider),
+            version=head.get("VersionId") or etag(head) or None,
+            retention=retention(head),
         )
 
     def _check_bucket_exists(self) -> None:
@@ -279,6 +320,18 @@ ADAPTERS: dict[str, type[S3Target]] = {name: S3Target.for_provider(p) for name, 
 # --------------------------------------------------------------------------- helpers
 
 
+class _KnownSize:
+    """s3transfer subscriber: the size of a stream it cannot measure (the growing file's is known
+    from the start), so the multipart upload starts at once instead of after reading
+    `multipart_threshold` bytes, and parts are sized for S3's 10,000-part limit."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def on_queued(self, future, **_kwargs) -> None:
+        future.meta.provide_transfer_size(self.size)
+
+
 def _create_only(params: dict, **_kwargs) -> None:
     """botocore hook: make every object write create-only (S3 conditional writes)."""
     params.setdefault("IfNoneMatch", "*")
@@ -294,58 +347,3 @@ def _wire_name(name: str) -> str:
 def _stored_sha256(metadata: Mapping[str, str]) -> str | None:
     # Objects written with the underscore spelling (by another tool, or directly) count too.
     return metadata.get(_wire_name(SHA256_METADATA_KEY)) or metadata.get(SHA256_METADATA_KEY)
-
-
-def _native_digests(head: Mapping[str, Any], provider: S3Provider) -> dict[str, str]:
-    """Digests the server computed over the stored bytes, hex encoded, only where they are
-    digests of the whole file and the provider's entry says they are what they seem."""
-    native = {}
-    sha256 = _full_object_sha256(head) if provider.checksum == "SHA256" else None
-    if sha256:
-        native["sha256"] = sha256
-    md5 = _etag_md5(head) if provider.etag_is_md5 else None
-    if md5:
-        native["md5"] = md5
-    return native
-
-
-def _full_object_sha256(head: Mapping[str, Any]) -> str | None:
-    # A multipart object carries a checksum of the part checksums, not the file's digest (S3
-    # has no full-object SHA-256 for multipart), so it is left out. Real S3 marks it ("...=-3",
-    # ChecksumType COMPOSITE); moto returns it bare, so the ETag's "-N" is checked too.
-    value = head.get("ChecksumSHA256")
-    if not value or "-" in value or head.get("ChecksumType") == "COMPOSITE" or _is_multipart(head):
-        return None
-    try:
-        digest = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return None  # not a digest we can read: report nothing rather than a wrong value
-    return digest.hex() if len(digest) == 32 else None
-
-
-def _etag_md5(head: Mapping[str, Any]) -> str | None:
-    # The ETag is the MD5 of the bytes only for a single-part object stored unencrypted or
-    # with SSE-S3; SSE-KMS and SSE-C ETags are opaque, multipart ones end in "-N".
-    etag = _etag(head).lower()
-    if head.get("SSECustomerAlgorithm") or head.get("ServerSideEncryption", "AES256") != "AES256":
-        return None
-    return etag if _PLAIN_MD5_ETAG.match(etag) else None
-
-
-def _etag(head: Mapping[str, Any]) -> str:
-    return str(head.get("ETag", "")).strip('"')
-
-
-def _is_multipart(head: Mapping[str, Any]) -> bool:
-    return "-" in _etag(head)
-
-
-def _retention(head: Mapping[str, Any]) -> Retention | None:
-    mode = head.get("ObjectLockMode")
-    until = head.get("ObjectLockRetainUntilDate")
-    hold = head.get("ObjectLockLegalHoldStatus") == "ON"
-    if not mode and not hold:
-        return None
-    if isinstance(until, datetime):
-        until = iso_utc(until)
-    return Retention(mode=mode or "HOLD", until=until, legal_hold=hold)

@@ -42,6 +42,10 @@ class S3Provider:
     # A single-part object's ETag is the MD5 of its bytes (unencrypted or SSE-S3 only; a
     # multipart ETag "…-N" never is).
     etag_is_md5: bool = False
+    # Takes a full-object CRC32C on a multipart upload (ChecksumType FULL_OBJECT: the server
+    # combines the parts' CRC32Cs into the whole object's), the only whole-file digest a
+    # multipart object can carry: what an overlapped upload (storage/stream.py) is verified by.
+    full_object_crc32c: bool = False
 
     def capabilities(self) -> Capabilities:
         """What a target of this provider can do, derived from the entry."""
@@ -55,6 +59,9 @@ class S3Provider:
             retention_note=" (S3 Object Lock; the bucket must have it enabled)" if self.object_lock else "",
             legal_hold=self.object_lock,
             conditional_create=self.conditional_writes,
+            overlapped_upload=self.full_object_crc32c,
+            overlapped_digests=frozenset({"crc32c"}) if self.full_object_crc32c else None,
+            overlapped_sha256=False,
         )
 
 
@@ -65,6 +72,7 @@ AWS = S3Provider(
     addressing="path",
     conditional_writes=True,  # S3 conditional writes (PutObject, CompleteMultipartUpload)
     object_lock=True, checksum="SHA256", etag_is_md5=True,
+    full_object_crc32c=True,  # S3 "Checking object integrity": full object checksums (CRC-based)
 )
 
 DIGITALOCEAN = S3Provider(
@@ -76,6 +84,7 @@ DIGITALOCEAN = S3Provider(
     # As before this table existed: the AWS settings. DigitalOcean's compatibility page does not
     # list conditional writes, SHA-256 checksums or Object Lock either way.
     conditional_writes=True, object_lock=True, checksum="SHA256", etag_is_md5=True,
+    full_object_crc32c=False,  # nor full-object checksums: overlapped uploads are not offered
 )
 
 R2 = S3Provider(
@@ -130,6 +139,9 @@ MINIO = S3Provider(
     object_lock=True,  # MinIO implements S3 Object Lock, retention and legal hold
     checksum="SHA256",  # MinIO returns flexible checksums (minio/minio#21526)
     etag_is_md5=True,  # MinIO's single-part ETag is the content MD5 (minio internal/etag)
+    # Not taken: MinIO accepted ChecksumType FULL_OBJECT but did not honour it (minio/minio#20944),
+    # and FULL_OBJECT CRC uploads were reported failing on MinIO again in 2026 (pgsty/silo#31).
+    full_object_crc32c=False,
 )
 
 PROVIDERS: dict[str, S3Provider] = {p.type: p for p in (AWS, DIGITALOCEAN, R2, B2, WASABI, MINIO)}

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from pipeline.archive.hashing import hash_file
-from storage import LocalFile, build_target, settings_model
+from storage import LocalFile, NotFound, build_target, settings_model
 
 
 def make_target(rig, prefix: str, *, name: str = "conformance", **overrides):
@@ -31,6 +31,24 @@ def write(tmp_path: Path, name: str, data: bytes) -> LocalFile:
 def source(tmp_path: Path, data: bytes, name: str = "src.bin") -> LocalFile:
     """`data` as a verified local file (write, with the data first)."""
     return write(tmp_path, name, data)
+
+
+def someone_writes_after_the_check(monkeypatch, rig, target, full_key: str, data: bytes) -> list[str]:
+    """Set up the race create-only writes exist for: the target's first stat answers "not
+    found", and right after it another writer creates `data` at `full_key` behind the
+    adapter's back. Returns the keys that stat was asked for (to prove the race was set up)."""
+    real_stat = target.stat
+    checks: list[str] = []
+
+    def stat_then_someone_writes(asked: str):
+        if checks:
+            return real_stat(asked)
+        checks.append(asked)
+        rig.plant(full_key, data)  # right after our check found nothing
+        raise NotFound(f"{asked} not found (checked before the other writer)")
+
+    monkeypatch.setattr(target, "stat", stat_then_someone_writes)
+    return checks
 
 
 def read_back(target, key: str) -> bytes:

@@ -19,7 +19,14 @@ from storage import (
 )
 from storage.target import PROBE_PREFIX
 from tests.storage import conftest as storage_conftest
-from tests.storage.files import FailingFile, local_file, make_target, read_back, write
+from tests.storage.files import (
+    FailingFile,
+    local_file,
+    make_target,
+    read_back,
+    someone_writes_after_the_check,
+    write,
+)
 
 
 def test_every_registered_type_has_a_rig():
@@ -214,17 +221,7 @@ def test_object_created_by_someone_else_between_check_and_put_survives(create_on
     key = "race/video.mp4"
     with make_target(rig, prefix, **overrides) as target:
         full = target.full_key(key)
-        real_stat = target.stat
-        checks = []
-
-        def stat_then_someone_writes(asked: str):
-            if checks:
-                return real_stat(asked)
-            checks.append(asked)
-            rig.plant(full, theirs)  # right after our check found nothing
-            raise NotFound(f"{asked} not found (checked before the other writer)")
-
-        monkeypatch.setattr(target, "stat", stat_then_someone_writes)
+        checks = someone_writes_after_the_check(monkeypatch, rig, target, full, theirs)
         with pytest.raises(ObjectConflict) as info:
             target.put(ours, key)
     assert checks == [key], "the race was not set up: put did not check first"
