@@ -20,11 +20,12 @@ from pydantic import Field, field_validator
 from storage.capabilities import folder_capabilities
 from storage.errors import NotFound, ObjectConflict, PermanentStorageError, RetryableStorageError, StorageError
 from storage.settings import TargetSettings
-from storage.stream import GrowingFile, with_sha256
+from storage.stream import GrowingFile, SequentialReader, with_sha256
 from storage.target import PROBE_PREFIX, Target, abandoned, check_key, is_partial, partial_name
 from storage.values import SHA256_METADATA_KEY, LocalFile, ProbeResult, Retention, StoredObject
 
 COPY_BUFFER = 8 << 20  # large: one read and one write per 8 MiB across file systems
+GROWING_CHUNK = 1 << 20  # a file still downloading is written as it arrives, a MiB at a time
 HASH_BUFFER = 2 << 20
 LOW_SPACE = 1 << 30  # below this, the probe warns: one recording can be larger
 # The file's SHA-256 is kept in an extended attribute where the file system allows it.
@@ -108,12 +109,11 @@ class LocalTarget(Target):
             return self._upload(file, full_key, with_sha256(file, dict(metadata)))
 
         def write(temp: Path) -> str:
-            buffer = memoryview(bytearray(COPY_BUFFER))
-            with open(temp, "xb", buffering=0) as fh:
-                while count := source.readinto(buffer):
-                    written = 0
-                    while written < count:
-                        written += fh.write(buffer[written:count])
+            # SequentialReader checks the bytes read against the verified file before the last.
+            stream = SequentialReader(source)
+            with open(temp, "xb") as fh:
+                while chunk := stream.read(GROWING_CHUNK):
+                    fh.write(chunk)
             return source.result().checksums.sha256  # (the end was read: the download is verified)
         return self._store(full_key, write)
 

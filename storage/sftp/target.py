@@ -40,7 +40,7 @@ from storage.sftp.errors import classify
 from storage.sftp.login import load_private_key, open_session
 from storage.sftp.pool import Session, SessionPool, dropped
 from storage.sftp.settings import SFTPSettings
-from storage.stream import GrowingFile
+from storage.stream import GrowingFile, SequentialReader
 from storage.target import PROBE_PREFIX, Target, abandoned, is_partial, partial_name
 from storage.values import LocalFile, Retention, StoredObject
 
@@ -337,7 +337,8 @@ class _Growing:
         self.path = "(the file being downloaded)"
 
     def open(self) -> contextlib.AbstractContextManager:
-        return contextlib.nullcontext(self.source)
+        # SequentialReader checks the bytes read against the verified file before the last.
+        return contextlib.nullcontext(SequentialReader(self.source))
 
     @property
     def checksums(self):
