@@ -86,18 +86,22 @@ def overlapping_rig(request):
 
 def upload_in_progress(rig, prefix: str) -> bool | None:
     """Does the target hold bytes of an upload not yet committed? None: no way to look."""
-    if rig.type == "local":
-        return any(".rtk-partial-" in key and (rig.folder / key).stat().st_size > 0
-                   for key in _existing(rig.list_keys, prefix))
-    if rig.type == "sftp":
-        return any(".rtk-partial-" in key and rig.local_path(key).stat().st_size > 0
-                   for key in _existing(rig.list_keys, prefix))
+    if rig.type in ("local", "sftp"):
+        where = (lambda key: rig.folder / key) if rig.type == "local" else rig.local_path
+        return any(".rtk-partial-" in key and _size(where(key)) > 0 for key in _existing(rig.list_keys, prefix))
     if hasattr(rig, "s3"):  # S3 and its kin: a multipart upload with a part
         return any(rig.s3.list_parts(Bucket=rig.bucket, Key=up["Key"], UploadId=up["UploadId"]).get("Parts")
                    for up in open_multipart_uploads(rig, prefix))
     if hasattr(rig, "container"):  # Azure: blocks staged, not committed
         return any(True for _ in rig.container.list_blobs(name_starts_with=prefix, include=["uncommittedblobs"]))
     return None
+
+
+def _size(path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # a temporary renamed or removed since it was listed
+        return 0
 
 
 def _existing(list_keys, prefix: str) -> list[str]:
