@@ -140,6 +140,9 @@ class ArchiveConfig(_Section):
     streams_per_file: int = Field(default=8, ge=1, le=32)
     ramp_streams: bool = True
     max_connections: int = Field(default=32, ge=1, le=256)
+    # Files of at least this many bytes are uploaded, to targets that can, while they download
+    # (committed only once verified; a value above any file's size: never).
+    overlap_cutoff: int = Field(default=64 << 20, ge=1, le=1 << 62)
 
     _spool_dir = field_validator("spool_dir")(_usable_path)
 

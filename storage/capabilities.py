@@ -70,4 +70,5 @@ def folder_capabilities(digest: str, how_read_only: str) -> Capabilities:
         conditional_create=True,
         temporaries_visible=True,
         stat_rereads=True,
+        overlapped_upload=True,  # a sequential write of the temporary as the bytes arrive
     )

@@ -10,7 +10,7 @@ import os
 import shutil
 import stat as stat_module
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import quote
 
@@ -20,10 +20,12 @@ from pydantic import Field, field_validator
 from storage.capabilities import folder_capabilities
 from storage.errors import NotFound, ObjectConflict, PermanentStorageError, RetryableStorageError, StorageError
 from storage.settings import TargetSettings
+from storage.stream import GrowingFile, SequentialReader, with_sha256
 from storage.target import PROBE_PREFIX, Target, abandoned, check_key, is_partial, partial_name
 from storage.values import SHA256_METADATA_KEY, LocalFile, ProbeResult, Retention, StoredObject
 
 COPY_BUFFER = 8 << 20  # large: one read and one write per 8 MiB across file systems
+GROWING_CHUNK = 1 << 20  # a file still downloading is written as it arrives, a MiB at a time
 HASH_BUFFER = 2 << 20
 LOW_SPACE = 1 << 30  # below this, the probe warns: one recording can be larger
 # The file's SHA-256 is kept in an extended attribute where the file system allows it.
@@ -90,16 +92,43 @@ class LocalTarget(Target):
                            text + ("; recordings are often larger" if free < LOW_SPACE else ""))
 
     def _upload(self, file: LocalFile, full_key: str, metadata: Mapping[str, str]) -> StoredObject:
+        def write(temp: Path) -> str:
+            if not (file.disposable and _take_by_link(file.path, temp)):
+                with file.open() as src, open(temp, "xb") as fh:
+                    _copy(src, fh, file.size)
+            return metadata[SHA256_METADATA_KEY]
+        return self._store(full_key, write)
+
+    def _upload_growing(self, source: GrowingFile, full_key: str, metadata: Mapping[str, str]) -> StoredObject:
+        """A sequential write of the temporary while the file downloads. Where the spool is on
+        this file system, taking the finished spool file by hard link costs nothing, which no
+        overlap beats: then the download is waited for and `_upload` does that."""
+        spool = getattr(source, "spool", None)  # the pipeline's own spool file (storage.stream)
+        if spool is not None and _same_file_system(Path(spool), self._path(full_key).parent):
+            file = source.result()
+            return self._upload(file, full_key, with_sha256(file, dict(metadata)))
+
+        def write(temp: Path) -> str:
+            # SequentialReader checks the bytes read against the verified file before the last.
+            stream = SequentialReader(source)
+            with open(temp, "xb") as fh:
+                while chunk := stream.read(GROWING_CHUNK):
+                    fh.write(chunk)
+            return source.result().checksums.sha256  # (the end was read: the download is verified)
+        return self._store(full_key, write)
+
+    def _store(self, full_key: str, write: Callable[[Path], str]) -> StoredObject:
+        """Atomic, never over an existing file: `write` fills the temporary (and gives the
+        file's SHA-256), which is fsynced, then hard-linked to the final name, which refuses an
+        existing name. The temporary is removed whatever happens."""
         final = self._path(full_key)
         final.parent.mkdir(parents=True, exist_ok=True)
         temp = final.with_name(partial_name(final.name))
         try:
-            if not (file.disposable and _take_by_link(file.path, temp)):
-                with file.open() as src, open(temp, "xb") as fh:
-                    _copy(src, fh, file.size)
+            sha256 = write(temp)
             with open(temp, "rb+") as fh:
                 with contextlib.suppress(OSError):  # no user xattrs here: sha256 is re-hashed
-                    os.setxattr(fh.fileno(), XATTR, metadata[SHA256_METADATA_KEY].encode())
+                    os.setxattr(fh.fileno(), XATTR, sha256.encode())
                 os.fsync(fh.fileno())
             try:
                 os.link(temp, final)  # atomic, and refuses an existing name
@@ -230,6 +259,13 @@ def _retention(info: os.stat_result) -> Retention | None:
 _LINK_LOCK = threading.Lock()
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+def _same_file_system(spool: Path, folder: Path) -> bool:
+    try:
+        return os.stat(spool).st_dev == os.stat(nearest_existing(folder)).st_dev
+    except FileNotFoundError:  # (a spool not there yet: it is created beside its folder)
+        return os.stat(nearest_existing(spool)).st_dev == os.stat(nearest_existing(folder)).st_dev
 
 
 def _take_by_link(source: Path, temp: Path) -> bool:

@@ -34,18 +34,23 @@ class SourceFailed(Exception):
 @runtime_checkable
 class GrowingFile(Protocol):
     """A file still arriving in the spool, readable in order from byte 0 (one reader each:
-    `reader()` gives every upload attempt its own stream from the start)."""
+    `reader()` gives every upload attempt its own stream from the start). Optional, not part
+    of the check: `spool`, the path of the pipeline's own spool file, discarded after the
+    uploads (a local target on its file system takes the finished file by hard link instead of
+    overlapping, as `put` does with a LocalFile marked disposable)."""
 
     size: int  # the size the file must have (checked against it when the download ends)
 
     def read(self, n: int = -1) -> bytes:
-        """Up to `n` next bytes (all the rest for -1), blocking until they are in the spool. The
-        bytes reaching `size`, and b"" after them, come only once the download is verified.
-        Raises SourceFailed when the download failed or the file changed."""
+        """The `n` next bytes (all the rest for -1; fewer only at the end, as a buffered file),
+        blocking until they are in the spool. The bytes reaching `size`, and b"" after them,
+        come only once the download is verified. Raises SourceFailed when the download failed
+        or the file changed."""
         ...
 
     def readinto(self, buffer) -> int:
-        """`read` into a buffer; returns how many bytes were filled (0 at the verified end)."""
+        """The next bytes into a buffer, as many as are in the spool now (blocking until at
+        least one is): how many were filled, 0 only at the verified end."""
         ...
 
     def tell(self) -> int:

@@ -79,7 +79,7 @@ class Download(AnswerRules, SpoolFile):
                  label: str, refresh_margin: timedelta = timedelta(minutes=5), attempts: int = 5,
                  max_seconds: float = 600.0, stop: threading.Event | None = None,
                  progress: Callable[[int], None] | None = None, backoff: float = 1.0, md5: bool = True,
-                 overlap: int = RESUME_OVERLAP, space: SpoolSpace | None = None):
+                 overlap: int = RESUME_OVERLAP, space: SpoolSpace | None = None, feed=None):
         self.connections = connections
         self.urls = urls
         self.spool = spool
@@ -95,6 +95,9 @@ class Download(AnswerRules, SpoolFile):
         self.md5 = md5
         self.overlap = overlap
         self.space = space or SpoolSpace.of(spool.parent)
+        # Told how far the file's bytes reached in order, and of restarts from byte 0, for the
+        # uploads that read it while it downloads (pipeline.archive.growing.SpoolFeed).
+        self.feed = feed
         self.hasher = Hasher(md5=md5)
         self.offset = 0  # bytes the spool holds, hashed
         self.fetched = 0
@@ -207,11 +210,14 @@ class Download(AnswerRules, SpoolFile):
         self.offset = self.hasher.size
         self.validator = validator
         self.resumed += 1
+        self._tell_feed(self.offset)
         log.info("%s: resuming a previous run's download at byte %d", self.label, self.offset)
 
     def _reset(self) -> None:
         # Unlink, then create: a fresh inode, so a target holding the old one by hard link
         # is never truncated.
+        if self.feed is not None:  # (before the file goes: its readers must not take the new one for it)
+            self.feed.restarted()
         self.spool.unlink(missing_ok=True)
         fd = os.open(self.spool, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
         os.close(fd)
@@ -373,4 +379,9 @@ class Download(AnswerRules, SpoolFile):
                 self.offset += written
                 self.written += written
                 self.high_water = max(self.high_water, self.offset)
+                self._tell_feed(self.offset)
                 self.progress(written)
+
+    def _tell_feed(self, prefix: int) -> None:
+        if self.feed is not None:
+            self.feed.grown(prefix)

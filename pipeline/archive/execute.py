@@ -20,9 +20,10 @@ from pipeline.archive.download import Download, DownloadedFile, SignedUrl
 from pipeline.archive.bytepath import file_connections
 from pipeline.archive.ranged import RangedDownload
 from pipeline.archive.plan import FilePlan, Planning, RecordingPlan, recording_metadata
-from pipeline.archive.store import store_file
+from pipeline.archive.growing import SpoolFeed
+from pipeline.archive.store import store_file, waits_for_finished_file
 from pipeline.errors import DownloadError, FileUnavailable, Interrupted
-from storage import Target
+from storage import SourceFailed, Target
 
 log = logging.getLogger("rtk_archive.archive")
 
@@ -156,17 +157,46 @@ class Archiver:
         if not reachable:  # nothing this run can store: no download (the skip was reported once)
             self.book.not_everywhere(rid, kind, left_out)
             return False
-        fetched = self._download(plan, file_plan, shown)
+        # Targets that can upload while the file downloads start now, reading the spool as it
+        # grows (pipeline.archive.growing); the others get the finished file.
+        early = self._overlapping(rid, kind, file_plan, reachable)
+        feed = SpoolFeed(self._spool_path(rid, kind), file_plan.expected_size, self.stop) if early else None
+        outcomes = {name: uploads.submit(store_file, self.book, self.targets[name], rid, kind, file_plan.keys[name],
+                                         feed.reader())
+                    for name in early}
+        fetched = None
+        try:
+            fetched = self._download(plan, file_plan, shown, feed)
+        finally:
+            if fetched is None and feed is not None:  # its failure is recorded: the uploads abort, unrecorded
+                feed.failed(f"the download of recording {rid} {kind} did not complete")
+                for future in outcomes.values():
+                    _outcome(future)  # (waits for the upload to abort)
         if fetched is None:
             return False
         download, local = fetched
         try:
-            self._downloaded(rid, kind, local, file_plan)
+            self._downloaded(rid, kind, local, file_plan)  # recorded before any copy can be
+            if feed is not None:
+                feed.finished(local)
+
             submit = uploads.submit if len(reachable) > 1 else _here  # one target: no hand-off to the pool
-            outcomes = {name: submit(store_file, self.book, self.targets[name], rid, kind, file_plan.keys[name], local)
-                        for name in reachable}
-            failures = {name: err for name, future in outcomes.items() if (err := future.result())}
+
+            def store(name: str) -> Future:
+                return submit(store_file, self.book, self.targets[name], rid, kind, file_plan.keys[name], local)
+            outcomes.update({name: store(name) for name in reachable if name not in outcomes})
+            # An upload that read the file as it downloaded and saw it start again from byte 0
+            # stored nothing: it stores the finished file now (unless the run is stopping).
+            again = {name: store(name) for name, future in outcomes.items()
+                     if _aborted(future) and not self.stop.is_set()}
+            for name in again:
+                log.info("recording %s %s: the upload to %s read the file while it downloaded and stopped (%s); "
+                         "storing the finished file", rid, kind, name, outcomes[name].exception())
+            failures = {name: err for name, future in {**outcomes, **again}.items() if (err := _outcome(future))}
         finally:
+            if feed is not None:  # (a no-op once finished: else the uploads abort before the spool goes)
+                feed.failed(f"recording {rid} {kind} was not recorded as downloaded")
+                wait(outcomes.values())
             download.discard()  # complete, and its copies verified or failed with a reason
         if failures or left_out:
             self.book.not_everywhere(rid, kind, {**failures, **left_out})
@@ -175,13 +205,25 @@ class Archiver:
         self.book.count(archived=1)
         return True
 
-    def _download(self, plan: RecordingPlan, file_plan: FilePlan, shown
+    def _spool_path(self, rid: str, kind: str):
+        return self.config.archive.spool_dir / f"{keys.sanitise_component(rid, fallback='recording')}.{kind}.part"
+
+    def _overlapping(self, rid: str, kind: str, file_plan: FilePlan, reachable: list[str]) -> list[str]:
+        """The targets that upload this file while it downloads: a file of at least
+        overlap_cutoff, to a target that can, whose earlier copy is not in a problem state."""
+        size = file_plan.expected_size
+        if not size or size < self.config.archive.overlap_cutoff:
+            return []
+        return [name for name in reachable if self.targets[name].capabilities.overlapped_upload
+                and not waits_for_finished_file(self.book, self.targets[name], rid, kind)]
+
+    def _download(self, plan: RecordingPlan, file_plan: FilePlan, shown, feed: SpoolFeed | None = None
                   ) -> tuple[Download, DownloadedFile] | None:
         """The file in the spool, complete and hashed; None when it failed (recorded) or the
-        run is stopping (its bytes stay for the next run)."""
+        run is stopping (its bytes stay for the next run). `feed` learns how far it got."""
         rid, kind = plan.id, file_plan.kind
         archive = self.config.archive
-        spool = archive.spool_dir / f"{keys.sanitise_component(rid, fallback='recording')}.{kind}.part"
+        spool = self._spool_path(rid, kind)
 
         def received(n: int) -> None:
             self.budget.received(n)  # counts --max-transfer; waits for --bwlimit
@@ -193,7 +235,7 @@ class Archiver:
             self.connections, self._url_provider(plan, kind), spool, expected_size=file_plan.expected_size,
             label=f"recording {rid} {kind}", refresh_margin=timedelta(seconds=archive.url_refresh_margin_seconds),
             attempts=archive.download_attempts, max_seconds=archive.retry_max_seconds, stop=self.stop,
-            progress=received, md5=self._md5,
+            progress=received, md5=self._md5, feed=feed,
             **({"streams": archive.streams_per_file, "ramp": archive.ramp_streams} if ranged else {}))
         try:
             return download, download.run()
@@ -255,3 +297,17 @@ def _here(function, *args) -> Future:
     future: Future = Future()
     future.set_result(function(*args))
     return future
+
+
+def _aborted(future: Future) -> bool:
+    """Did this upload abort because the file it read while downloading failed or changed?"""
+    return isinstance(future.exception(), SourceFailed)
+
+
+def _outcome(future: Future) -> str | None:
+    """A copy's failure reason, or None once archived. An upload that read the file while it
+    downloaded and was stopped with it (the run is stopping) recorded nothing: not archived."""
+    try:
+        return future.result()
+    except SourceFailed as exc:
+        return f"not stored: {exc}"

@@ -453,6 +453,7 @@ class RangedDownload(RangeRules, Download):
                         raise OSError(f"the spool file ends at byte {hashed}")
                     background.update(block)
                     hashed += len(block)
+                    self._tell_feed(hashed)  # (the hashed prefix: what overlapped uploads may read)
         except BaseException as exc:  # handed to _ranged
             with self._lock:
                 if self._failure is None:

@@ -40,6 +40,7 @@ from storage.sftp.errors import classify
 from storage.sftp.login import load_private_key, open_session
 from storage.sftp.pool import Session, SessionPool, dropped
 from storage.sftp.settings import SFTPSettings
+from storage.stream import GrowingFile, SequentialReader
 from storage.target import PROBE_PREFIX, Target, abandoned, is_partial, partial_name
 from storage.values import LocalFile, Retention, StoredObject
 
@@ -119,6 +120,14 @@ class SFTPTarget(Target):
         # Two steps, each retried on its own after a dropped connection: a drop while the
         # server hashes the stored file must not send the whole file again.
         self._call(lambda session: self._transfer_on(session, file, full_key))
+        return self._call(lambda session: self._stat_on(session, full_key))
+
+    def _upload_growing(self, source: GrowingFile, full_key: str, metadata: Mapping[str, str]) -> StoredObject:
+        # Written as the bytes arrive, renamed only after the source's verified end (SFTP keeps
+        # no metadata: the server's sha256sum is the evidence). A reconnect starts a fresh
+        # reader from byte 0.
+        self._call(lambda session: self._transfer_on(
+            session, _Growing(source.reader() if source.tell() else source), full_key))
         return self._call(lambda session: self._stat_on(session, full_key))
 
     def _transfer_on(self, session: Session, file: LocalFile, full_key: str) -> None:
@@ -316,6 +325,24 @@ class SFTPTarget(Target):
 
     def _classify(self, exc: Exception, action: str) -> StorageError:
         return classify(self.settings, exc, action)
+
+
+class _Growing:
+    """A GrowingFile as `_send` and `_publish` read a LocalFile: its stream, its size, and its
+    digests once the download is verified."""
+
+    def __init__(self, source: GrowingFile):
+        self.source = source
+        self.size = source.size
+        self.path = "(the file being downloaded)"
+
+    def open(self) -> contextlib.AbstractContextManager:
+        # SequentialReader checks the bytes read against the verified file before the last.
+        return contextlib.nullcontext(SequentialReader(self.source))
+
+    @property
+    def checksums(self):
+        return self.source.result().checksums
 
 
 def _read_source(source: Any, file: LocalFile) -> bytes:
