@@ -307,6 +307,7 @@ def parse_config(raw: dict[str, Any], *, source: Path | None = None,
             except ValueError as exc:
                 raise ConfigError(f"{label}: targets[{target.name}].key_template: {exc}") from None
     targets = [_resolve_local_path(t, base) for t in targets]
+    _refuse_target_in_spool(targets, archive.spool_dir, label)
     return Config(path=source, source=source_cfg, ledger=ledger, archive=archive, audit=audit,
                   targets=targets, logging=logging_cfg, metrics=metrics, notify=notify, signing=signing,
                   timestamping=timestamping, serve=serve, webhook=webhook, verify=verify)
@@ -378,6 +379,20 @@ def _expand(value: Any, environ: dict[str, str], label: str, where: Iterable[str
 def _resolve(base: Path, path: Path) -> Path:
     path = Path(os.path.expanduser(str(path)))
     return path if path.is_absolute() else (base / path)
+
+
+def _refuse_target_in_spool(targets: list[TargetSettings], spool_dir: Path, label: str) -> None:
+    """A local target inside the spool folder (or holding it) would lose its archived files: a
+    run that ends empties the spool folder of everything it holds."""
+    spool = Path(os.path.realpath(spool_dir))
+    for target in targets:
+        if target.type != "local":
+            continue
+        folder = Path(os.path.realpath(target.path))
+        if folder == spool or spool in folder.parents or folder in spool.parents:
+            raise ConfigError(f"{label}: targets[{target.name}].path: {target.path} and archive.spool_dir "
+                              f"{spool_dir} overlap; the spool is emptied after each run, so a target must "
+                              "not be inside it (nor it inside a target): give them separate folders")
 
 
 def _resolve_local_path(target: TargetSettings, base: Path) -> TargetSettings:

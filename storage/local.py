@@ -122,7 +122,7 @@ class LocalTarget(Target):
         file's SHA-256), which is fsynced, then hard-linked to the final name, which refuses an
         existing name. The temporary is removed whatever happens."""
         final = self._path(full_key)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        created = _make_folders(final.parent)
         temp = final.with_name(partial_name(final.name))
         try:
             sha256 = write(temp)
@@ -140,6 +140,8 @@ class LocalTarget(Target):
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
         _fsync_dir(final.parent)
+        for folder in created:  # a new folder's own entry must be durable too, or the file goes with it
+            _fsync_dir(folder.parent)
         return self._stat(full_key)  # read back and re-hashed: what the pipeline verifies
 
     def _stat(self, full_key: str) -> StoredObject:
@@ -339,6 +341,17 @@ def _crc32c_of(path: Path) -> str:
         while chunk := fh.read(HASH_BUFFER):
             checksum.update(chunk)
     return checksum.digest().hex()
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create `folder` and any missing parents; returns those created, deepest first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)  # (another writer may create it meanwhile)
+    return missing
 
 
 def _fsync_dir(path: Path) -> None:

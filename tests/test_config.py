@@ -223,3 +223,17 @@ def test_whitespace_around_the_token_is_dropped():
     """A token read from a file keeps its trailing newline: that is not part of the token."""
     config = parse_config(base(), environ={"CLOUDFLARE_API_TOKEN": "tok-0123456789\n"})
     assert config.api_token == "tok-0123456789"
+
+
+@pytest.mark.parametrize("target_path, spool", [("spool", "spool"), ("spool/archive", "spool"), ("nas", "nas/spool")])
+def test_a_local_target_overlapping_the_spool_is_refused(tmp_path, target_path, spool):
+    """The spool folder is emptied after each run: a local target inside it (or holding it)
+    would lose its archived files, so the configuration is refused with one line naming both."""
+    raw = {"source": {"account_id": "a", "app_id": "b", "api_token": "t"},
+           "archive": {"spool_dir": str(tmp_path / spool)},
+           "targets": [{"name": "nas", "type": "local", "path": str(tmp_path / target_path)}]}
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert "targets[nas].path" in str(info.value) and "spool" in str(info.value)
+    raw["targets"][0]["path"] = str(tmp_path / "elsewhere")
+    assert parse_config(raw).targets[0].path == str(tmp_path / "elsewhere")

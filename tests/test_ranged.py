@@ -209,25 +209,25 @@ def test_with_each_connection_throttled_the_ramp_adds_streams_and_the_file_is_wh
 
 
 def test_the_ramp_takes_a_stream_back_when_it_did_not_raise_the_rate(sim, tmp_path, monkeypatch):
-    """Logic of the ramp alone (pipeline.archive.ranged.Ramp), on a clock it is given: twice
+    """Logic of the ramp alone (pipeline.archive.pieces.Ramp), on a clock it is given: twice
     the streams after an interval in which the last increase paid, back to the count before an
     increase that did not, and no change after that or after a 429/503 lowered what is allowed."""
-    from pipeline.archive import ranged
+    from pipeline.archive import pieces
 
     now = [0.0]
-    monkeypatch.setattr(ranged.time, "monotonic", lambda: now[0])
-    step = ranged.RAMP_SECONDS
+    monkeypatch.setattr(pieces.time, "monotonic", lambda: now[0])
+    step = pieces.RAMP_SECONDS
 
     def after(ramp, position, streams, allowed=8):
         now[0] += step
         return ramp.streams_wanted(position, streams, allowed)
 
-    ramp = ranged.Ramp(0)
+    ramp = pieces.Ramp(0)
     assert after(ramp, 10, 1) == 2  # the first interval: no rate to compare with yet
     assert after(ramp, 30, 2) == 4  # 20 per interval against 10: it paid
     assert after(ramp, 50, 4) == 2  # 20 against 20: it did not: back to two
     assert after(ramp, 90, 2) == 2  # settled
-    settled_by_throttling = ranged.Ramp(0)
+    settled_by_throttling = pieces.Ramp(0)
     assert after(settled_by_throttling, 10, 4, allowed=2) == 2  # a 429/503 lowered it: never more
     assert after(settled_by_throttling, 50, 2, allowed=8) == 2
-    assert ranged.Ramp(0, settled=True).streams_wanted(0, 8, 8) == 8  # ramp_streams = false: all at once
+    assert pieces.Ramp(0, settled=True).streams_wanted(0, 8, 8) == 8  # ramp_streams = false: all at once

@@ -29,72 +29,24 @@ import random
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 
 import urllib3
 
 from pipeline.archive.answers import OneStream, RangeRules, Restart, Retryable, Throttled, UrlRefused, content_range
 from pipeline.archive.bytepath import READ_SIZE
-from pipeline.archive.checkpoints import Checkpoints, Validator, read_marker, read_pieces, write_marker
+from pipeline.archive.checkpoints import Checkpoints, Validator
 from pipeline.archive.download import Download, DownloadedFile, host_of
 from pipeline.archive.hashing import BackgroundHasher, Hasher
+from pipeline.archive.pieces import FIRST_STREAMS, RAMP_SECONDS, Piece, Ramp, split
+from pipeline.archive.pieces_spool import PiecesSpool
 from pipeline.errors import DownloadError, Interrupted
 
 log = logging.getLogger("rtk_archive.download")
 
-MIN_PIECE = 1 << 20  # (files above the default cutoff get 16 MiB and up, as AWS advises for ranged GETs)
-MAX_PIECE = 256 << 20
 HASH_BLOCK = 4 << 20  # the follower reads the prefix back in blocks this large
-RAMP_SECONDS = 0.25  # the file's rate is measured over this long before a stream is added ...
-FIRST_STREAMS = 1  # streams a file starts with (then doubled while that pays)
-RAMP_GAIN = 1.25  # ... and a stream stays only if it raised the rate by this much
 
 
-@dataclass
-class Piece:
-    start: int
-    done: int  # the next byte to write; [start, done) is in the spool
-    end: int  # exclusive
-
-    @property
-    def complete(self) -> bool:
-        return self.done >= self.end
-
-
-def split(total: int, streams: int) -> list[Piece]:
-    """Pieces of MIN_PIECE..MAX_PIECE, about four per stream (so a slow one is not the tail)."""
-    size = min(MAX_PIECE, max(MIN_PIECE, -(-total // (streams * 4))))
-    return [Piece(start, start, min(total, start + size)) for start in range(0, total, size)]
-
-
-class Ramp:
-    """How many streams a file should use now, from its rate, as TCP's slow start: twice as
-    many after each interval in which the last increase raised the rate by RAMP_GAIN; back to
-    the count before it (and no more tries) when it did not. Rates are measured over intervals
-    of RAMP_SECONDS."""
-
-    def __init__(self, start: int, *, settled: bool = False):
-        self.mark, self.when = start, time.monotonic()
-        self.before: tuple[int, float] | None = None  # (streams, rate) before the last increase
-        self.settled = settled  # no more changes
-
-    def streams_wanted(self, position: int, streams: int, allowed: int) -> int:
-        now = time.monotonic()
-        if now - self.when < RAMP_SECONDS * 0.9:  # (a worker that ended early woke the join)
-            return min(streams, allowed)
-        rate = (position - self.mark) / (now - self.when)
-        self.mark, self.when = position, now
-        if self.settled or streams > allowed:  # a 429/503 lowered `allowed`: never ramp after it
-            self.settled = True
-            return min(streams, allowed)
-        if self.before is not None and rate < self.before[1] * RAMP_GAIN:
-            self.settled = True
-            return self.before[0]
-        self.before = (streams, rate)
-        return min(streams * 2, allowed)
-
-
-class RangedDownload(RangeRules, Download):
+class RangedDownload(PiecesSpool, RangeRules, Download):
     """`Download` over `streams` connections; falls back to one stream when ranges cannot be used."""
 
     def __init__(self, *args, streams: int, ramp: bool = True, **kwargs):
@@ -178,22 +130,6 @@ class RangedDownload(RangeRules, Download):
                               source_host=host_of(self._url.url), resumed=self.resumed, refreshed=self.refreshed,
                               fetched=self.fetched)
 
-    def _resume_pieces(self) -> bool:
-        """Continue the pieces a killed run left, as far as they were durable."""
-        found = read_pieces(self.marker)
-        _, validator = read_marker(self.marker)
-        if found is None or validator is None or not self.spool.exists() or self.spool.stat().st_nlink > 1:
-            return False
-        total, pieces = found
-        if (self.expected_size is not None and total != self.expected_size) or self.spool.stat().st_size != total:
-            return False
-        self.total, self.validator, self.content_total = total, validator, total
-        self.pieces = [Piece(*piece) for piece in pieces]
-        self.resumed += 1
-        log.info("%s: resuming a previous run's ranged download (%d of %d bytes held)", self.label,
-                 self._done_bytes(), total)
-        return True
-
     def _probe(self) -> None:
         """A first `bytes=0-0`: the file's length and version, and whether ranges work at all."""
         self._reset_spool()
@@ -240,33 +176,6 @@ class RangedDownload(RangeRules, Download):
                 self._url = self._refresh(f"the file server refused the URL ({exc})")
             except urllib3.exceptions.HTTPError as exc:
                 raise Retryable(f"the first range request failed ({type(exc).__name__})") from None
-
-    def _reset_spool(self) -> None:
-        try:
-            self._reset()
-        except OSError as exc:
-            raise self._spool_error(exc) from None
-        self.pieces, self.total = [], 0
-
-    def _allocate(self) -> None:
-        """The whole file's space, reserved at once: the pieces' writes land in place (not in a
-        sparse file's scattered extents), and a spool that fills up fails here, not mid-way."""
-        try:
-            fd = os.open(self.spool, os.O_WRONLY)
-            try:
-                os.posix_fallocate(fd, 0, self.total)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise self._spool_error(exc) from None
-
-    def _spool_error(self, exc: OSError) -> DownloadError:
-        """A spool failure as this file's DownloadError (a spool full for now: the bytes other
-        downloads hold are not waited for here; the next run retries the file)."""
-        failure = self._spool_failed(exc)
-        return failure if isinstance(failure, DownloadError) else DownloadError(f"{self.label}: {failure}")
-
-    # ----------------------------------------------------------------- the workers
 
     def _run_workers(self, fd: int) -> None:
         """Workers take pieces in file order until none is left, started one at a time: a stream
@@ -461,17 +370,3 @@ class RangedDownload(RangeRules, Download):
         finally:
             background.finish()
             self.offset = hashed
-
-    def _snapshot(self) -> tuple[int, list[list[int]]]:
-        return self._prefix(), [[p.start, p.done, p.end] for p in self.pieces]
-
-    def _note_pieces(self, mark) -> None:
-        if isinstance(mark, tuple):
-            prefix, pieces = mark
-            write_marker(self.marker, prefix, self.validator, total=self.total, pieces=pieces)
-
-    def _sync_pieces(self, fh) -> None:
-        with self._lock:
-            mark = self._snapshot()
-        os.fdatasync(fh.fileno())
-        self._note_pieces(mark)

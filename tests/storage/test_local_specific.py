@@ -140,3 +140,21 @@ def test_a_sweep_with_an_age_removes_at_once_what_a_process_gone_from_this_host_
     theirs.write_bytes(b"left by a killed worker")
     assert target_at(folder).sweep_partials(older_than=900) == 1
     assert ours.exists() and not theirs.exists()
+
+
+def test_folders_a_put_creates_are_made_durable_in_their_parents(tmp_path, monkeypatch):
+    """A copy under folders that did not exist: after the link, the file's folder is fsynced
+    and so is the parent of every folder the put created (else a power cut could take the new
+    folder, and the archived file in it, away while the ledger says archived)."""
+    synced: list[Path] = []
+    real = local_module._fsync_dir
+    monkeypatch.setattr(local_module, "_fsync_dir", lambda path: (synced.append(Path(path)), real(path)))
+    root = tmp_path / "nas"
+    root.mkdir()
+    target = build_target(settings_model("local")(name="nas", type="local", path=str(root)))
+    (root / "2026").mkdir()
+    target.put(write(tmp_path, "src.bin", b"x" * 1000), "2026/11/30/rec/video.mp4")
+    assert synced == [root / "2026/11/30/rec", root / "2026/11/30", root / "2026/11", root / "2026"]
+    synced.clear()
+    target.put(write(tmp_path, "src2.bin", b"y" * 1000), "2026/11/30/rec/audio.m4a")
+    assert synced == [root / "2026/11/30/rec"]  # nothing new created: only the file's folder

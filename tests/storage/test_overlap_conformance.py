@@ -251,12 +251,20 @@ def test_protection_is_asked_for_and_checked(overlap_rig, prefix, tmp_path, uplo
     (at S3 the Object Lock headers go with CreateMultipartUpload, as S3 takes them) and the
     stored copy is checked for them. None of the test servers applies them to a multipart, block
     or resumable upload (moto keeps Object Lock for PutObject only; Azurite and the GCS
-    emulators keep no immutability policy or hold), so here the check must refuse the copy,
-    naming what is missing, and Azure and GCS remove it: never reported as protected."""
+    emulators keep no immutability policy or hold), so there the check must refuse the copy,
+    naming what is missing, and Azure and GCS remove it: never reported as protected. A folder
+    (local, SFTP) applies its READ_ONLY chmod after the overlapped write, and reports it."""
     rig = overlap_rig
     source = GrowingSource.of(tmp_path, SIZE)
     overrides = {**rig.small_parts(), **_protection_settings(rig)}
     with make_target(rig, prefix, **overrides) as target:
+        if "READ_ONLY" in target.capabilities.retention_modes:  # a folder: the chmod is applied, and reported
+            running = uploads.start(target, source, "locked/video.mp4")
+            source.feed(rate=256 * MiB)
+            stored = running.result(timeout=WAIT)
+            assert stored.retention is not None and stored.retention.mode == "READ_ONLY"
+            assert target.stat("locked/video.mp4").retention.mode == "READ_ONLY"
+            return
         sent = _record_object_lock_headers(target) if rig.type == "aws" else None
         running = uploads.start(target, source, "locked/video.mp4")
         source.feed(rate=256 * MiB)
@@ -278,6 +286,8 @@ def _protection_settings(rig) -> dict:
         rig.server.ensure_bucket("rtk-overlap-object-lock", object_lock=True)
         return {"bucket": "rtk-overlap-object-lock", "retention_mode": "COMPLIANCE", "retention_days": 1,
                 "legal_hold": True}
+    if rig.type in ("local", "sftp"):  # folders offer READ_ONLY only (a chmod), which they do apply
+        return {"retention_mode": "READ_ONLY"}
     return {"legal_hold": True}
 
 

@@ -1,0 +1,58 @@
+"""How a ranged download (pipeline.archive.ranged) cuts a file into pieces, and how many
+streams fetch them: the ramp, which starts a file over one connection and doubles them while
+that raises its rate, as TCP's slow start does with its window."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+MIN_PIECE = 1 << 20  # (files above the default cutoff get 16 MiB and up, as AWS advises for ranged GETs)
+MAX_PIECE = 256 << 20
+RAMP_SECONDS = 0.25  # the file's rate is measured over this long before a stream is added ...
+FIRST_STREAMS = 1  # streams a file starts with (then doubled while that pays)
+RAMP_GAIN = 1.25  # ... and a stream stays only if it raised the rate by this much
+
+
+@dataclass
+class Piece:
+    start: int
+    done: int  # the next byte to write; [start, done) is in the spool
+    end: int  # exclusive
+
+    @property
+    def complete(self) -> bool:
+        return self.done >= self.end
+
+
+def split(total: int, streams: int) -> list[Piece]:
+    """Pieces of MIN_PIECE..MAX_PIECE, about four per stream (so a slow one is not the tail)."""
+    size = min(MAX_PIECE, max(MIN_PIECE, -(-total // (streams * 4))))
+    return [Piece(start, start, min(total, start + size)) for start in range(0, total, size)]
+
+
+class Ramp:
+    """How many streams a file should use now, from its rate, as TCP's slow start: twice as
+    many after each interval in which the last increase raised the rate by RAMP_GAIN; back to
+    the count before it (and no more tries) when it did not. Rates are measured over intervals
+    of RAMP_SECONDS."""
+
+    def __init__(self, start: int, *, settled: bool = False):
+        self.mark, self.when = start, time.monotonic()
+        self.before: tuple[int, float] | None = None  # (streams, rate) before the last increase
+        self.settled = settled  # no more changes
+
+    def streams_wanted(self, position: int, streams: int, allowed: int) -> int:
+        now = time.monotonic()
+        if now - self.when < RAMP_SECONDS * 0.9:  # (a worker that ended early woke the join)
+            return min(streams, allowed)
+        rate = (position - self.mark) / (now - self.when)
+        self.mark, self.when = position, now
+        if self.settled or streams > allowed:  # a 429/503 lowered `allowed`: never ramp after it
+            self.settled = True
+            return min(streams, allowed)
+        if self.before is not None and rate < self.before[1] * RAMP_GAIN:
+            self.settled = True
+            return self.before[0]
+        self.before = (streams, rate)
+        return min(streams * 2, allowed)
