@@ -137,7 +137,7 @@ class ArchiveConfig(_Section):
     # use); without, it uses them all at once. At most `max_connections` file connections are
     # open at once, across all files of a run.
     ranged_cutoff: int = Field(default=32 << 20, ge=1 << 20, le=1 << 39)
-    streams_per_file: int = Field(default=8, ge=1, le=32)
+    streams_per_file: int = Field(default=16, ge=1, le=32)
     ramp_streams: bool = True
     max_connections: int = Field(default=32, ge=1, le=256)
     # Files of at least this many bytes are uploaded, to targets that can, while they download

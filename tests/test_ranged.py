@@ -231,3 +231,10 @@ def test_the_ramp_takes_a_stream_back_when_it_did_not_raise_the_rate(sim, tmp_pa
     assert after(settled_by_throttling, 10, 4, allowed=2) == 2  # a 429/503 lowered it: never more
     assert after(settled_by_throttling, 50, 2, allowed=8) == 2
     assert pieces.Ramp(0, settled=True).streams_wanted(0, 8, 8) == 8  # ramp_streams = false: all at once
+    waiting = pieces.Ramp(0)
+    assert after(waiting, 10, 1) == 2 and after(waiting, 30, 2) == 4
+    # No gain while the run's connections are all in use: the streams wait for one, and stay.
+    now[0] += step
+    assert waiting.streams_wanted(50, 4, 8, saturated=True) == 4
+    assert not waiting.settled
+    assert after(waiting, 90, 4) == 8  # a connection came free and the four paid: on it goes

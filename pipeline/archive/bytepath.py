@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import urllib3
 
-READ_SIZE = 4 << 20  # one read fills at most this much: few calls, few writes, few GIL hand-overs
+READ_SIZE = 1 << 20  # one read takes at most this much: few calls, and buffers small enough for malloc to reuse
 
 Answer = urllib3.BaseHTTPResponse  # a file server's answer, its body not read yet
 
@@ -27,6 +27,9 @@ class FileConnections:
     def __init__(self, *, timeout: float, max_connections: int, user_agent: str,
                  on_bytes: Callable[[int], None] | None = None):
         self.slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
+        self.waiting = 0  # requests waiting for a slot: the run's connections are all in use
+        self._waiting_lock = threading.Lock()
         self.on_bytes = on_bytes or (lambda n: None)
         self._pool = urllib3.PoolManager(
             num_pools=16, maxsize=max_connections, block=False,
@@ -41,7 +44,15 @@ class FileConnections:
     def get(self, url: str, headers: dict[str, str]) -> Iterator[urllib3.BaseHTTPResponse]:
         """One GET holding one of the run's connection slots until its body is done with. A body
         not read to its end is closed (its connection is not reused half-read)."""
-        with self.slots:
+        if not self.slots.acquire(blocking=False):
+            with self._waiting_lock:
+                self.waiting += 1
+            try:
+                self.slots.acquire()
+            finally:
+                with self._waiting_lock:
+                    self.waiting -= 1
+        try:
             response = self._pool.request("GET", url, headers={"Accept-Encoding": "identity", **headers},
                                           preload_content=False, decode_content=False)
             try:
@@ -50,6 +61,8 @@ class FileConnections:
                 if not response.isclosed() and response.length_remaining not in (0, None):
                     response.close()
                 response.release_conn()
+        finally:
+            self.slots.release()
 
     def read(self, response: urllib3.BaseHTTPResponse, most: int) -> bytes:
         """What of the body arrived, up to `most` bytes, without waiting for more (b"" at its

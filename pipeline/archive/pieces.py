@@ -42,7 +42,10 @@ class Ramp:
         self.before: tuple[int, float] | None = None  # (streams, rate) before the last increase
         self.settled = settled  # no more changes
 
-    def streams_wanted(self, position: int, streams: int, allowed: int) -> int:
+    def streams_wanted(self, position: int, streams: int, allowed: int, *, saturated: bool = False) -> int:
+        """`saturated`: the run's connections are all in use (streams wait for one): then a
+        stream that did not raise the rate says nothing of the path; it stays, and takes a
+        connection when another file's ends."""
         now = time.monotonic()
         if now - self.when < RAMP_SECONDS * 0.9:  # (a worker that ended early woke the join)
             return min(streams, allowed)
@@ -52,6 +55,8 @@ class Ramp:
             self.settled = True
             return min(streams, allowed)
         if self.before is not None and rate < self.before[1] * RAMP_GAIN:
+            if saturated:
+                return min(streams, allowed)
             self.settled = True
             return self.before[0]
         self.before = (streams, rate)

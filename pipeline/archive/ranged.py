@@ -196,7 +196,8 @@ class RangedDownload(PiecesSpool, RangeRules, Download):
             while any(worker.is_alive() for worker in workers):
                 next(worker for worker in workers if worker.is_alive()).join(RAMP_SECONDS)
                 with self._lock:
-                    wanted = ramp.streams_wanted(self.high_water, len(workers), self._allowed)
+                    wanted = ramp.streams_wanted(self.high_water, len(workers), self._allowed,
+                                                 saturated=self.connections.waiting > 0)
                     if wanted < len(workers):  # the streams added last did not pay: they stop after their piece
                         self._allowed = wanted
                     add = wanted > len(workers) and bool(self._queue) and self._failure is None
@@ -343,8 +344,10 @@ class RangedDownload(PiecesSpool, RangeRules, Download):
         return sum(piece.done - piece.start for piece in self.pieces)
 
     def _follow(self, fd: int, hasher: Hasher) -> None:
-        """Hash the contiguous prefix in file order as it grows, reading it back from the spool."""
-        background = BackgroundHasher(hasher)
+        """Hash the contiguous prefix in file order as it grows, reading it back from the spool,
+        on this thread (it is already off the receiving ones); MD5, when a target needs it, on a
+        second thread beside SHA-256, one block behind at most."""
+        background = BackgroundHasher(hasher, depth=1) if hasher.with_md5 else None
         hashed = 0
         try:
             while hashed < self.total:
@@ -358,15 +361,17 @@ class RangedDownload(PiecesSpool, RangeRules, Download):
                         return
                 while hashed < prefix:
                     block = os.pread(fd, min(HASH_BLOCK, prefix - hashed), hashed)
-                    if not block:
+                    (background or hasher).update(block)
+                    n = len(block)
+                    if not n:
                         raise OSError(f"the spool file ends at byte {hashed}")
-                    background.update(block)
-                    hashed += len(block)
+                    hashed += n
                     self._tell_feed(hashed)  # (the hashed prefix: what overlapped uploads may read)
         except BaseException as exc:  # handed to _ranged
             with self._lock:
                 if self._failure is None:
                     self._failure = exc
         finally:
-            background.finish()
+            if background is not None:
+                background.finish()
             self.offset = hashed

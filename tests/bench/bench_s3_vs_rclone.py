@@ -75,7 +75,7 @@ def main() -> None:
                               "region": "us-east-1", "access_key": moto.access_key, "secret": moto.secret,
                               "path": "rtk"}
                     result = run_archive_child(archive_config(farm, work / "archive", targets=[target], concurrency=4))
-                    rates[name] = result["bytes"] / result["seconds"] / 1e6
+                    rates[name] = result["bytes"] / result["process_seconds"] / 1e6
                 farm.remove(recs)
                 print(f"  {name:28s}: {rates[name]:7.0f} MB/s", flush=True)
         print(f"  rtk-archive / rclone: {rates['rtk-archive run'] / rates['rclone copyurl, 4 at once']:.2f}x")

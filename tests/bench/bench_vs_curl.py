@@ -103,7 +103,7 @@ def main() -> None:
                 curl_rate = total / curl_seconds / 1e6
                 print(f"round {round_no + 1}: curl, sequential     : {curl_rate:7.0f} MB/s")
                 for name, result in results:
-                    rate = result["bytes"] / result["seconds"] / 1e6
+                    rate = result["bytes"] / result["process_seconds"] / 1e6
                     print(f"round {round_no + 1}: rtk-archive run, local, {name}: {rate:7.0f} MB/s  "
                           f"({rate / curl_rate:.2f}x curl), peak RSS {result['peak_rss_mb']:.0f} MB")
     finally:

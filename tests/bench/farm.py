@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import sys
 from pathlib import Path
 from typing import Any
@@ -75,14 +76,20 @@ def archive_config(farm: Farm, folder: Path, *, targets: list[dict] | None = Non
 
 
 def run_archive_child(config: dict) -> dict:
-    """One `rtk-archive` run in a fresh interpreter: bytes, seconds, archived, peak RSS (MB)."""
+    """One `rtk-archive` run in a fresh interpreter: bytes, seconds (the run), process_seconds (the
+    whole process), archived, peak RSS (MB), CPU seconds."""
     code = (f"import json,sys,resource; sys.path.insert(0, {str(REPO)!r}); "
             "from tests.bench.bench_archive import child_archive; "
             "r = child_archive(json.loads(sys.stdin.read())); "
-            "r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
+            # VmHWM: this process's own peak (ru_maxrss keeps the forking parent's size across exec)
+            "r['peak_rss_mb'] = int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM'))) / 1024; "
+            "r['cpu_seconds'] = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]); "
             "print(json.dumps(r))")
+    start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], input=json.dumps({"config": config}), capture_output=True,
                           text=True, check=False)
+    process_seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"rtk-archive child failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    # The whole process, interpreter start and imports included, as curl, aria2c or rclone are timed.
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "process_seconds": process_seconds}
