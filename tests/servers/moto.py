@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +78,10 @@ class MotoServer:
 
 def start_moto(log_dir: Path) -> MotoServer:
     """Start moto_server on a free loopback port, wait for it, create the IAM user."""
-    executable = shutil.which("moto_server")
+    # The one installed beside this interpreter first: another moto on PATH may lack the crc32c
+    # package, and then reports CRC32 where CRC32C is asked for.
+    beside = Path(sys.executable).parent / "moto_server"
+    executable = str(beside) if beside.exists() else shutil.which("moto_server")
     if executable is None:
         raise RuntimeError("moto_server is not installed: pip install 'moto[server]'")
     port = free_port()
