@@ -91,17 +91,22 @@ def store_file(book: Book, target: Target, rid: str, kind: str, key: str, local:
 def waits_for_finished_file(book: Book, target: Target, rid: str, kind: str) -> bool:
     """A copy `verify` found missing or altered is stored again only from the finished file
     (_refuse_altered re-reads what is under its key first): no upload while it downloads."""
+    return _problem_copy(book, target, rid, kind) is not None
+
+
+def _problem_copy(book: Book, target: Target, rid: str, kind: str):
+    """The ledger's row of this copy when `verify` found it missing or altered, else None."""
     prior = book.context.ledger.copies(rid, kind).get((kind, target.name))
-    return prior is not None and prior.state in PROBLEM_STATES
+    return prior if prior is not None and prior.state in PROBLEM_STATES else None
 
 
 def _refuse_altered(book: Book, target: Target, rid: str, kind: str, key: str, local: LocalFile) -> None:
     """A copy `verify` found missing or altered: an object now under its key is taken as the
     copy only if its bytes, re-read, are the file's (`put` alone would accept an object whose
     size and checksums match, which is what an alteration that verify --deep found can do)."""
-    if not waits_for_finished_file(book, target, rid, kind):
+    prior = _problem_copy(book, target, rid, kind)  # (one ledger read)
+    if prior is None:
         return
-    prior = book.context.ledger.copies(rid, kind)[(kind, target.name)]
     try:
         existing = target.stat(key)
     except NotFound:
