@@ -125,7 +125,7 @@ class AuditLog:
         if self.failure:
             raise BookkeepingError(self.failure)
         try:
-            os.fsync(self._fd)
+            os.fdatasync(self._fd)  # the appended lines and the new size; file times need no sync
         except OSError as exc:
             with self._lock:
                 self._fail("cannot sync it to disk", exc)

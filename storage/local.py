@@ -56,6 +56,7 @@ class LocalTarget(Target):
     def __init__(self, settings: LocalSettings):
         super().__init__(settings)
         self.root = Path(settings.path).resolve()
+        self._inside = os.path.join(str(self.root), "")  # the root with its separator: what a path inside starts with
 
     def full_key(self, key: str) -> str:
         return check_key(key, target=self.name)  # the folder is the root: keys are relative to it
@@ -66,10 +67,11 @@ class LocalTarget(Target):
     def _path(self, full_key: str) -> Path:
         # resolve() follows symbolic links: a link inside the folder that points elsewhere must
         # not carry a copy out of it any more than a `..` in the key.
-        path = (self.root / full_key).resolve()
-        if self.root != path and self.root not in path.parents:
+        # (Strings: pathlib's resolve() and `parents` cost more than the two stores they guard.)
+        path = os.path.realpath(os.path.join(self._inside, full_key))
+        if not path.startswith(self._inside):
             raise PermanentStorageError(f"key {full_key!r} resolves outside {self.root}", target=self.name)
-        return path
+        return Path(path)
 
     def probe(self) -> list[ProbeResult]:
         """The common probe, plus the free space where files will land. Folders the probe had
@@ -142,10 +144,12 @@ class LocalTarget(Target):
         _fsync_dir(final.parent)
         for folder in created:  # a new folder's own entry must be durable too, or the file goes with it
             _fsync_dir(folder.parent)
-        return self._stat(full_key)  # read back and re-hashed: what the pipeline verifies
+        return self._stat_at(final, full_key)  # read back and re-hashed: what the pipeline verifies
 
     def _stat(self, full_key: str) -> StoredObject:
-        path = self._path(full_key)
+        return self._stat_at(self._path(full_key), full_key)
+
+    def _stat_at(self, path: Path, full_key: str) -> StoredObject:
         try:
             info = path.stat()
         except FileNotFoundError:

@@ -229,6 +229,57 @@ def test_different_object_already_at_the_key_is_refused_not_overwritten(sim, tmp
     assert copies == [{"state": "failed"}]
 
 
+def _forget_manifest_copies(ledger: Path) -> None:
+    """What a power cut before the manifest's ledger row reached the disk leaves (that row is
+    not waited for, pipeline/archive/completion.py): the manifest at the target, no row."""
+    import sqlite3
+
+    with sqlite3.connect(ledger) as db:
+        db.execute("DELETE FROM copies WHERE kind = ?", (keys.MANIFEST,))
+        db.execute("UPDATE recordings SET state = 'pending'")
+
+
+def test_a_manifest_stored_but_not_noted_is_taken_by_the_next_run(sim, tmp_path):
+    """Rule: "A killed run loses nothing": a manifest whose ledger row was lost is met by the
+    next run, which finds it lists the same files and takes it as it is (not rewritten, no
+    failure); every other copy is left alone."""
+    for _ in range(2):
+        sim.add_recording()
+    config = make_config(tmp_path, sim)
+    assert run_archive(config, command="test").exit_code == 0
+    before = {k: v for k, v in stored_files(tmp_path / "nas").items() if "/manifest-" in k}
+    assert len(before) == 2
+    _forget_manifest_copies(tmp_path / "ledger.db")
+    result = run_archive(config, command="test")
+    assert result.exit_code == 0 and result.summary.failed == 0, result.summary.problems
+    assert {k: v for k, v in stored_files(tmp_path / "nas").items() if "/manifest-" in k} == before
+    rows = ledger_rows(tmp_path / "ledger.db", "SELECT state, verified_by FROM copies WHERE kind = 'manifest'")
+    assert [r["state"] for r in rows] == ["archived", "archived"]
+    assert {r["verified_by"] for r in rows} == {"existing manifest lists the same files"}
+    states = ledger_rows(tmp_path / "ledger.db", "SELECT state FROM recordings")
+    assert [r["state"] for r in states] == ["archived", "archived"]
+
+
+def test_a_manifest_listing_other_files_is_never_taken_or_overwritten(sim, tmp_path):
+    """Rule: "An object that already sits under a key with different content is never
+    overwritten": where the row was lost and the manifest under its key lists other files
+    (someone else's, or altered), the next run reports it and leaves it as found."""
+    sim.add_recording()
+    config = make_config(tmp_path, sim)
+    assert run_archive(config, command="test").exit_code == 0
+    [path] = [p for p in (tmp_path / "nas").rglob("manifest-*")]
+    doc = json.loads(path.read_bytes())
+    doc["files"][0]["sha256"] = "0" * 64
+    path.write_text(json.dumps(doc))
+    _forget_manifest_copies(tmp_path / "ledger.db")
+    result = run_archive(config, command="test")
+    assert result.exit_code == 1 and result.summary.copies_failed == 1
+    assert "manifest" in result.summary.problems[0] and "never overwrites" in result.summary.problems[0]
+    assert json.loads(path.read_bytes()) == doc
+    rows = ledger_rows(tmp_path / "ledger.db", "SELECT state FROM copies WHERE kind = 'manifest'")
+    assert [r["state"] for r in rows] == ["failed"]
+
+
 def test_dry_run_changes_nothing(busy_sim, tmp_path):
     """`--dry-run` plans without downloading, storing or recording anything."""
     config = make_config(tmp_path, busy_sim)

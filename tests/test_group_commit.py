@@ -132,14 +132,14 @@ def test_in_a_run_every_archived_row_follows_its_audit_line_on_disk(sim, tmp_pat
     checked = []
     real_record_copy = SqliteLedger.record_copy
 
-    def checking_record_copy(self, recording_id, kind, target, copy, *, verified_by):
+    def checking_record_copy(self, recording_id, kind, target, copy, *, verified_by, **options):
         lines = (tmp_path / "audit.jsonl").read_bytes()[:durable["size"]].splitlines()
         actions = {"manifest": "manifest_stored"}
         assert any(e["action"] == actions.get(kind, "verified") and e["recording_id"] == recording_id
                    and e.get("kind", "manifest") == kind and e["target"] == target
                    for e in map(json.loads, lines)), f"{recording_id} {kind}: no durable audit line yet"
         checked.append(kind)
-        return real_record_copy(self, recording_id, kind, target, copy, verified_by=verified_by)
+        return real_record_copy(self, recording_id, kind, target, copy, verified_by=verified_by, **options)
     monkeypatch.setattr(SqliteLedger, "record_copy", checking_record_copy)
     for _ in range(3):
         sim.add_recording(size=20_000)

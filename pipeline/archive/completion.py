@@ -102,7 +102,11 @@ class Completion:
         # The trail first: the ledger never says archived without the audit line that says so.
         self.book.audit("manifest_stored", recording_id=rid, target=target.name, key=key, uri=stored.uri,
                         sha256=stored.sha256)
-        self.ledger.record_copy(rid, keys.MANIFEST, target.name, stored_copy(key, stored), verified_by=verified_by)
+        # Not waited for: the next durable commit (or the ledger's close) carries it. A power cut
+        # before then loses only this row; the next run stores the manifest again, meets this one
+        # (ObjectConflict), finds it lists the same files and takes it (_put_manifest).
+        self.ledger.record_copy(rid, keys.MANIFEST, target.name, stored_copy(key, stored), verified_by=verified_by,
+                                durable=False)
         sign_stored_manifest(self.book, self.keyring, target, rid, key, data)
 
     def _put_manifest(self, target: Target, key: str, local: LocalFile, data: bytes, body: dict, rid: str

@@ -229,10 +229,13 @@ class SqliteLedger(LedgerQueries):
                            WHERE recording_id=? AND kind=?""",
                        (state, error, utcnow(), recording_id, kind))
 
-    def record_copy(self, recording_id: str, kind: str, target: str, copy: StoredCopy, *, verified_by: str) -> None:
-        """A copy whose bytes were verified at the target."""
+    def record_copy(self, recording_id: str, kind: str, target: str, copy: StoredCopy, *, verified_by: str,
+                    durable: bool = True) -> None:
+        """A copy whose bytes were verified at the target. `durable=False` (see _tx) only for a
+        copy whose loss in a power cut the next run repairs by itself (a manifest: stored
+        again, it meets the one there, which lists the same files, and takes it)."""
         now = utcnow()
-        with self._tx() as db:
+        with self._tx(durable=durable) as db:
             db.execute(
                 """INSERT INTO copies (recording_id, kind, target, key, state, uri, size, sha256, native,
                        version, retention_mode, retention_until, legal_hold, verified_by, attempts,
