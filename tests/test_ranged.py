@@ -238,3 +238,10 @@ def test_the_ramp_takes_a_stream_back_when_it_did_not_raise_the_rate(sim, tmp_pa
     assert waiting.streams_wanted(50, 4, 8, saturated=True) == 4
     assert not waiting.settled
     assert after(waiting, 90, 4) == 8  # a connection came free and the four paid: on it goes
+    # Streams added whose first answer has not come (a long path's connect, TLS, round trip):
+    # the interval starts again when they have answered, so their setup is not taken for their rate.
+    slow_start = pieces.Ramp(0)
+    assert after(slow_start, 10, 1) == 2
+    now[0] += step
+    assert slow_start.streams_wanted(12, 2, 8, answered=False) == 2  # (10 then 2: it would be taken back)
+    assert after(slow_start, 42, 2) == 4  # 30 in the interval after both answered, against 10: it paid

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 MIN_PIECE = 1 << 20  # (files above the default cutoff get 16 MiB and up, as AWS advises for ranged GETs)
 MAX_PIECE = 256 << 20
-RAMP_SECONDS = 0.25  # the file's rate is measured over this long before a stream is added ...
+RAMP_SECONDS = 0.1  # the file's rate is measured over this long before a stream is added ...
 FIRST_STREAMS = 1  # streams a file starts with (then doubled while that pays)
 RAMP_GAIN = 1.25  # ... and a stream stays only if it raised the rate by this much
 
@@ -42,11 +42,18 @@ class Ramp:
         self.before: tuple[int, float] | None = None  # (streams, rate) before the last increase
         self.settled = settled  # no more changes
 
-    def streams_wanted(self, position: int, streams: int, allowed: int, *, saturated: bool = False) -> int:
+    def streams_wanted(self, position: int, streams: int, allowed: int, *, saturated: bool = False,
+                       answered: bool = True) -> int:
         """`saturated`: the run's connections are all in use (streams wait for one): then a
         stream that did not raise the rate says nothing of the path; it stays, and takes a
-        connection when another file's ends."""
+        connection when another file's ends. `answered`: every stream has had its first
+        answer; until then the interval starts again (a new stream's connect, TLS and first
+        round trip are not the path's rate: counted, they would take back every stream on a
+        long path)."""
         now = time.monotonic()
+        if not answered:
+            self.mark, self.when = position, now
+            return min(streams, allowed)
         if now - self.when < RAMP_SECONDS * 0.9:  # (a worker that ended early woke the join)
             return min(streams, allowed)
         rate = (position - self.mark) / (now - self.when)

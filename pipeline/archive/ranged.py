@@ -43,7 +43,7 @@ from pipeline.errors import DownloadError, Interrupted
 
 log = logging.getLogger("rtk_archive.download")
 
-HASH_BLOCK = 4 << 20  # the follower reads the prefix back in blocks this large
+HASH_BLOCK = 1 << 20  # the follower reads the prefix back in blocks this large (larger ones hash slower: cache)
 
 
 class RangedDownload(PiecesSpool, RangeRules, Download):
@@ -59,6 +59,7 @@ class RangedDownload(PiecesSpool, RangeRules, Download):
         self._grown = threading.Condition(self._lock)  # the prefix grew, or the transfer ended
         self._queue: deque[Piece] = deque()
         self._allowed = streams  # streams this file may use now (429/503 lower it)
+        self._answered: set[int] = set()  # the streams (slots) that have had an answer (the ramp waits for them)
         self._failure: BaseException | None = None
         self._finished = False
         self._prefix_index = 0
@@ -192,17 +193,20 @@ class RangedDownload(PiecesSpool, RangeRules, Download):
             with self._lock:
                 first = min(FIRST_STREAMS if self.ramp else self.streams, self._allowed)
             workers = [self._start_worker(slot, fd) for slot in range(first)]
-            ramp = Ramp(self.high_water, settled=not self.ramp)
+            ramp, streams = Ramp(self.high_water, settled=not self.ramp), first
             while any(worker.is_alive() for worker in workers):
                 next(worker for worker in workers if worker.is_alive()).join(RAMP_SECONDS)
                 with self._lock:
+                    answered = all(slot in self._answered or not worker.is_alive()
+                                   for slot, worker in enumerate(workers))
                     wanted = ramp.streams_wanted(self.high_water, len(workers), self._allowed,
-                                                 saturated=self.connections.waiting > 0)
+                                                 saturated=self.connections.waiting > 0, answered=answered)
                     if wanted < len(workers):  # the streams added last did not pay: they stop after their piece
                         self._allowed = wanted
                     add = wanted > len(workers) and bool(self._queue) and self._failure is None
-                if wanted != len(workers):
+                if wanted != streams:
                     log.info("%s: %d stream(s) now", self.label, wanted)
+                    streams = wanted
                 while add and len(workers) < wanted:
                     workers.append(self._start_worker(len(workers), fd))
             for worker in workers:
@@ -221,7 +225,7 @@ class RangedDownload(PiecesSpool, RangeRules, Download):
                         return
                     piece = self._queue.popleft()
                 try:
-                    self._fetch(piece, fd)
+                    self._fetch(piece, fd, slot)
                 except Throttled as exc:
                     self._slow_down(piece, exc)
         except BaseException as exc:  # handed to _ranged, which raises it
@@ -255,14 +259,14 @@ class RangedDownload(PiecesSpool, RangeRules, Download):
                                 f"past {self.high_water} of {self.total} bytes")
         return self._failures
 
-    def _fetch(self, piece: Piece, fd: int) -> None:
+    def _fetch(self, piece: Piece, fd: int, slot: int) -> None:
         """The piece, whole: continued after breaks and short answers, the URL refreshed when refused."""
         while not piece.complete:
             if self.stop.is_set():
                 raise Interrupted(f"{self.label}: stopped with {self._done_bytes()} of {self.total} bytes")
             before, url = piece.done, self._url
             try:
-                self._request_piece(url.url, piece, fd)
+                self._request_piece(url.url, piece, fd, slot)
                 if piece.done == before and not piece.complete:
                     raise Retryable(f"the answer for bytes {piece.done}-{piece.end - 1} brought nothing")
             except UrlRefused as exc:
@@ -280,12 +284,13 @@ class RangedDownload(PiecesSpool, RangeRules, Download):
                             why, piece.done)
                 self.stop.wait(min(30.0, self.backoff * 2 ** min(failures - 1, 5)) * random.uniform(0.5, 1.0))
 
-    def _request_piece(self, url: str, piece: Piece, fd: int) -> None:
+    def _request_piece(self, url: str, piece: Piece, fd: int, slot: int) -> None:
         """One Range GET for the rest of `piece`, written where it belongs."""
         asked = max(piece.start, piece.done - self.overlap)
         headers = {"Range": f"bytes={asked}-{piece.end - 1}", "If-Range": self.validator.value}
         with self.connections.get(url, headers) as response:
             end = self._check_piece_answer(response, asked, piece)  # a server may send less than asked
+            self._answered.add(slot)
             expected = os.pread(fd, piece.done - asked, asked) if piece.done > asked else b""
             position = asked
             while position < end:
