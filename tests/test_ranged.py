@@ -7,8 +7,11 @@ load (fewer streams, no failure), and a SIGKILL in the middle followed by a resu
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -195,10 +198,14 @@ def test_a_ranged_file_larger_than_the_spool_fails_at_once_and_the_others_go_on(
     assert list(small_spool.iterdir()) == []
 
 
-def test_with_each_connection_throttled_the_ramp_adds_streams_and_the_file_is_whole(sim, tmp_path):
+def test_with_each_connection_throttled_the_ramp_adds_streams_and_the_file_is_whole(sim, tmp_path, monkeypatch):
     """A long path (every connection limited to 4 MiB/s, as one TCP stream over a WAN is): the
     download starts over one connection and doubles them while that raises the file's rate, so
-    more than one connection serves the pieces; the file is archived byte for byte."""
+    more than one connection serves the pieces; the file is archived byte for byte. (The rule
+    on a busy machine is the next test's: here the gauge has no /proc/stat, so it never says
+    busy, whatever else the machine runs.)"""
+    from pipeline.archive import cpu_gauge, ranged
+    monkeypatch.setattr(ranged, "MACHINE", cpu_gauge.CpuGauge(stat=tmp_path / "no-proc-stat"))
     rec = sim.add_recording(size=16 * MiB)
     sim.faults.set(throttle_bps=4 * MiB)
     result = archive(tmp_path, sim, ramp_streams=True, streams_per_file=8)
@@ -206,6 +213,59 @@ def test_with_each_connection_throttled_the_ramp_adds_streams_and_the_file_is_wh
     pieces = ranged_requests(sim, rec["id"])
     assert len({r.connection for r in pieces}) > 1
     assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+
+
+def _spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_on_a_machine_whose_cores_are_all_busy_the_ramp_adds_no_stream(sim, tmp_path):
+    """The same long path, with every core of this machine kept busy (one spinning process per
+    core, real load): another stream would only take CPU from the others, so the file stays on
+    the one it started with (pipeline.archive.cpu_gauge) and is archived whole."""
+    rec = sim.add_recording(size=6 * MiB)
+    sim.faults.set(throttle_bps=4 * MiB)
+    spinners = [multiprocessing.Process(target=_spin, args=(60.0,), daemon=True)
+                for _ in range(len(os.sched_getaffinity(0)) + 1)]
+    for spinner in spinners:
+        spinner.start()
+    try:
+        result = archive(tmp_path, sim, ramp_streams=True, streams_per_file=8)
+    finally:
+        for spinner in spinners:
+            spinner.terminate()
+            spinner.join()
+    assert result.exit_code == 0 and result.summary.archived == 1, result.summary.problems
+    pieces = ranged_requests(sim, rec["id"])
+    assert len(pieces) > 1 and len({r.connection for r in pieces}) == 1
+    assert stored_digest(tmp_path / "nas", rec["id"]) == sim.expected_sha256(rec["id"])
+
+
+def test_the_cpu_gauge_reads_the_machines_busy_share(tmp_path, monkeypatch):
+    """CpuGauge's arithmetic on /proc/stat's first line (idle and iowait are idle; the busy
+    share since the last look, from BUSY_AT up is busy), asked at most every MIN_INTERVAL; with
+    no /proc/stat (not Linux) it never says busy."""
+    from pipeline.archive import cpu_gauge
+
+    now = [100.0]
+    monkeypatch.setattr(cpu_gauge.time, "monotonic", lambda: now[0])
+    stat = tmp_path / "stat"
+
+    def look(user: int, idle: int, iowait: int = 0) -> bool:
+        stat.write_text(f"cpu  {user} 0 0 {idle} {iowait} 0 0 0 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+        now[0] += 2 * cpu_gauge.MIN_INTERVAL
+        return gauge.busy()
+
+    stat.write_text("cpu  1000 0 0 1000 0 0 0 0 0 0\n")
+    gauge = cpu_gauge.CpuGauge(stat=stat)  # (its first look: now)
+    assert look(1095, 1005) is True  # 95 of 100 ticks busy
+    assert look(1175, 1025) is False  # 80 of 100
+    assert look(1180, 1025, iowait=95) is False  # waiting for the disk is idle CPU
+    stat.write_text("cpu  9999 0 0 0 0 0 0 0 0 0\n")
+    assert gauge.busy() is False  # asked again at once: the last verdict (no new look)
+    assert cpu_gauge.CpuGauge(stat=tmp_path / "missing").busy() is False
 
 
 def test_the_ramp_takes_a_stream_back_when_it_did_not_raise_the_rate(sim, tmp_path, monkeypatch):
@@ -245,3 +305,12 @@ def test_the_ramp_takes_a_stream_back_when_it_did_not_raise_the_rate(sim, tmp_pa
     now[0] += step
     assert slow_start.streams_wanted(12, 2, 8, answered=False) == 2  # (10 then 2: it would be taken back)
     assert after(slow_start, 42, 2) == 4  # 30 in the interval after both answered, against 10: it paid
+    # This machine's cores all busy: no stream added, none taken back, not settled; the ramp
+    # goes on, judged afresh, once they are not.
+    busy = pieces.Ramp(0)
+    assert after(busy, 10, 1) == 2
+    now[0] += step
+    assert busy.streams_wanted(30, 2, 8, cpu_bound=True) == 2 and not busy.settled
+    now[0] += step
+    assert busy.streams_wanted(50, 2, 8, cpu_bound=True) == 2
+    assert after(busy, 70, 2) == 4

@@ -43,13 +43,15 @@ class Ramp:
         self.settled = settled  # no more changes
 
     def streams_wanted(self, position: int, streams: int, allowed: int, *, saturated: bool = False,
-                       answered: bool = True) -> int:
+                       answered: bool = True, cpu_bound: bool = False) -> int:
         """`saturated`: the run's connections are all in use (streams wait for one): then a
         stream that did not raise the rate says nothing of the path; it stays, and takes a
         connection when another file's ends. `answered`: every stream has had its first
         answer; until then the interval starts again (a new stream's connect, TLS and first
         round trip are not the path's rate: counted, they would take back every stream on a
-        long path)."""
+        long path). `cpu_bound`: this machine's cores are all busy (pipeline.archive.cpu_gauge):
+        no stream is added now (it would only take CPU from the others, and each file's own rate
+        would rise at the others' expense); the ramp goes on once they are not."""
         now = time.monotonic()
         if not answered:
             self.mark, self.when = position, now
@@ -66,5 +68,8 @@ class Ramp:
                 return min(streams, allowed)
             self.settled = True
             return self.before[0]
+        if cpu_bound:
+            self.before = None  # (holding is no increase: the next one is judged from then)
+            return min(streams, allowed)
         self.before = (streams, rate)
         return min(streams * 2, allowed)

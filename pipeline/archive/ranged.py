@@ -35,6 +35,7 @@ import urllib3
 from pipeline.archive.answers import OneStream, RangeRules, Restart, Retryable, Throttled, UrlRefused, content_range
 from pipeline.archive.bytepath import READ_SIZE
 from pipeline.archive.checkpoints import Checkpoints, Validator
+from pipeline.archive.cpu_gauge import MACHINE
 from pipeline.archive.download import Download, DownloadedFile, host_of
 from pipeline.archive.hashing import BackgroundHasher, Hasher
 from pipeline.archive.pieces import FIRST_STREAMS, RAMP_SECONDS, Piece, Ramp, split
@@ -194,13 +195,15 @@ class RangedDownload(PiecesSpool, RangeRules, Download):
                 first = min(FIRST_STREAMS if self.ramp else self.streams, self._allowed)
             workers = [self._start_worker(slot, fd) for slot in range(first)]
             ramp, streams = Ramp(self.high_water, settled=not self.ramp), first
+            MACHINE.busy()  # (a fresh look: the first interval is judged on itself, not on what came before)
             while any(worker.is_alive() for worker in workers):
                 next(worker for worker in workers if worker.is_alive()).join(RAMP_SECONDS)
                 with self._lock:
                     answered = all(slot in self._answered or not worker.is_alive()
                                    for slot, worker in enumerate(workers))
                     wanted = ramp.streams_wanted(self.high_water, len(workers), self._allowed,
-                                                 saturated=self.connections.waiting > 0, answered=answered)
+                                                 saturated=self.connections.waiting > 0, answered=answered,
+                                                 cpu_bound=not ramp.settled and MACHINE.busy())
                     if wanted < len(workers):  # the streams added last did not pay: they stop after their piece
                         self._allowed = wanted
                     add = wanted > len(workers) and bool(self._queue) and self._failure is None
