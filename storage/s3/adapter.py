@@ -42,7 +42,8 @@ what verifies it:
   CompleteMultipartUpload can only follow a verified download; a failed one makes the read
   raise SourceFailed and s3transfer aborts the upload (nothing visible, no open upload).
 - An existing object that carries no SHA-256 is compared by reading it back (Target._same_content).
-Below `multipart_threshold` the file waits for the download and goes in one PutObject, as `put`.
+Below `multipart_threshold` (100 MiB by default, settings.py says why) the file waits for the
+download and goes in one PutObject, as `put`: it then carries S3's SHA-256 and `rtk-sha256`.
 """
 
 from __future__ import annotations

@@ -16,6 +16,17 @@ MiB = 1 << 20
 # grows the part size itself when a file would need more.
 MIN_PART_SIZE = 5 * MiB
 MAX_PART_SIZE = 5 * 1024 * MiB
+# Below this a file goes in one PutObject: AWS's guidance is to consider multipart "when your
+# object size reaches 100 MB" (S3 user guide, "Amazon S3 multipart upload limits"). One request
+# instead of one per part plus two, and the copy carries the evidence a multipart object cannot:
+# S3's own SHA-256 of the whole file and the `rtk-sha256` metadata. The price: a file below it is
+# not uploaded while it downloads (overlap needs parts). Measured into moto (bench_s3_vs_rclone.py):
+# a byte sent in parts costs it 10-12 ms of CPU per MiB, in one PUT 6-9 ms (moto joins the parts
+# again on completion).
+MULTIPART_THRESHOLD = 100 * MiB
+# The part size: AWS's performance guidance is 8-16 MB; within that, part size barely changed
+# moto's CPU per byte (5-32 MiB measured) and 16 MiB means fewer requests for a large file.
+PART_SIZE = 16 * MiB
 
 _REGION = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _STORAGE_CLASS = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -34,8 +45,8 @@ class S3CompatibleSettings(TargetSettings):
     endpoint: EndpointURL = None  # service URL override (S3-compatible stores, test servers)
     account_id: str | None = None  # names the endpoint where the provider's pattern uses it (r2)
     storage_class: str | None = None
-    multipart_threshold: int = Field(default=64 * MiB, ge=MIN_PART_SIZE)
-    part_size: int = Field(default=16 * MiB, ge=MIN_PART_SIZE, le=MAX_PART_SIZE)
+    multipart_threshold: int = Field(default=MULTIPART_THRESHOLD, ge=MIN_PART_SIZE)
+    part_size: int = Field(default=PART_SIZE, ge=MIN_PART_SIZE, le=MAX_PART_SIZE)
     max_concurrency: int = Field(default=8, ge=1, le=64)
 
     @field_validator("bucket")

@@ -4,6 +4,11 @@ installed from apt if missing). moto answers an upload into an unversioned bucke
 version id `null`, which rclone then cannot HEAD: versioning is switched on. rclone refuses a CA
 bundle on plain http, so AWS_CA_BUNDLE is unset for it.
 
+Besides each rate it prints the CPU seconds each side cost: the tool's own (rclone's four
+processes, or the rtk-archive process), moto's and the simulator's. moto, a Python server on the
+same cores, is the limit here: its CPU per byte says how much work each tool's requests make it
+do, and stays meaningful when another job on the machine makes the wall time noisy.
+
     python tests/bench/bench_s3_vs_rclone.py [--large-mib 256] [--medium 4] [--medium-mib 64]
 """
 
@@ -27,6 +32,19 @@ from tests.bench.farm import Farm, archive_config, run_archive_child  # noqa: E4
 from tests.servers.moto import start_moto  # noqa: E402
 
 BUCKET = "rtk-bench-rclone"
+MiB = 1 << 20
+
+
+def cpu_seconds(pid: int) -> float:
+    """A running process's CPU time so far (user + system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of this process's finished (waited-for) children."""
+    times = os.times()
+    return times.children_user + times.children_system
 
 
 def rclone_all(urls: list[str], moto, prefix: str) -> float:
@@ -67,17 +85,26 @@ def main() -> None:
         with Farm() as farm:
             for name in ("rclone copyurl, 4 at once", "rtk-archive run"):
                 recs = [farm.add_recording(size) for size in sizes]
+                moto_before, farm_before = cpu_seconds(moto.process.proc.pid), cpu_seconds(farm.proc.pid)
                 if name.startswith("rclone"):
+                    children_before = children_cpu_seconds()
                     seconds = rclone_all([farm.download_url(rec["id"]) for rec in recs], moto, "rclone")
-                    rates[name] = total / seconds / 1e6
+                    own_cpu = children_cpu_seconds() - children_before
                 else:
                     target = {"name": "s3", "type": "aws", "bucket": BUCKET, "endpoint": moto.endpoint,
                               "region": "us-east-1", "access_key": moto.access_key, "secret": moto.secret,
                               "path": "rtk"}
                     result = run_archive_child(archive_config(farm, work / "archive", targets=[target], concurrency=4))
-                    rates[name] = result["bytes"] / result["process_seconds"] / 1e6
+                    if result["archived"] != len(recs):  # a rate of a run that stored less says nothing
+                        raise SystemExit(f"rtk-archive archived {result['archived']} of {len(recs)} recordings")
+                    seconds, own_cpu = result["process_seconds"], result["cpu_seconds"]
+                moto_cpu = cpu_seconds(moto.process.proc.pid) - moto_before
+                farm_cpu = cpu_seconds(farm.proc.pid) - farm_before
+                rates[name] = total / seconds / 1e6
                 farm.remove(recs)
-                print(f"  {name:28s}: {rates[name]:7.0f} MB/s", flush=True)
+                print(f"  {name:28s}: {rates[name]:7.0f} MB/s ({seconds:.2f} s); CPU s: own {own_cpu:.2f}, "
+                      f"moto {moto_cpu:.2f} ({moto_cpu / (total / MiB) * 1000:.1f} ms/MiB), simulator {farm_cpu:.2f}",
+                      flush=True)
         print(f"  rtk-archive / rclone: {rates['rtk-archive run'] / rates['rclone copyurl, 4 at once']:.2f}x")
     finally:
         moto.stop()

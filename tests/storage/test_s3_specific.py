@@ -21,12 +21,14 @@ from storage import (
     StorageError,
     build_target,
 )
+from pipeline.config import ArchiveConfig
 from storage.s3 import adapter as s3_module
 from storage.s3.adapter import S3Target
 from storage.s3.settings import SETTINGS_MODELS
 from tests.servers.moto import moto_server  # noqa: F401  (the session fixture)
 from tests.servers.process import free_port
 from tests.storage.files import FailingFile, local_file, write
+from tests.storage.growing import GrowingSource
 
 MiB = 1 << 20
 SMALL_PARTS = {"multipart_threshold": 5 * MiB, "part_size": 5 * MiB}
@@ -95,9 +97,11 @@ def test_spaces_needs_a_plain_region(region):
 
 
 def test_aws_defaults():
+    """Proves the defaults: one PutObject below AWS's 100 MB multipart guidance, 16 MiB parts
+    (AWS's 8-16 MB), 8 parts at once."""
     settings = S3Settings(name="s3", bucket="bkt", path="a/b/")
     assert settings.region == "us-east-1"
-    assert (settings.multipart_threshold, settings.part_size, settings.max_concurrency) == (64 * MiB, 16 * MiB, 8)
+    assert (settings.multipart_threshold, settings.part_size, settings.max_concurrency) == (100 * MiB, 16 * MiB, 8)
     assert S3Target(settings).describe() == "s3://bkt/a/b"
 
 
@@ -199,6 +203,24 @@ def test_multipart_omits_checksums_that_are_not_the_files(server, prefix, tmp_pa
     assert stored.sha256 == src.checksums.sha256  # from the metadata
     assert stored.native == {}  # checksum of part checksums and a "-3" ETag: neither is a digest
     assert stored.version and stored.version.endswith("-3")
+
+
+def test_a_file_at_the_default_overlap_cutoff_goes_in_one_put_with_its_sha256(server, s3, prefix, tmp_path):
+    """With the defaults, a file the pipeline offers while it downloads (at its overlap_cutoff)
+    but below S3's multipart_threshold waits for the verified download and is stored in one
+    PutObject, so its copy carries what a multipart one cannot: S3's SHA-256 of the whole file
+    and the rtk-sha256 metadata (and an MD5 ETag), not only a CRC32C."""
+    size = ArchiveConfig.model_fields["overlap_cutoff"].default
+    source = GrowingSource.of(tmp_path, size)
+    local = source.finish()
+    with aws_target(server, prefix) as target:
+        assert size < target.settings.multipart_threshold
+        stored = target.put_growing(source, "cutoff/video.mp4")
+    sha256 = local.checksums.sha256
+    assert (stored.size, stored.sha256, stored.native.get("sha256")) == (size, sha256, sha256)
+    assert "md5" in stored.native and "crc32c" not in stored.native  # a single part's ETag, no CRC
+    head = s3.head_object(Bucket=BUCKET, Key=stored.key)
+    assert "-" not in head["ETag"] and head["Metadata"] == {"rtk-sha256": sha256}
 
 
 # --------------------------------------------------------------------------- Object Lock
