@@ -1,7 +1,8 @@
 """Benchmark (not a test): `rtk-archive run` to a local target against sequential curl, the
 plain-download limit on this machine, on the issue's workload (one large file and several
 medium ones, served by the simulator), plus the raw readers side by side on the large file
-(curl, urllib3 `readinto` a preallocated buffer, httpx `iter_raw`).
+(curl, urllib3 `readinto` a preallocated buffer, httpx `iter_raw`), and the least an archiver
+does with public tools (curl through tee into `openssl dgst -sha256`, then sync).
 
 The simulator runs in a process of its own (so it never shares a GIL with what is measured);
 each rtk-archive run is a child process (its peak RSS is its own). Every figure printed is
@@ -33,6 +34,23 @@ def curl_all(urls: list[str], folder: Path) -> float:
     start = time.perf_counter()
     for index, url in enumerate(urls):
         subprocess.run(["curl", "-sf", "-o", str(folder / f"{index}.bin"), url], check=True)
+    seconds = time.perf_counter() - start
+    shutil.rmtree(folder)
+    return seconds
+
+
+def floor_all(urls: list[str], folder: Path) -> float:
+    """Seconds for the least an archiver does, with public tools, one file after another: curl
+    piped through tee to the file and into `openssl dgst -sha256` (OpenSSL's SHA-256, as
+    hashlib's), then the file synced to disk. No second copy, no verification, no ledger."""
+    if shutil.which("openssl") is None:
+        raise SystemExit("openssl is needed for the floor line (apt-get install openssl)")
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    for index, url in enumerate(urls):
+        path = folder / f"{index}.bin"
+        subprocess.run(f"set -o pipefail; curl -sf '{url}' | tee '{path}' | openssl dgst -sha256 >/dev/null "
+                       f"&& sync -d '{path}'", shell=True, executable="/bin/bash", check=True)
     seconds = time.perf_counter() - start
     shutil.rmtree(folder)
     return seconds
@@ -87,6 +105,8 @@ def main() -> None:
                 os.sync()
                 curl_seconds = curl_all(urls, work / "curl")
                 os.sync()
+                floor_seconds = floor_all(urls, work / "floor")
+                os.sync()
                 runs = [("defaults", {})]
                 if args.also_streams:
                     runs.append((f"streams_per_file={args.also_streams}", {"streams_per_file": args.also_streams}))
@@ -102,6 +122,9 @@ def main() -> None:
                 farm.remove(recs)
                 curl_rate = total / curl_seconds / 1e6
                 print(f"round {round_no + 1}: curl, sequential     : {curl_rate:7.0f} MB/s")
+                floor_rate = total / floor_seconds / 1e6
+                print(f"round {round_no + 1}: curl | tee | openssl sha256, then sync, sequential: {floor_rate:7.0f} MB/s "
+                      f"({floor_rate / curl_rate:.2f}x curl: the least an archiver does)")
                 for name, result in results:
                     rate = result["bytes"] / result["process_seconds"] / 1e6
                     print(f"round {round_no + 1}: rtk-archive run, local, {name}: {rate:7.0f} MB/s  "
