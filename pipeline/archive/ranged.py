@@ -193,6 +193,7 @@ class RangedDownload(PiecesSpool, RangeRules, Download):
                     return
             with self._lock:
                 first = min(FIRST_STREAMS if self.ramp else self.streams, self._allowed)
+                self._answered.clear()  # (this round's workers are new: none has answered yet)
             workers = [self._start_worker(slot, fd) for slot in range(first)]
             ramp, streams = Ramp(self.high_water, settled=not self.ramp), first
             MACHINE.busy()  # (a fresh look: the first interval is judged on itself, not on what came before)
