@@ -360,10 +360,19 @@ def _write(target: Target, key: str, locked: bool) -> tuple[str, str]:
         with target._errors(f"trial upload of {full}"):
             how = target._probe_write_nothing(full)
         return "ok", f"writable: {how}; nothing was stored (objects here may not be removable)"
-    with _probe_file() as file:
-        stored = target.put(file, key)
-        with target.open_read(key) as stream:
-            back = stream.read(len(PROBE_BYTES) + 1)
+    try:
+        with _probe_file() as file:
+            stored = target.put(file, key)
+            with target.open_read(key) as stream:
+                back = stream.read(len(PROBE_BYTES) + 1)
+    except StorageError:
+        # A put that failed after the object was stored (its stat timed out), or a read back that
+        # failed: the probe object may be there. Removed now, so no retry leaves one behind; the
+        # failure that ended the step is what is reported.
+        with contextlib.suppress(StorageError):
+            with target._errors(f"removal of the probe object {full}"):
+                target._delete(full)
+        raise
     try:
         with target._errors(f"removal of {stored.uri}"):
             target._delete(full)

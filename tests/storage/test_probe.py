@@ -195,3 +195,21 @@ def test_a_server_that_never_answers_costs_the_time_limit_not_more(rig_sftp):
     assert results["hung"][0].detail == "no answer within 3 s"
     assert [r.status for r in results["fine"]] == ["ok", "ok", "ok"]
     fine.close()
+
+
+def test_a_probe_whose_read_back_fails_leaves_no_probe_object(rig_local, monkeypatch):
+    """The write step stored its object, then reading it back failed (a timeout: a failure that
+    may pass, so `run` probes again, with a new key): the step fails with that reason, and the
+    object it stored is removed, so no retry leaves one behind. (A real local target; only its
+    read back is made to fail.)"""
+    from storage import RetryableStorageError
+    from storage.local import LocalTarget
+
+    def timed_out(self, full_key):
+        raise RetryableStorageError("read timed out", target=self.name)
+    monkeypatch.setattr(LocalTarget, "_open_read", timed_out)
+    prefix = new_prefix()
+    results = probe(rig_local, prefix)
+    assert results["write"].status == "fail" and results["write"].retryable
+    assert "read timed out" in results["write"].detail
+    assert [key for key in rig_local.list_keys(prefix) if PROBE_PREFIX in key] == []
