@@ -1,9 +1,7 @@
 """The storage adapter protocol: what every backend must do (a few small hooks), and the
 behaviour written once above them: put never overwrites, stat answers NotFound, errors are
-classified and never leak a secret, and the preflight probe.
-
-Verification of a copy, retries and bookkeeping live in `pipeline/`, not here.
-"""
+classified and never leak a secret, and the preflight probe. Verification of a copy, retries
+and bookkeeping live in `pipeline/`, not here."""
 
 from __future__ import annotations
 
@@ -47,8 +45,7 @@ def check_key(key: str, *, target: str | None = None) -> str:
     this is the last line of defence, so a bug upstream can never write outside the prefix."""
     if not isinstance(key, str) or not key or key.startswith("/") or "\x00" in key or "\\" in key:
         raise PermanentStorageError(f"unsafe object key {key!r}", target=target)
-    parts = key.split("/")
-    if any(part in ("", ".", "..") for part in parts):
+    if any(part in ("", ".", "..") for part in key.split("/")):
         raise PermanentStorageError(f"unsafe object key {key!r}", target=target)
     return key
 
@@ -365,22 +362,17 @@ def _write(target: Target, key: str, locked: bool) -> tuple[str, str]:
             stored = target.put(file, key)
             with target.open_read(key) as stream:
                 back = stream.read(len(PROBE_BYTES) + 1)
-    except StorageError:
-        # A put that failed after the object was stored (its stat timed out), or a read back that
-        # failed: the probe object may be there. Removed now, so no retry leaves one behind; the
-        # failure that ended the step is what is reported.
-        with contextlib.suppress(StorageError):
-            with target._errors(f"removal of the probe object {full}"):
-                target._delete(full)
+    except StorageError:  # stored, then its stat or read back failed: removed, so no retry leaves one
+        with contextlib.suppress(StorageError), target._errors(f"removal of the probe object {full}"):
+            target._delete(full)
         raise
+    removal = None
     try:
         with target._errors(f"removal of {stored.uri}"):
             target._delete(full)
     except StorageError as exc:
         removal = (f"the probe object could not be removed: {without_target(exc, target.name)}; remove it "
                    f"by hand, or allow deletes under {PROBE_PREFIX}/")
-    else:
-        removal = None
     if back != PROBE_BYTES:
         return "fail", (f"the probe object {stored.uri} read back {len(back)} bytes that differ from "
                         f"the {len(PROBE_BYTES)} written" + (f"; {removal}" if removal else ""))
@@ -396,8 +388,7 @@ def _write(target: Target, key: str, locked: bool) -> tuple[str, str]:
 @contextlib.contextmanager
 def _probe_file() -> Iterator[LocalFile]:
     """PROBE_BYTES as a LocalFile with all three digests, in a private temporary file."""
-    crc = google_crc32c.Checksum()
-    crc.update(PROBE_BYTES)
+    crc = google_crc32c.Checksum(PROBE_BYTES)
     checksums = Checksums(sha256=hashlib.sha256(PROBE_BYTES).hexdigest(),
                           md5=hashlib.md5(PROBE_BYTES, usedforsecurity=False).hexdigest(), crc32c=crc.digest().hex())
     fd, name = tempfile.mkstemp(prefix="rtk-archive-probe-")
