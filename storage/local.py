@@ -65,12 +65,27 @@ class LocalTarget(Target):
         return f"file://{self.root}"
 
     def _path(self, full_key: str) -> Path:
-        # resolve() follows symbolic links: a link inside the folder that points elsewhere must
-        # not carry a copy out of it any more than a `..` in the key.
-        # (Strings: pathlib's resolve() and `parents` cost more than the two stores they guard.)
-        path = os.path.realpath(os.path.join(self._inside, full_key))
-        if not path.startswith(self._inside):
-            raise PermanentStorageError(f"key {full_key!r} resolves outside {self.root}", target=self.name)
+        # A symbolic link inside the folder that points elsewhere must not carry a copy out of it
+        # any more than a `..` in the key (check_key refuses those). The root is resolved once:
+        # only the key's own components are looked at, up to the first that does not exist yet,
+        # and only a link among them costs a full realpath (every component of the whole path
+        # is an lstat, and each system call hands the interpreter's lock to another thread).
+        path = os.path.join(self._inside, full_key)
+        start = len(self._inside)
+        while True:
+            slash = path.find("/", start)
+            try:
+                mode = os.lstat(path if slash == -1 else path[:slash]).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                break  # nothing below exists: nothing to follow
+            if stat_module.S_ISLNK(mode):
+                path = os.path.realpath(path)
+                if not path.startswith(self._inside):
+                    raise PermanentStorageError(f"key {full_key!r} resolves outside {self.root}", target=self.name)
+                break
+            if slash == -1:
+                break
+            start = slash + 1
         return Path(path)
 
     def probe(self) -> list[ProbeResult]:
@@ -128,10 +143,13 @@ class LocalTarget(Target):
         temp = final.with_name(partial_name(final.name))
         try:
             sha256 = write(temp)
-            with open(temp, "rb+") as fh:
+            fd = os.open(temp, os.O_RDWR)  # (not open(): no buffer, no tty check, no seek)
+            try:
                 with contextlib.suppress(OSError):  # no user xattrs here: sha256 is re-hashed
-                    os.setxattr(fh.fileno(), XATTR, sha256.encode())
-                os.fsync(fh.fileno())
+                    os.setxattr(fd, XATTR, sha256.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             try:
                 os.link(temp, final)  # atomic, and refuses an existing name
             except FileExistsError:

@@ -54,7 +54,7 @@ def partial_name(final_name: str) -> str:
     """A fresh temporary name beside `final_name`, hidden and marked for `sweep_partials`, that
     says which process writes it (`<host>.<pid>.<random>`): a sweep removes at once what a
     process that is gone from this host left, and others' only when they were abandoned."""
-    return f".{final_name}{PARTIAL_MARKER}{_host_tag()}.{os.getpid()}.{uuid.uuid4().hex}"
+    return f".{final_name}{PARTIAL_MARKER}{HOST_TAG}.{os.getpid()}.{uuid.uuid4().hex}"
 
 
 def is_partial(name: str) -> bool:
@@ -71,12 +71,11 @@ def abandoned(name: str, mtime: float, older_than: float | None) -> bool:
     owner = name.rsplit(PARTIAL_MARKER, 1)[-1].split(".")
     if len(owner) != 3 or not owner[1].isdigit():
         return False  # a name from before owners were written: by its age only
-    return owner[0] == _host_tag() and not process_alive(int(owner[1]))
+    return owner[0] == HOST_TAG and not process_alive(int(owner[1]))
 
 
-def _host_tag() -> str:
-    """This machine's name as a temporary's name carries it (no dots: they separate the parts)."""
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
+# This machine's name as a temporary's name carries it (no dots: they separate the parts).
+HOST_TAG = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
 
 
 def process_alive(pid: int) -> bool:

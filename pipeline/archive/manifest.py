@@ -81,8 +81,12 @@ def write_local(manifest: dict, path: Path) -> tuple[LocalFile, bytes]:
     take it by hard link."""
     data = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n"
     fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+    try:
+        written = 0
+        while written < len(data):  # (a plain write: a small file needs no buffered writer)
+            written += os.write(fd, data[written:])
+    finally:
+        os.close(fd)
     hasher = Hasher()
     hasher.update(data)
     return LocalFile(path=path, size=hasher.size, checksums=hasher.checksums(), disposable=True), data

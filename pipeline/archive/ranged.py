@@ -199,12 +199,13 @@ class RangedDownload(PiecesSpool, RangeRules, Download):
             MACHINE.busy()  # (a fresh look: the first interval is judged on itself, not on what came before)
             while any(worker.is_alive() for worker in workers):
                 next(worker for worker in workers if worker.is_alive()).join(RAMP_SECONDS)
+                cpu_bound = not ramp.settled and MACHINE.busy()  # (reads /proc/stat: not under the lock)
                 with self._lock:
                     answered = all(slot in self._answered or not worker.is_alive()
                                    for slot, worker in enumerate(workers))
                     wanted = ramp.streams_wanted(self.high_water, len(workers), self._allowed,
                                                  saturated=self.connections.waiting > 0, answered=answered,
-                                                 cpu_bound=not ramp.settled and MACHINE.busy())
+                                                 cpu_bound=cpu_bound)
                     if wanted < len(workers):  # the streams added last did not pay: they stop after their piece
                         self._allowed = wanted
                     add = wanted > len(workers) and bool(self._queue) and self._failure is None
@@ -294,7 +295,8 @@ class RangedDownload(PiecesSpool, RangeRules, Download):
         headers = {"Range": f"bytes={asked}-{piece.end - 1}", "If-Range": self.validator.value}
         with self.connections.get(url, headers) as response:
             end = self._check_piece_answer(response, asked, piece)  # a server may send less than asked
-            self._answered.add(slot)
+            with self._lock:
+                self._answered.add(slot)
             expected = os.pread(fd, piece.done - asked, asked) if piece.done > asked else b""
             position = asked
             while position < end:

@@ -70,6 +70,31 @@ def test_a_symbolic_link_inside_the_folder_cannot_carry_a_copy_out(tmp_path):
     assert sorted(p.name for p in elsewhere.iterdir()) == ["there.mp4"]
 
 
+def test_a_link_deeper_in_the_key_or_at_its_end_is_followed_and_checked(tmp_path):
+    """The guard looks at every existing component of the key, not only the first: a folder
+    link two levels down, or the file itself a link to one outside, is refused; a link that
+    stays inside the folder is followed (the copy lands where it points)."""
+    folder, elsewhere = tmp_path / "nas", tmp_path / "elsewhere"
+    (folder / "2026" / "12").mkdir(parents=True)
+    (folder / "inside").mkdir()
+    elsewhere.mkdir()
+    (folder / "2026" / "12" / "out").symlink_to(elsewhere)
+    (folder / "2026" / "12" / "in").symlink_to(folder / "inside")
+    (elsewhere / "there.mp4").write_bytes(b"not the archive's")
+    (folder / "2026" / "file.mp4").symlink_to(elsewhere / "there.mp4")
+    src = write(tmp_path, "s", b"symlink")
+    with target_at(folder) as target:
+        for key in ("2026/12/out/video.mp4", "2026/12/out/there.mp4", "2026/file.mp4"):
+            with pytest.raises(PermanentStorageError, match="resolves outside"):
+                target.stat(key)
+        with pytest.raises(PermanentStorageError, match="resolves outside"):
+            target.put(src, "2026/12/out/new/video.mp4")
+        stored = target.put(src, "2026/12/in/video.mp4")
+        assert stored.size == 7
+    assert (folder / "inside" / "video.mp4").read_bytes() == b"symlink"
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["there.mp4"]
+
+
 class _NoFileno(io.BytesIO):
     pass
 
