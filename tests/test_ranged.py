@@ -284,27 +284,27 @@ def test_the_ramp_takes_a_stream_back_when_it_did_not_raise_the_rate(sim, tmp_pa
 
     ramp = pieces.Ramp(0)
     assert after(ramp, 10, 1) == 2  # the first interval: no rate to compare with yet
-    assert after(ramp, 30, 2) == 4  # 20 per interval against 10: it paid
-    assert after(ramp, 50, 4) == 2  # 20 against 20: it did not: back to two
+    assert after(ramp, 25, 2) == 4  # 15 per interval against 10: it paid
+    assert after(ramp, 40, 4) == 2  # 15 against 15: it did not: back to two
     assert after(ramp, 90, 2) == 2  # settled
     settled_by_throttling = pieces.Ramp(0)
     assert after(settled_by_throttling, 10, 4, allowed=2) == 2  # a 429/503 lowered it: never more
     assert after(settled_by_throttling, 50, 2, allowed=8) == 2
     assert pieces.Ramp(0, settled=True).streams_wanted(0, 8, 8) == 8  # ramp_streams = false: all at once
     waiting = pieces.Ramp(0)
-    assert after(waiting, 10, 1) == 2 and after(waiting, 30, 2) == 4
+    assert after(waiting, 10, 1) == 2 and after(waiting, 25, 2) == 4
     # No gain while the run's connections are all in use: the streams wait for one, and stay.
     now[0] += step
-    assert waiting.streams_wanted(50, 4, 8, saturated=True) == 4
+    assert waiting.streams_wanted(40, 4, 8, saturated=True) == 4
     assert not waiting.settled
-    assert after(waiting, 90, 4) == 8  # a connection came free and the four paid: on it goes
+    assert after(waiting, 60, 4) == 8  # a connection came free and the four paid: on it goes
     # Streams added whose first answer has not come (a long path's connect, TLS, round trip):
     # the interval starts again when they have answered, so their setup is not taken for their rate.
     slow_start = pieces.Ramp(0)
     assert after(slow_start, 10, 1) == 2
     now[0] += step
     assert slow_start.streams_wanted(12, 2, 8, answered=False) == 2  # (10 then 2: it would be taken back)
-    assert after(slow_start, 42, 2) == 4  # 30 in the interval after both answered, against 10: it paid
+    assert after(slow_start, 27, 2) == 4  # 15 in the interval after both answered, against 10: it paid
     # This machine's cores all busy: no stream added, none taken back, not settled; the ramp
     # goes on, judged afresh, once they are not.
     busy = pieces.Ramp(0)
@@ -314,3 +314,11 @@ def test_the_ramp_takes_a_stream_back_when_it_did_not_raise_the_rate(sim, tmp_pa
     now[0] += step
     assert busy.streams_wanted(50, 2, 8, cpu_bound=True) == 2
     assert after(busy, 70, 2) == 4
+    # Streams that each carried as much as those before (the path holds each one back): the
+    # next increase is four times; one that did not pay still goes back to the count before it.
+    leap = pieces.Ramp(0)
+    assert after(leap, 10, 1, allowed=32) == 2
+    assert after(leap, 29, 2, allowed=32) == 8  # 19 against 10: 0.95 of twice as much
+    assert after(leap, 100, 8, allowed=32) == 32  # 71 against 19: 0.93 of four times
+    assert after(leap, 180, 32, allowed=32) == 8  # 80 against 71: it did not pay: back to eight
+    assert after(leap, 260, 8, allowed=32) == 8 and leap.settled

@@ -12,6 +12,11 @@ MAX_PIECE = 256 << 20
 RAMP_SECONDS = 0.1  # the file's rate is measured over this long before a stream is added ...
 FIRST_STREAMS = 1  # streams a file starts with (then doubled while that pays)
 RAMP_GAIN = 1.25  # ... and a stream stays only if it raised the rate by this much
+# Where the streams added carried nearly as much each as those before (each stream is held
+# back by the path, not by this machine), the next increase is four times, not two: a long
+# path fills in half the intervals, and a near server never gets there (its first doubling
+# does not pay).
+RAMP_LEAP = 0.9
 
 
 @dataclass
@@ -33,7 +38,8 @@ def split(total: int, streams: int) -> list[Piece]:
 
 class Ramp:
     """How many streams a file should use now, from its rate, as TCP's slow start: twice as
-    many after each interval in which the last increase raised the rate by RAMP_GAIN; back to
+    many after each interval in which the last increase raised the rate by RAMP_GAIN (four
+    times as many when it raised it in proportion, RAMP_LEAP); back to
     the count before it (and no more tries) when it did not. Rates are measured over intervals
     of RAMP_SECONDS."""
 
@@ -71,5 +77,6 @@ class Ramp:
         if cpu_bound:
             self.before = None  # (holding is no increase: the next one is judged from then)
             return min(streams, allowed)
+        linear = self.before is not None and rate / streams >= RAMP_LEAP * self.before[1] / self.before[0]
         self.before = (streams, rate)
-        return min(streams * 2, allowed)
+        return min(streams * (4 if linear else 2), allowed)

@@ -2,7 +2,8 @@
 plain-download limit on this machine, on the issue's workload (one large file and several
 medium ones, served by the simulator), plus the raw readers side by side on the large file
 (curl, urllib3 `readinto` a preallocated buffer, httpx `iter_raw`), and the least an archiver
-does with public tools (curl through tee into `openssl dgst -sha256`, then sync).
+does with public tools (curl through tee into `openssl dgst -sha256`, then sync), and curl then
+sync alone (what durability costs: rtk-archive never calls a file archived before it is on disk).
 
 The simulator runs in a process of its own (so it never shares a GIL with what is measured);
 each rtk-archive run is a child process (its peak RSS is its own). Every figure printed is
@@ -28,12 +29,15 @@ sys.path.insert(0, str(REPO))
 from tests.bench.farm import Farm, archive_config, run_archive_child  # noqa: E402
 
 
-def curl_all(urls: list[str], folder: Path) -> float:
-    """Seconds for curl to fetch every URL, one after another, to files."""
+def curl_all(urls: list[str], folder: Path, *, sync: bool = False) -> float:
+    """Seconds for curl to fetch every URL, one after another, to files; with `sync`, each file
+    is also synced to disk (`sync -d`) before the next: what durability alone costs."""
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for index, url in enumerate(urls):
         subprocess.run(["curl", "-sf", "-o", str(folder / f"{index}.bin"), url], check=True)
+        if sync:
+            subprocess.run(["sync", "-d", str(folder / f"{index}.bin")], check=True)
     seconds = time.perf_counter() - start
     shutil.rmtree(folder)
     return seconds
@@ -105,6 +109,8 @@ def main() -> None:
                 os.sync()
                 curl_seconds = curl_all(urls, work / "curl")
                 os.sync()
+                synced_seconds = curl_all(urls, work / "curl-sync", sync=True)
+                os.sync()
                 floor_seconds = floor_all(urls, work / "floor")
                 os.sync()
                 runs = [("defaults", {})]
@@ -122,6 +128,9 @@ def main() -> None:
                 farm.remove(recs)
                 curl_rate = total / curl_seconds / 1e6
                 print(f"round {round_no + 1}: curl, sequential     : {curl_rate:7.0f} MB/s")
+                synced_rate = total / synced_seconds / 1e6
+                print(f"round {round_no + 1}: curl, then sync, sequential: {synced_rate:7.0f} MB/s "
+                      f"({synced_rate / curl_rate:.2f}x curl: what making the bytes durable costs)")
                 floor_rate = total / floor_seconds / 1e6
                 print(f"round {round_no + 1}: curl | tee | openssl sha256, then sync, sequential: {floor_rate:7.0f} MB/s "
                       f"({floor_rate / curl_rate:.2f}x curl: the least an archiver does)")
