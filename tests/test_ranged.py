@@ -120,8 +120,8 @@ def test_a_file_that_changes_size_between_ranges_fails_and_nothing_is_kept(sim, 
     """The file grows by 1000 bytes after the download began: its ETag changes, a range comes
     back 200, the restart finds a length other than the API's file_size: the file fails with
     that reason, nothing is archived and the spool is emptied."""
-    rec = sim.add_recording(size=8_000_000)
-    sim.faults.set(throttle_bps=4_000_000)
+    rec = sim.add_recording(size=40_000_000)  # (ten 4 MiB pieces: some are asked after the change)
+    sim.faults.set(throttle_bps=8_000_000)
     changer = threading.Thread(target=lambda: (
         wait_for(lambda: sum(r.bytes_sent for r in file_requests(sim)) > 1_000_000),
         sim.faults.set(size_mismatch={rec["id"]: 1000})))
@@ -131,7 +131,7 @@ def test_a_file_that_changes_size_between_ranges_fails_and_nothing_is_kept(sim, 
     assert result.exit_code == 1 and result.summary.failed == 1 and result.summary.archived == 0
     assert stored_digest(tmp_path / "nas", rec["id"]) is None
     row = ledger_rows(tmp_path / "ledger.db", "SELECT state, last_error FROM files WHERE recording_id=?", (rec["id"],))
-    assert row[0]["state"] == "failed" and "8001000 bytes but the API's file_size is 8000000" in row[0]["last_error"]
+    assert row[0]["state"] == "failed" and "40001000 bytes but the API's file_size is 40000000" in row[0]["last_error"]
     assert not any((tmp_path / "spool").iterdir())
 
 
