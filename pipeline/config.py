@@ -132,8 +132,9 @@ class ArchiveConfig(_Section):
     bwlimit: str | None = None  # total download rate: "50M", "off", or "08:00,10M 19:00,off"
     # Files of at least this many bytes are downloaded in ranges (like rclone's
     # --multi-thread-cutoff or aria2's --min-split-size), over up to `streams_per_file`
-    # connections: with `ramp_streams`, a file starts with one and doubles them while that raises
-    # its rate (a long path fills up; a near server is not slowed down by streams it cannot
+    # connections: with `ramp_streams`, a file starts with one and doubles them (quadruples, where
+    # each added stream carried as much as the others) while that raises its rate (a long path
+    # fills up; a near server is not slowed down by streams it cannot
     # use); without, it uses them all at once. At most `max_connections` file connections are
     # open at once, across all files of a run.
     ranged_cutoff: int = Field(default=32 << 20, ge=1 << 20, le=1 << 39)
