@@ -191,8 +191,8 @@ class Target(ABC):
     def sweep_partials(self, older_than: float | None = None) -> int:
         """Remove temporary objects a killed run left behind (with `older_than`, only those not
         written for that many seconds: other processes may be uploading now); returns how
-        many. Only backends whose temporaries are visible (capabilities.temporaries_visible)
-        need this."""
+        many. Backends whose temporaries are visible (capabilities.temporaries_visible) need
+        this, and S3, whose open multipart uploads are billed."""
         return 0
 
     def probe(self) -> list[ProbeResult]:

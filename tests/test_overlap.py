@@ -270,9 +270,9 @@ def test_a_file_that_changes_mid_download_is_stored_as_its_new_version(sim, tmp_
 
 def test_a_run_killed_during_an_overlapped_upload_leaves_nothing_visible(sim, tmp_path, overlapping_rig, prefix):
     """SIGKILL while the copy is being uploaded and the file is still downloading: no object
-    under its final name (at most a marked temporary, which the next run sweeps, or an open
-    multipart upload, which S3's lifecycle rule ends); the next run resumes the download and
-    archives the file, whole, with no temporary left."""
+    under its final name (at most a marked temporary, or an open multipart upload at S3); the
+    next run sweeps those, resumes the download and archives the file, whole, with no
+    temporary and no open multipart upload left."""
     rig = overlapping_rig
     rec = sim.add_recording(size=SIZE)
     sim.faults.set(throttle_bps=2 * MiB)
@@ -293,6 +293,8 @@ def test_a_run_killed_during_an_overlapped_upload_leaves_nothing_visible(sim, tm
     [key] = [k for k in committed(rig, prefix) if "video-" in k]
     assert hashlib.sha256(rig.raw_read(key)).hexdigest() == sim.expected_sha256(rec["id"])
     assert not [k for k in rig.list_keys(prefix) if ".rtk-partial-" in k]
+    if hasattr(rig, "s3"):
+        assert open_multipart_uploads(rig, prefix) == []
 
 
 def test_a_local_target_on_the_spools_file_system_still_takes_the_spool_file_by_link(sim, tmp_path):

@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 from storage.errors import NotFound, PermanentStorageError, StorageError, require_sdk
@@ -298,6 +299,22 @@ class S3Target(Target):
         client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload["UploadId"])
         return "a multipart upload with this target's settings was started and aborted"
 
+    def sweep_partials(self, older_than: float | None = None) -> int:
+        """Abort the multipart uploads a killed run left open under this target's prefix: they
+        are invisible, yet their parts are billed until aborted (rclone's `cleanup` does the
+        same). With `older_than`, only those no part of which arrived for that many seconds
+        (other workers may be uploading now: S3 keeps no process name with an upload)."""
+        client, prefix = self._s3(), f"{self.settings.path}/" if self.settings.path else ""
+        aborted = 0
+        with self._errors("clean-up of multipart uploads left open"):
+            for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    if older_than is not None and _idle_seconds(client, self.bucket, upload) < older_than:
+                        continue
+                    client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    aborted += 1
+        return aborted
+
     @contextlib.contextmanager
     def _open_read(self, full_key: str):
         response = self._s3().get_object(Bucket=self.bucket, Key=full_key)
@@ -331,6 +348,15 @@ class _KnownSize:
 
     def on_queued(self, future, **_kwargs) -> None:
         future.meta.provide_transfer_size(self.size)
+
+
+def _idle_seconds(client, bucket: str, upload: dict) -> float:
+    """Seconds since an open multipart upload last grew: its start, or its newest part's."""
+    last = upload["Initiated"]
+    for page in client.get_paginator("list_parts").paginate(Bucket=bucket, Key=upload["Key"],
+                                                             UploadId=upload["UploadId"]):
+        last = max([last, *(part["LastModified"] for part in page.get("Parts", []))])
+    return (datetime.now(timezone.utc) - last).total_seconds()
 
 
 def _create_only(params: dict, **_kwargs) -> None:

@@ -294,6 +294,32 @@ def test_failed_multipart_put_leaves_no_open_upload(server, s3, prefix, tmp_path
     assert s3.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix).get("Uploads", []) == []
 
 
+def test_the_sweep_aborts_multipart_uploads_left_open_under_the_prefix_only(server, s3, prefix, tmp_path):
+    """A killed run's open multipart upload (invisible, its parts billed) is aborted by the next
+    run's sweep; with an age (a shared ledger: other workers may be uploading) one whose last
+    part just arrived stays; an upload outside the target's prefix is never touched."""
+    def open_upload(key: str) -> str:
+        upload = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload, PartNumber=1, Body=b"x" * 1024)
+        return upload
+
+    def still_open(key_prefix: str) -> list[str]:
+        return [u["Key"] for u in s3.list_multipart_uploads(Bucket=BUCKET, Prefix=key_prefix).get("Uploads", [])]
+
+    open_upload(f"{prefix}/2026/11/30/rec/video.mp4")
+    outside = open_upload(f"{prefix}-other/video.mp4")  # a neighbouring prefix, not this target's
+    try:
+        with aws_target(server, prefix) as target:
+            assert target.sweep_partials(older_than=900) == 0  # its part came a moment ago
+            assert still_open(f"{prefix}/") == [f"{prefix}/2026/11/30/rec/video.mp4"]
+            assert target.sweep_partials() == 1
+            assert still_open(f"{prefix}/") == []
+            assert target.sweep_partials() == 0
+        assert still_open(f"{prefix}-other/") == [f"{prefix}-other/video.mp4"]
+    finally:
+        s3.abort_multipart_upload(Bucket=BUCKET, Key=f"{prefix}-other/video.mp4", UploadId=outside)
+
+
 # --------------------------------------------------------------------------- errors
 
 
