@@ -180,6 +180,7 @@ def create(
     raw.update(raw_overrides)
     rec = Rec(raw=raw, size=size, audio_size=audio_size, bucket_enabled=bucket_enabled, invoked=invoked, stopped=stopped)
     world.recs[rid] = rec
+    world.order_changed()
     return rec
 
 

@@ -144,7 +144,7 @@ class Api:
         return {key: merged.get(key) for key in keys}
 
     def _list(self, query: dict[str, list[str]], hostport: str) -> dict[str, Any]:
-        matches = sorted(self._filtered(query), key=lambda r: (r.invoked, r.id))
+        matches = self._filtered(query)  # (in the API's order: oldest first)
         if _one(query, "sort_order", "DESC").upper() == "DESC":
             matches.reverse()
         page_no = max(1, _int_param(query, "page_no", 1))
@@ -178,18 +178,19 @@ class Api:
         expired = _bool_param(query, "expired")
         now = self.sim.now()
         result = []
-        for rec in self.sim.recs.values():
-            meeting = rec.raw.get("meeting") or {}
+        for rec in self.sim.in_order():  # (every page looks at every recording: the cheap tests first)
             if statuses and rec.raw.get("status") not in statuses:
-                continue
-            if meeting_id and meeting.get("id") != meeting_id:
                 continue
             if start and rec.invoked < start or end and rec.invoked > end:
                 continue
-            if search and search not in str(meeting.get("id", "")).lower() and search not in str(meeting.get("title", "")).lower():
-                continue
-            is_expired = rec.retention_end is not None and rec.retention_end < now
-            if expired is not None and is_expired != expired:
+            if meeting_id or search:
+                meeting = rec.raw.get("meeting") or {}
+                if meeting_id and meeting.get("id") != meeting_id:
+                    continue
+                if search and search not in str(meeting.get("id", "")).lower() and \
+                        search not in str(meeting.get("title", "")).lower():
+                    continue
+            if expired is not None and (rec.retention_end is not None and rec.retention_end < now) != expired:
                 continue
             result.append(rec)
         return result

@@ -32,6 +32,7 @@ class World:
         self.days = days
         self.meetings: dict[str, dict[str, Any]] = {}
         self.recs: dict[str, Rec] = {}
+        self._in_order: list[Rec] | None = None  # self.recs in the API's order, until one comes or goes
         self.lock = threading.RLock()
         self.rng = random.Random(seed)
         self.sessions: dict[str, list[str]] = {}  # meeting id -> its session ids
@@ -77,6 +78,19 @@ class World:
     def remove_recording(self, recording_id: str) -> None:
         with self.lock:
             del self.recs[recording_id]
+            self.order_changed()
+
+    def in_order(self) -> list[Rec]:
+        """Every recording by invokedTime, then id (the list endpoint's order), sorted once per
+        change of who is there, not per page: 100,000 recordings are a thousand pages."""
+        with self.lock:
+            if self._in_order is None:
+                self._in_order = sorted(self.recs.values(), key=lambda r: (r.invoked, r.id))
+            return self._in_order
+
+    def order_changed(self) -> None:
+        """A recording was added or removed (call with the lock held)."""
+        self._in_order = None
 
     def has_file(self, recording_id: str, kind: str = "video") -> bool:
         """True if RealtimeKit's bucket holds this file (UPLOADED, bucket enabled, audio exported)."""
