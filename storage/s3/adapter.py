@@ -304,9 +304,10 @@ class S3Target(Target):
         are invisible, yet their parts are billed until aborted (rclone's `cleanup` does the
         same). With `older_than`, only those no part of which arrived for that many seconds
         (other workers may be uploading now: S3 keeps no process name with an upload)."""
-        client, prefix = self._s3(), f"{self.settings.path}/" if self.settings.path else ""
+        prefix = f"{self.settings.path}/" if self.settings.path else ""
         aborted = 0
         with self._errors("clean-up of multipart uploads left open"):
+            client = self._s3()
             for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix):
                 for upload in page.get("Uploads", []):
                     if older_than is not None and _idle_seconds(client, self.bucket, upload) < older_than:
