@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import psycopg
@@ -316,6 +317,9 @@ def test_evidence_scrub_metrics_and_webhook_work_on_either_ledger(ledger, tmp_pa
         ledger.record_download(rid, "video", size=1000, sha256="ab" * 32, md5=None, crc32c="c", source_host="h")
         ledger.record_copy(rid, "video", "nas", stored(f"k/{rid}"), verified_by="sha256")
         ledger.record_copy(rid, "video", "s3", stored(f"k/{rid}"), verified_by="sha256")
+    # A stored copy counts as verified when stored; the checks below must come later, and
+    # timestamps have millisecond resolution (on a fast machine all of this fits in one).
+    time.sleep(0.002)
     ledger.record_verification("a", "video", "nas", state="archived", result="ok")
     ledger.record_verification("b", "video", "nas", state="missing", result="not found")
     ledger.record_verification("b", "video", "s3", state="mismatch", result="size is 1, expected 1000")
