@@ -103,7 +103,7 @@ class AuditLog:
             entry["hash"] = _self_hash(entry)
             line = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
             try:
-                _write_all(self._fd, line + b"\n")
+                write_all(self._fd, line + b"\n")
             except OSError as exc:
                 self._fail("cannot append", exc)
             self._size += len(line) + 1
@@ -173,7 +173,8 @@ def _appending(fd: int) -> Iterator[None]:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """All of `data` to `fd` with plain writes (no buffered file object: a write may be short)."""
     view = memoryview(data)
     while view:
         written = os.write(fd, view)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pipeline
 from pipeline.archive.hashing import Hasher
+from pipeline.audit import write_all
 from pipeline.clock import utcnow
 from pipeline.ledger import CopyRow, FileRow
 from storage import LocalFile
@@ -82,9 +83,7 @@ def write_local(manifest: dict, path: Path) -> tuple[LocalFile, bytes]:
     data = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n"
     fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
     try:
-        written = 0
-        while written < len(data):  # (a plain write: a small file needs no buffered writer)
-            written += os.write(fd, data[written:])
+        write_all(fd, data)
     finally:
         os.close(fd)
     hasher = Hasher()
