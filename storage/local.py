@@ -210,15 +210,17 @@ class LocalTarget(Target):
         removed = 0
         if not self.root.is_dir():
             return 0
+        probe_folder = os.path.join(self.root, PROBE_PREFIX)
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
-                if is_partial(name):
+                if is_partial(name) or dirpath == probe_folder:  # the latter: a probe killed before its removal
                     path = os.path.join(dirpath, name)
                     with contextlib.suppress(FileNotFoundError):
                         if not abandoned(name, os.stat(path).st_mtime, older_than):
                             continue  # still being written, by another process
                         os.unlink(path)
                         removed += 1
+        _remove_empty([Path(probe_folder)])
         return removed
 
     def _classify(self, exc: Exception, action: str) -> StorageError:

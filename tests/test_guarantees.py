@@ -281,7 +281,7 @@ def test_temporaries_a_killed_run_left_at_a_local_target_are_removed_by_the_next
 
     assert result.exit_code == 0 and result.summary.archived == 1
     assert not leftover.exists() and not second.exists(), "the killed run's temporaries are still there"
-    assert "removed 2 unfinished upload(s) a previous run left at nas" in caplog.text
+    assert "removed 2 unfinished upload(s) or probe object(s) a previous run left at nas" in caplog.text
     assert "left at new" not in caplog.text  # nothing to sweep in a folder that did not exist
     assert bystander.read_bytes() == b"not ours"
 

@@ -235,9 +235,9 @@ SHARED_SWEEP_AGE = 900.0  # seconds: on a shared ledger, a temporary not written
 
 
 def _sweep(targets: dict[str, Target], *, shared: bool = False) -> None:
-    """Remove temporaries a killed run left at targets where they are visible (local, sftp)
-    and abort the multipart uploads it left open at S3; on a shared ledger only those not
-    written for a while (other workers upload now)."""
+    """Remove temporaries (and probe objects) a killed run left at targets where they are
+    visible (local, sftp) and abort the multipart uploads it left open at S3; on a shared
+    ledger only those not written for a while (other workers upload now)."""
     for target in targets.values():
         try:
             removed = target.sweep_partials(older_than=SHARED_SWEEP_AGE if shared else None)
@@ -245,7 +245,8 @@ def _sweep(targets: dict[str, Target], *, shared: bool = False) -> None:
             log.warning("could not clean up unfinished uploads at %s: %s", target.name, exc)
             continue
         if removed:
-            log.info("removed %d unfinished upload(s) a previous run left at %s", removed, target.name)
+            log.info("removed %d unfinished upload(s) or probe object(s) a previous run left at %s",
+                     removed, target.name)
 
 
 def _clear_spool(spool_dir: Path) -> None:

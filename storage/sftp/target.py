@@ -300,7 +300,9 @@ class SFTPTarget(Target):
 
     def _sweep_on(self, session: Session, older_than: float | None) -> int:
         removed = 0
-        pending = [session.absolute(self.settings.path or ".")]
+        root = session.absolute(self.settings.path or ".")
+        probe_folder = posixpath.join(root, PROBE_PREFIX)
+        pending = [root]
         while pending:
             folder = pending.pop()
             try:
@@ -312,10 +314,13 @@ class SFTPTarget(Target):
                 child = posixpath.join(folder, entry.filename)
                 if stat_module.S_ISDIR(entry.st_mode):  # lstat: symlinked folders are not followed
                     pending.append(child)
-                elif stat_module.S_ISREG(entry.st_mode) and is_partial(entry.filename):
+                elif stat_module.S_ISREG(entry.st_mode) and (is_partial(entry.filename) or folder == probe_folder):
+                    # (the latter: a probe object whose run was killed before it removed it)
                     if not abandoned(entry.filename, entry.st_mtime or 0, older_than):
                         continue  # still being written, by another process
                     removed += remote.remove_if_present(session.sftp, child)
+        with contextlib.suppress(OSError):  # the probe folder, once empty (absent or in use: kept)
+            session.sftp.rmdir(probe_folder)
         return removed
 
     def close(self) -> None:

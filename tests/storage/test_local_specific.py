@@ -12,7 +12,7 @@ import pytest
 
 import storage.local as local_module
 from storage import LocalFile, ObjectConflict, PermanentStorageError, build_target, settings_model
-from storage.target import PARTIAL_MARKER
+from storage.target import PARTIAL_MARKER, PROBE_PREFIX
 from tests.storage.files import local_file, write
 
 
@@ -137,14 +137,17 @@ def test_a_sweep_with_an_age_leaves_temporaries_still_being_written(tmp_path):
     (folder / "rec").mkdir(parents=True)
     abandoned = folder / "rec" / f".video.mp4{PARTIAL_MARKER}old"
     in_flight = folder / "rec" / f".audio.m4a{PARTIAL_MARKER}new"
-    for path in (abandoned, in_flight):
+    probing = folder / PROBE_PREFIX / "0123456789abcdef"  # another worker's start-up probe, now
+    probing.parent.mkdir()
+    for path in (abandoned, in_flight, probing):
         path.write_bytes(b"partial")
     an_hour_ago = abandoned.stat().st_mtime - 3600
     os.utime(abandoned, (an_hour_ago, an_hour_ago))
     target = target_at(folder)
     assert target.sweep_partials(older_than=900) == 1
-    assert not abandoned.exists() and in_flight.exists()
-    assert target.sweep_partials() == 1 and not in_flight.exists()
+    assert not abandoned.exists() and in_flight.exists() and probing.exists()
+    assert target.sweep_partials() == 2 and not in_flight.exists()
+    assert not probing.parent.exists()  # a probe killed before its removal leaves nothing behind either
 
 
 def test_a_sweep_with_an_age_removes_at_once_what_a_process_gone_from_this_host_left(tmp_path):

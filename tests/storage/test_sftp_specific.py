@@ -25,7 +25,7 @@ from storage import (
     build_target,
     settings_model,
 )
-from storage.target import PARTIAL_MARKER
+from storage.target import PARTIAL_MARKER, PROBE_PREFIX
 from tests.servers.process import free_port
 from tests.storage.files import source as local_file
 
@@ -280,15 +280,20 @@ def test_read_only_retention_sets_0444(rig_sftp, prefix, tmp_path):
 
 
 def test_sweep_partials_removes_stale_temporaries(rig_sftp, prefix):
+    """Temporaries anywhere below the target's folder, and the probe object a run killed
+    during its start-up probe left (with the probe's folder); nothing else."""
     base = f"{rig_sftp.base}/{prefix}"
-    stale = [f"{base}/.video.mp4{PARTIAL_MARKER}0123", f"{base}/rec-2/deep/.audio.m4a{PARTIAL_MARKER}abcd"]
-    kept = [f"{base}/rec-1/video.mp4", f"{base}/not-hidden{PARTIAL_MARKER}1", f"{base}/.hidden"]
+    stale = [f"{base}/.video.mp4{PARTIAL_MARKER}0123", f"{base}/rec-2/deep/.audio.m4a{PARTIAL_MARKER}abcd",
+             f"{base}/{PROBE_PREFIX}/0123456789abcdef"]
+    kept = [f"{base}/rec-1/video.mp4", f"{base}/not-hidden{PARTIAL_MARKER}1", f"{base}/.hidden",
+            f"{base}/rec-1/{PROBE_PREFIX}/not-the-probes-folder"]
     for key in stale + kept:
         rig_sftp.plant(key, b"leftover")
     with target_for(rig_sftp, prefix) as target:
-        assert target.sweep_partials() == 2
+        assert target.sweep_partials() == 3
         assert target.sweep_partials() == 0
     assert rig_sftp.list_keys(prefix) == sorted(kept)
+    assert not rig_sftp.local_path(f"{base}/{PROBE_PREFIX}").exists()
 
 
 def test_sweep_of_a_folder_never_used_is_empty(rig_sftp, prefix):
@@ -392,9 +397,10 @@ def test_a_sweep_with_an_age_leaves_temporaries_still_being_written(rig_sftp, pr
     base = f"{rig_sftp.base}/{prefix}"
     old = rig_sftp.plant(f"{base}/.video.mp4{PARTIAL_MARKER}0123", b"leftover")
     rig_sftp.plant(f"{base}/.audio.m4a{PARTIAL_MARKER}4567", b"being written")
+    rig_sftp.plant(f"{base}/{PROBE_PREFIX}/0123456789abcdef", b"another worker's probe, in progress")
     an_hour_ago = old.stat().st_mtime - 3600
     os.utime(old, (an_hour_ago, an_hour_ago))
     with target_for(rig_sftp, prefix) as target:
         assert target.sweep_partials(older_than=900) == 1
         assert target.sweep_partials(older_than=900) == 0
-        assert target.sweep_partials() == 1
+        assert target.sweep_partials() == 2
