@@ -86,18 +86,20 @@ def overlapping_rig(request):
 
 
 def upload_in_progress(rig, prefix: str) -> bool | None:
-    """Does the target hold bytes of an upload not yet committed? None: no way to look."""
+    """Does the target hold bytes of an upload not yet committed? None: no way to look. The
+    start-up probe's object (and its temporary) is never the recording's upload: taken for one,
+    the test killed the run during its probe, which left the probe object behind (seen in CI
+    at SFTP and at Azure)."""
     if rig.type in ("local", "sftp"):
         where = (lambda key: rig.folder / key) if rig.type == "local" else rig.local_path
-        # The start-up probe's put has a temporary too: not the recording's upload (seen in CI:
-        # the test killed the run during its probe, which left the probe object behind).
         return any(".rtk-partial-" in key and PROBE_PREFIX not in key and _size(where(key)) > 0
                    for key in _existing(rig.list_keys, prefix))
     if hasattr(rig, "s3"):  # S3 and its kin: a multipart upload with a part
         return any(rig.s3.list_parts(Bucket=rig.bucket, Key=up["Key"], UploadId=up["UploadId"]).get("Parts")
                    for up in open_multipart_uploads(rig, prefix))
-    if hasattr(rig, "container"):  # Azure: blocks staged, not committed
-        return any(True for _ in rig.container.list_blobs(name_starts_with=prefix, include=["uncommittedblobs"]))
+    if hasattr(rig, "container"):  # Azure: blocks staged, not committed (the listing shows committed blobs too)
+        return any(PROBE_PREFIX not in blob.name
+                   for blob in rig.container.list_blobs(name_starts_with=prefix, include=["uncommittedblobs"]))
     return None
 
 
