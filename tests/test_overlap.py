@@ -341,7 +341,7 @@ def test_a_target_failure_mid_upload_is_retried_with_the_finished_file(sim, tmp_
         with caplog.at_level("WARNING", logger="rtk_archive.store"):
             run.start()
             try:
-                wait_for(lambda: any(p.stat().st_size > 0 for p in folder.rglob(".*.rtk-partial-*")
+                wait_for(lambda: any(_size(p) > 0 for p in folder.rglob(".*.rtk-partial-*")
                                      if PROBE_PREFIX not in p.parts), timeout=120)  # not the probe's own
                 filler = fill(folder)  # the upload's next write fails: no space left
                 wait_for(lambda: audit.exists() and '"action":"downloaded"' in audit.read_text(), timeout=120)
