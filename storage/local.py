@@ -220,7 +220,8 @@ class LocalTarget(Target):
                             continue  # still being written, by another process
                         os.unlink(path)
                         removed += 1
-        _remove_empty([Path(probe_folder)])
+            if dirpath == probe_folder:  # only when it exists: no system call per run for nothing
+                _remove_empty([Path(dirpath)])
         return removed
 
     def _classify(self, exc: Exception, action: str) -> StorageError:

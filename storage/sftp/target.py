@@ -319,8 +319,9 @@ class SFTPTarget(Target):
                     if not abandoned(entry.filename, entry.st_mtime or 0, older_than):
                         continue  # still being written, by another process
                     removed += remote.remove_if_present(session.sftp, child)
-        with contextlib.suppress(OSError):  # the probe folder, once empty (absent or in use: kept)
-            session.sftp.rmdir(probe_folder)
+            if folder == probe_folder:  # only when it was there: not a round trip per run for nothing
+                with contextlib.suppress(OSError):  # once empty (in use by another probe: kept)
+                    session.sftp.rmdir(probe_folder)
         return removed
 
     def close(self) -> None:
